@@ -1,0 +1,33 @@
+# hwsim: two commands set everything up on a fresh machine with Python 3.11 and make.
+#   make demo   builds .venv if needed, then writes the main report to out/
+#   make test   builds .venv if needed, then runs the full pytest suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench lint docs clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/hwsim report --out out
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2
+
+bench: $(STAMP)
+	$(BIN)/python -m pytest -m bench -p no:randomly -s
+
+lint: $(STAMP)
+	$(BIN)/ruff check hwsim tests
+	$(BIN)/mypy hwsim
+
+clean:
+	rm -rf out .pytest_cache .mypy_cache .hypothesis

@@ -1,0 +1,283 @@
+"""Device specs: one pydantic model covering every device kind in the mission.
+
+Kinds differ only in a small optional section (``mesh`` for wafer-scale, ``tiles`` for dataflow,
+``lpu`` for LPUs) plus validation rules; the common parts (compute, an ordered memory hierarchy,
+interconnect ports, power and price) are shared. Mappers in ``hwsim.sim`` decide how a kind uses
+them. Accessors return SI floats and end in their unit (``bandwidth_Bps``, ``capacity_bytes``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from hwsim.spec.quantity import (
+    Bandwidth,
+    Bytes,
+    Count,
+    Frequency,
+    Latency,
+    Money,
+    Power,
+    Rate,
+    Sourced,
+    Strict,
+)
+
+DeviceKind = Literal["gpu", "wafer_scale", "dataflow", "lpu"]
+DType = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8"]
+DTYPES: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8")
+#: Bytes per element of each dtype (tf32 is stored as fp32).
+DTYPE_BYTES: dict[str, float] = {
+    "fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1,
+}
+Scope = Literal["per_unit", "per_chip", "per_node", "per_system"]
+PortKind = Literal[
+    "nvlink", "xgmi", "pcie", "infiniband", "ethernet", "c2c", "wafer_fabric", "swarmx",
+    "rdu_fabric",
+]
+
+
+class SpecWarning(UserWarning):
+    """A spec that loads but looks wrong (e.g. an inner memory level larger than an outer one)."""
+
+
+class Compute(Strict):
+    """Compute units (SMs, CUs, cores, PCUs) and their peak rates per dtype, whole chip."""
+
+    units: Count = Field(description="number of compute units on the chip (SMs, CUs, cores)")
+    unit_name: str = Field("SM", description="what a compute unit is called on this device")
+    clock: Frequency
+    peak: dict[DType, Rate] = Field(
+        description="dense peak FLOP/s (OP/s for int8) of the matrix engines per dtype, whole chip"
+    )
+    vector_fp32: Rate | None = Field(
+        None, description="non-matrix FP32 FLOP/s (softmax, norms, elementwise), whole chip"
+    )
+    special: Rate | None = Field(
+        None, description="special-function (exp, rsqrt) op/s, whole chip; FA3's softmax ceiling"
+    )
+
+    @property
+    def units_count(self) -> int:
+        return int(self.units.value)
+
+    @property
+    def clock_Hz(self) -> float:
+        return self.clock.value
+
+
+class MemoryLevel(Strict):
+    """One level of the memory hierarchy. Capacity and bandwidth are per instance of ``scope``:
+    per compute unit for ``per_unit`` (e.g. shared memory of one SM), per chip for ``per_chip``."""
+
+    name: str
+    scope: Scope
+    capacity: Bytes
+    bandwidth: Bandwidth
+    latency: Latency
+    note: str | None = None
+
+    @property
+    def capacity_bytes(self) -> float:
+        return self.capacity.value
+
+    @property
+    def bandwidth_Bps(self) -> float:
+        return self.bandwidth.value
+
+    @property
+    def latency_s(self) -> float:
+        return self.latency.value
+
+
+class Port(Strict):
+    """A group of identical interconnect ports; bandwidth is per port and per direction."""
+
+    kind: PortKind
+    count: Count
+    bandwidth: Bandwidth
+    latency: Latency
+    note: str | None = None
+
+    @property
+    def bandwidth_Bps(self) -> float:
+        return self.bandwidth.value
+
+    @property
+    def total_bandwidth_Bps(self) -> float:
+        """All ports of this group together, one direction (bytes/s)."""
+        return self.bandwidth.value * self.count.value
+
+
+class PowerSpec(Strict):
+    tdp: Power
+
+
+class PriceSpec(Strict):
+    usd: Money
+
+
+class Mesh(Strict):
+    """Wafer-scale 2-D mesh of cores: shape, per-hop latency and per-link bandwidth."""
+
+    rows: Count
+    cols: Count
+    hop_latency: Latency
+    link_bandwidth: Bandwidth
+
+
+class Tiles(Strict):
+    """Dataflow chip tiles: pattern compute units (PCUs) and pattern memory units (PMUs)."""
+
+    pcus: Count
+    pmus: Count
+
+
+class LpuSpec(Strict):
+    """LPU specifics: execution is statically scheduled, so no contention or jitter is modelled."""
+
+    static_schedule: bool = True
+    c2c_hop_latency: Latency
+
+
+class Device(Strict):
+    """A device (one chip, wafer or socket) as written in ``devices/<name>.yaml``."""
+
+    name: str = Field(description="display name, e.g. 'NVIDIA H100 SXM5 80GB'")
+    kind: DeviceKind
+    vendor: str
+    arch: str = Field(description="architecture generation; keys the kernel profiles")
+    description: str | None = None
+    sources: dict[str, str] = Field(description="citation table: key → datasheet, paper or URL")
+    compute: Compute
+    memory: list[MemoryLevel] = Field(description="ordered innermost (registers) → outermost")
+    interconnect: list[Port] = Field(default_factory=list)
+    power: PowerSpec
+    price: PriceSpec | None = None
+    mesh: Mesh | None = None
+    tiles: Tiles | None = None
+    lpu: LpuSpec | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Device:
+        names = [m.name for m in self.memory]
+        if not names:
+            raise ValueError("memory: at least one level is required")
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"memory: level names must be unique, repeated: {sorted(dup)}")
+        for path, q in self.iter_sourced():
+            if q.source not in self.sources:
+                raise ValueError(
+                    f"{path}.source: {q.source!r} is not in the sources table "
+                    f"(known: {', '.join(sorted(self.sources)) or 'none'})"
+                )
+        section = {"wafer_scale": "mesh", "dataflow": "tiles", "lpu": "lpu"}.get(self.kind)
+        if section and getattr(self, section) is None:
+            raise ValueError(f"a device of kind '{self.kind}' needs a '{section}' section")
+        if self.kind == "lpu" and any(n in ("hbm", "dram", "ddr") for n in names):
+            raise ValueError("an 'lpu' keeps everything in on-chip SRAM: remove hbm/dram/ddr")
+        if self.kind == "dataflow":
+            missing = {"sram", "hbm", "ddr"} - set(names)
+            if missing:
+                raise ValueError(f"a 'dataflow' device has three tiers; missing {sorted(missing)}")
+        self._warn_order()
+        return self
+
+    def _warn_order(self) -> None:
+        """Inner levels should be smaller and faster (per chip); warn, never fail, if not."""
+        chip = [m for m in self.memory if m.scope in ("per_unit", "per_chip")]
+        for inner, outer in zip(chip, chip[1:], strict=False):
+            if self.level_capacity_bytes(inner.name) > self.level_capacity_bytes(outer.name):
+                warnings.warn(
+                    f"{self.name}: memory level '{inner.name}' is larger than the outer level "
+                    f"'{outer.name}'; levels are listed innermost first",
+                    SpecWarning,
+                    stacklevel=2,
+                )
+            if self.level_bandwidth_Bps(inner.name) < self.level_bandwidth_Bps(outer.name):
+                warnings.warn(
+                    f"{self.name}: memory level '{inner.name}' is slower than the outer level "
+                    f"'{outer.name}'; levels are listed innermost first",
+                    SpecWarning,
+                    stacklevel=2,
+                )
+
+    # ---- accessors (SI floats) -------------------------------------------------------------
+    def iter_sourced(self) -> list[tuple[str, Sourced]]:
+        """Every sourced number in the spec, with its dotted path (for ``hwsim show``)."""
+        return _walk_sourced(self, "")
+
+
+    def level(self, name: str) -> MemoryLevel:
+        for m in self.memory:
+            if m.name == name:
+                return m
+        raise KeyError(f"{self.name} has no memory level {name!r} (has {[m.name for m in self.memory]})")
+
+    def level_instances(self, name: str) -> int:
+        """How many instances of a level one chip has (compute units for ``per_unit``)."""
+        return self.compute.units_count if self.level(name).scope == "per_unit" else 1
+
+    def level_capacity_bytes(self, name: str) -> float:
+        """Capacity of a level summed over one chip's instances (bytes)."""
+        return self.level(name).capacity_bytes * self.level_instances(name)
+
+    def level_bandwidth_Bps(self, name: str) -> float:
+        """Bandwidth of a level summed over one chip's instances (bytes/s)."""
+        return self.level(name).bandwidth_Bps * self.level_instances(name)
+
+    def peak_flops(self, dtype: str) -> float:
+        """Dense matrix peak FLOP/s for ``dtype``; falls back to the widest supported dtype that
+        can hold it (fp8 → fp16/bf16, int8 → fp8 → fp16) because hardware without a native fp8
+        path runs fp8 data through its 16-bit units."""
+        order = {
+            "fp8": ["fp8", "bf16", "fp16"], "int8": ["int8", "fp8", "fp16"],
+            "bf16": ["bf16", "fp16"], "fp16": ["fp16", "bf16"], "tf32": ["tf32", "fp32"],
+            "fp32": ["fp32", "tf32"],
+        }[dtype]
+        for d in order:
+            if d in self.compute.peak:
+                return self.compute.peak[d].value  # type: ignore[index]
+        raise KeyError(f"{self.name} lists no peak rate usable for {dtype}")
+
+    @property
+    def main_memory(self) -> MemoryLevel:
+        """The level that holds weights and KV cache: HBM where there is one (GPUs, SN40L, whose
+        DDR sits behind it as a capacity tier), else the outermost on-chip level (LPU SRAM)."""
+        for m in self.memory:
+            if m.name == "hbm":
+                return m
+        return self.on_chip_levels[-1]
+
+    @property
+    def on_chip_levels(self) -> list[MemoryLevel]:
+        return [m for m in self.memory if m.scope in ("per_unit", "per_chip")]
+
+    @property
+    def tdp_W(self) -> float:
+        return self.power.tdp.value
+
+    @property
+    def price_usd(self) -> float | None:
+        return self.price.usd.value if self.price else None
+
+
+def _walk_sourced(obj: object, path: str) -> list[tuple[str, Sourced]]:
+    out: list[tuple[str, Sourced]] = []
+    if isinstance(obj, Sourced):
+        return [(path, obj)]
+    if isinstance(obj, Strict):
+        for name in type(obj).model_fields:
+            out += _walk_sourced(getattr(obj, name), f"{path}.{name}" if path else name)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            out += _walk_sourced(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            label = getattr(v, "name", None) or getattr(v, "kind", None) or str(i)
+            out += _walk_sourced(v, f"{path}[{label}]")
+    return out

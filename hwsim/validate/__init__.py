@@ -1,0 +1,1 @@
+"""hwsim.validate layer."""
