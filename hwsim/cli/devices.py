@@ -47,12 +47,23 @@ def devices_cmd(
         print_json(rows)
         return
     t = Table(title="built-in devices (devices/*.yaml)")
-    for col in ("name", "kind", "units", "BF16 peak", "FP8 peak", "main memory", "bandwidth",
-                "other SRAM", "TDP"):
+    for col in (
+        "name",
+        "kind",
+        "units",
+        "BF16 peak",
+        "FP8 peak",
+        "main memory",
+        "bandwidth",
+        "other SRAM",
+        "TDP",
+    ):
         t.add_column(col, justify="left" if col in ("name", "kind") else "right")
     for r in rows:
         t.add_row(
-            str(r["name"]), str(r["kind"]), str(r["units"]),
+            str(r["name"]),
+            str(r["kind"]),
+            str(r["units"]),
             format_quantity(float(r["bf16_flops"]), Dim.RATE),  # type: ignore[arg-type]
             format_quantity(float(r["fp8_flops"]), Dim.RATE),  # type: ignore[arg-type]
             f"{r['main_memory']} " + format_quantity(float(r["main_memory_bytes"]), Dim.BYTES),  # type: ignore[arg-type]
@@ -82,8 +93,13 @@ def show_cmd(
     for col in ("field", "value", "SI", "source", "derivation / note"):
         t.add_column(col)
     for path, q in d.iter_sourced():
-        t.add_row(path, q.text, f"{q.value:.6g} {q.dim.value}", q.source,
-                  " ".join(x for x in (q.derived, q.note) if x))
+        t.add_row(
+            path,
+            q.text,
+            f"{q.value:.6g} {q.dim.value}",
+            q.source,
+            " ".join(x for x in (q.derived, q.note) if x),
+        )
     console.print(t)
     s = Table(title="sources")
     s.add_column("key")

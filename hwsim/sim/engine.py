@@ -95,8 +95,11 @@ def max_min_rates(
         return rates
     lengths = np.fromiter((len(p) for p in paths), dtype=np.int64, count=n)
     flow_of = np.repeat(np.arange(n), lengths)
-    link_of = np.concatenate([np.asarray(p, dtype=np.int64) for p in paths]) if lengths.sum() else (
-        np.zeros(0, dtype=np.int64))
+    link_of = (
+        np.concatenate([np.asarray(p, dtype=np.int64) for p in paths])
+        if lengths.sum()
+        else (np.zeros(0, dtype=np.int64))
+    )
     cap = capacity_Bps.astype(float).copy()
     own = np.full(n, np.inf) if max_rate_Bps is None else max_rate_Bps.astype(float).copy()
     active = np.ones(n, dtype=bool)
@@ -178,8 +181,16 @@ class Engine:
                 return
             self._advance()
             self._flows.append(
-                Flow(idx, float(nbytes), float(nbytes), done, float(max_rate_Bps), 0.0, label,
-                     self.env.now)
+                Flow(
+                    idx,
+                    float(nbytes),
+                    float(nbytes),
+                    done,
+                    float(max_rate_Bps),
+                    0.0,
+                    label,
+                    self.env.now,
+                )
             )
             self._reschedule()
 
@@ -224,8 +235,13 @@ class Engine:
                 if self.tracing:
                     for li in f.path:
                         self.trace.append(
-                            TraceEvent(self.links[li].name, f.label or "transfer", f.start_s,
-                                       self.env.now, {"bytes": f.size_bytes})
+                            TraceEvent(
+                                self.links[li].name,
+                                f.label or "transfer",
+                                f.start_s,
+                                self.env.now,
+                                {"bytes": f.size_bytes},
+                            )
                         )
                 f.done.succeed()
         self._generation += 1

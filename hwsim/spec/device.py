@@ -8,6 +8,7 @@ them. Accessors return SI floats and end in their unit (``bandwidth_Bps``, ``cap
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from typing import Literal
 
@@ -31,11 +32,23 @@ DType = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8"]
 DTYPES: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8")
 #: Bytes per element of each dtype (tf32 is stored as fp32).
 DTYPE_BYTES: dict[str, float] = {
-    "fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1,
+    "fp32": 4,
+    "tf32": 4,
+    "bf16": 2,
+    "fp16": 2,
+    "fp8": 1,
+    "int8": 1,
 }
 Scope = Literal["per_unit", "per_chip", "per_node", "per_system"]
 PortKind = Literal[
-    "nvlink", "xgmi", "pcie", "infiniband", "ethernet", "c2c", "wafer_fabric", "swarmx",
+    "nvlink",
+    "xgmi",
+    "pcie",
+    "infiniband",
+    "ethernet",
+    "c2c",
+    "wafer_fabric",
+    "swarmx",
     "rdu_fabric",
 ]
 
@@ -190,7 +203,7 @@ class Device(Strict):
     def _warn_order(self) -> None:
         """Inner levels should be smaller and faster (per chip); warn, never fail, if not."""
         chip = [m for m in self.memory if m.scope in ("per_unit", "per_chip")]
-        for inner, outer in zip(chip, chip[1:], strict=False):
+        for inner, outer in itertools.pairwise(chip):
             if self.level_capacity_bytes(inner.name) > self.level_capacity_bytes(outer.name):
                 warnings.warn(
                     f"{self.name}: memory level '{inner.name}' is larger than the outer level "
@@ -211,12 +224,13 @@ class Device(Strict):
         """Every sourced number in the spec, with its dotted path (for ``hwsim show``)."""
         return _walk_sourced(self, "")
 
-
     def level(self, name: str) -> MemoryLevel:
         for m in self.memory:
             if m.name == name:
                 return m
-        raise KeyError(f"{self.name} has no memory level {name!r} (has {[m.name for m in self.memory]})")
+        raise KeyError(
+            f"{self.name} has no memory level {name!r} (has {[m.name for m in self.memory]})"
+        )
 
     def level_instances(self, name: str) -> int:
         """How many instances of a level one chip has (compute units for ``per_unit``)."""
@@ -235,8 +249,11 @@ class Device(Strict):
         can hold it (fp8 → fp16/bf16, int8 → fp8 → fp16) because hardware without a native fp8
         path runs fp8 data through its 16-bit units."""
         order = {
-            "fp8": ["fp8", "bf16", "fp16"], "int8": ["int8", "fp8", "fp16"],
-            "bf16": ["bf16", "fp16"], "fp16": ["fp16", "bf16"], "tf32": ["tf32", "fp32"],
+            "fp8": ["fp8", "bf16", "fp16"],
+            "int8": ["int8", "fp8", "fp16"],
+            "bf16": ["bf16", "fp16"],
+            "fp16": ["fp16", "bf16"],
+            "tf32": ["tf32", "fp32"],
             "fp32": ["fp32", "tf32"],
         }[dtype]
         for d in order:

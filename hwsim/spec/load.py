@@ -44,8 +44,9 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
 def parse_yaml_text(text: str, file: str) -> tuple[Any, yaml.Node | None]:
     """Parse YAML text with ``safe_load``; syntax errors carry the parser's line number."""
     if len(text) > MAX_FILE_BYTES:
-        raise SpecError(f"file is {len(text)} bytes; specs are limited to {MAX_FILE_BYTES}",
-                        file=file)
+        raise SpecError(
+            f"file is {len(text)} bytes; specs are limited to {MAX_FILE_BYTES}", file=file
+        )
     try:
         aliases = sum(isinstance(ev, yaml.AliasEvent) for ev in yaml.parse(text))
         if aliases > MAX_ALIASES:
@@ -150,8 +151,9 @@ def _message(model: type[BaseModel], err: dict[str, Any]) -> str:
     if kind == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
         got = err.get("input")
-        guess = difflib.get_close_matches(str(got), [e.strip(" '") for e in
-                                                     expected.replace(" or ", ",").split(",")], n=1)
+        guess = difflib.get_close_matches(
+            str(got), [e.strip(" '") for e in expected.replace(" or ", ",").split(",")], n=1
+        )
         hint = f"; did you mean '{guess[0]}'?" if guess else ""
         return f"got {got!r}, expected one of {expected}{hint}"
     msg = str(err["msg"])
@@ -161,8 +163,9 @@ def _message(model: type[BaseModel], err: dict[str, Any]) -> str:
 def validate(model: type[M], data: Any, *, file: str, node: yaml.Node | None = None) -> M:
     """Validate plain data against ``model``; errors become one-line :class:`SpecError`s."""
     if not isinstance(data, dict):
-        raise SpecError(f"expected a mapping at the top level, got {type(data).__name__}",
-                        file=file, line=1)
+        raise SpecError(
+            f"expected a mapping at the top level, got {type(data).__name__}", file=file, line=1
+        )
     try:
         return model.model_validate(data)
     except ValidationError as exc:

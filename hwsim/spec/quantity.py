@@ -93,7 +93,7 @@ def _schema(dim: Dim) -> dict[str, Any]:
 
 
 def sourced(dim: Dim, positive: bool = True) -> Any:
-    """Annotated type for a sourced quantity of dimension ``dim`` (> 0 unless ``positive=False``)."""
+    """Annotated type for a sourced quantity of ``dim`` (> 0 unless ``positive=False``)."""
     return Annotated[
         Sourced, BeforeValidator(_make_parser(dim, positive)), WithJsonSchema(_schema(dim))
     ]

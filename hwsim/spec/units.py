@@ -16,10 +16,10 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Dim(str, Enum):
+class Dim(StrEnum):
     """Physical dimension of a quantity; the value is the SI base unit it is stored in."""
 
     BYTES = "B"
@@ -34,8 +34,13 @@ class Dim(str, Enum):
 
 #: What a quantity of each dimension is called in messages.
 NOUNS: dict[Dim, str] = {
-    Dim.BYTES: "data size", Dim.BANDWIDTH: "bandwidth", Dim.RATE: "compute rate",
-    Dim.FREQUENCY: "frequency", Dim.TIME: "time", Dim.POWER: "power", Dim.MONEY: "price",
+    Dim.BYTES: "data size",
+    Dim.BANDWIDTH: "bandwidth",
+    Dim.RATE: "compute rate",
+    Dim.FREQUENCY: "frequency",
+    Dim.TIME: "time",
+    Dim.POWER: "power",
+    Dim.MONEY: "price",
     Dim.COUNT: "count",
 }
 

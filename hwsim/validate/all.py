@@ -1,0 +1,5 @@
+"""Imports every suite module so that each registers itself (explicit list, no reflection)."""
+
+from __future__ import annotations
+
+# Each suite module adds one import line here.

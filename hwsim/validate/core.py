@@ -1,0 +1,89 @@
+"""Validation against measured tables: a registry of suites, each predicting every row.
+
+A suite is a function returning :class:`Row` objects (measured vs predicted, same metric and
+unit). Suites register themselves by name from their own modules (``register``), and
+``hwsim validate`` runs them. Errors are signed: ``(predicted - measured) / measured``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Row:
+    """One measured case and its prediction, in the table's own metric (e.g. TFLOP/s)."""
+
+    case: str
+    measured: float
+    predicted: float
+    unit: str
+    group: str = ""  #: sub-table for per-group MAPE (e.g. "a100 matmul")
+
+    @property
+    def error(self) -> float:
+        """Signed relative error (predicted - measured) / measured."""
+        return (self.predicted - self.measured) / self.measured
+
+
+@dataclass(frozen=True)
+class SuiteResult:
+    name: str
+    rows: tuple[Row, ...]
+    targets: dict[str, float] = field(default_factory=dict)  #: e.g. {"mape": 0.08, "max": 0.2}
+
+    @property
+    def mape(self) -> float:
+        return float(np.mean([abs(r.error) for r in self.rows])) if self.rows else 0.0
+
+    @property
+    def max_error(self) -> float:
+        return float(max((abs(r.error) for r in self.rows), default=0.0))
+
+    def group_mape(self) -> dict[str, float]:
+        groups: dict[str, list[float]] = {}
+        for r in self.rows:
+            groups.setdefault(r.group or self.name, []).append(abs(r.error))
+        return {g: float(np.mean(v)) for g, v in groups.items()}
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "suite": self.name,
+            "mape": self.mape,
+            "max_error": self.max_error,
+            "group_mape": self.group_mape(),
+            "targets": self.targets,
+            "rows": [
+                {
+                    "case": r.case,
+                    "group": r.group,
+                    "measured": r.measured,
+                    "predicted": r.predicted,
+                    "unit": r.unit,
+                    "error": r.error,
+                }
+                for r in self.rows
+            ],
+        }
+
+
+SuiteFn = Callable[[], SuiteResult]
+_SUITES: dict[str, SuiteFn] = {}
+
+
+def register(name: str) -> Callable[[SuiteFn], SuiteFn]:
+    """Decorator: register a validation suite under ``name`` (e.g. ``fa3-h100``)."""
+
+    def deco(fn: SuiteFn) -> SuiteFn:
+        _SUITES[name] = fn
+        return fn
+
+    return deco
+
+
+def suites() -> dict[str, SuiteFn]:
+    """All registered suites. Suite modules are imported by ``hwsim.validate.all``."""
+    return dict(_SUITES)
