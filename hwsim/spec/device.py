@@ -258,7 +258,7 @@ class Device(Strict):
         }[dtype]
         for d in order:
             if d in self.compute.peak:
-                return self.compute.peak[d].value  # type: ignore[index]
+                return self.compute.peak[d].value
         raise KeyError(f"{self.name} lists no peak rate usable for {dtype}")
 
     @property
