@@ -8,10 +8,23 @@ Shared bandwidth is a *fluid*: every active transfer (a flow) crosses one or mor
 rates of all flows are the max-min fair allocation over link capacities (progressive filling).
 Rates are recomputed only when a flow starts or ends, so the cost of a simulation grows with the
 number of flows, never with the number of bytes. A transfer costs ``latency + bytes / share``.
+
+Two refinements keep large runs cheap and still exact:
+
+* **Weighted flows.** A transfer may put only a fraction ``w_l`` of its bytes on link ``l`` (a CTA
+  whose K/V stream is mostly served by L2 puts little on HBM). Fairness is on *progress*: every
+  flow advances its own ``nbytes`` at its rate ``r`` and loads link ``l`` with ``w_l · r``.
+* **Flow classes.** Flows with the same set of links and the same own-rate cap always freeze at
+  the same level of progressive filling, so they share one rate. The engine therefore solves the
+  max-min problem over *classes* (a handful), and tracks progress per class as a virtual service
+  ``V`` (processor-sharing virtual time): a flow finishes when ``V`` reaches its start level plus
+  its size. An update costs O(classes + log flows), not O(flows).
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -45,6 +58,7 @@ class Link:
     index: int = -1
     bytes_moved: float = 0.0  #: integral of carried rate over time (bytes)
     peak_rate_Bps: float = 0.0  #: the largest sum of flow rates ever allocated (≤ bandwidth)
+    rate_Bps: float = 0.0  #: the rate carried right now (bytes/s)
 
     def utilization(self, elapsed_s: float) -> float:
         """Average fraction of bandwidth used over ``elapsed_s`` seconds."""
@@ -53,18 +67,33 @@ class Link:
         return self.bytes_moved / (self.bandwidth_Bps * elapsed_s)
 
 
+class _FlowClass:
+    """Flows with one link set and one own-rate cap: they always share one rate."""
+
+    __slots__ = ("cap_Bps", "heap", "links", "n", "rate_Bps", "virtual_bytes", "wsum")
+
+    def __init__(self, links: tuple[int, ...], cap_Bps: float) -> None:
+        self.links = links
+        self.cap_Bps = cap_Bps
+        self.n = 0  #: active flows
+        self.wsum = [0.0] * len(links)  #: Σ weights of the active flows, per link
+        self.virtual_bytes = 0.0  #: progress (bytes) of a flow active since the class began
+        self.rate_Bps = 0.0
+        self.heap: list[tuple[float, int, Flow]] = []
+
+
 @dataclass
 class Flow:
-    """An active transfer over a path of links."""
+    """An active transfer: ``size_bytes`` of progress, loading link ``links[i]`` with
+    ``weights[i]`` bytes per byte of progress."""
 
-    path: np.ndarray  #: link indices
+    links: tuple[int, ...]
+    weights: tuple[float, ...]
     size_bytes: float
-    remaining_bytes: float
     done: simpy.Event
-    max_rate_Bps: float = np.inf
-    rate_Bps: float = 0.0
     label: str = ""
     start_s: float = 0.0
+    finish_level: float = 0.0  #: the class's virtual bytes at which this flow is done
 
 
 @dataclass
@@ -86,8 +115,8 @@ def max_min_rates(
     ``paths[i]`` holds the link indices flow ``i`` crosses; ``capacity_Bps[l]`` is link ``l``'s
     bandwidth; ``max_rate_Bps[i]`` optionally caps flow ``i`` alone (e.g. a DMA engine's rate).
     All flows grow together; whenever a link saturates (or a flow hits its own cap) the flows
-    through it are frozen at the current level. The loop runs once per distinct bottleneck
-    level, each pass vectorised over all (flow, link) incidences.
+    through it are frozen at the current level. This per-flow reference solver is vectorised
+    with numpy; the engine itself uses the equivalent per-class solver :func:`class_rates`.
     """
     n = len(paths)
     rates = np.zeros(n)
@@ -126,18 +155,74 @@ def max_min_rates(
     return rates
 
 
+def class_rates(
+    classes: Sequence[tuple[Sequence[int], Sequence[float], float]], capacity_Bps: Sequence[float]
+) -> list[float]:
+    """Weighted max-min fair progress rate of each flow class, by progressive filling.
+
+    ``classes[c] = (links, load_per_unit_rate, cap_Bps)``: the class's flows, all at one rate
+    ``r``, load link ``links[i]`` with ``load_per_unit_rate[i] · r`` in total, and no flow may
+    exceed ``cap_Bps``. Plain Python: the engine calls it with a handful of classes.
+    """
+    n = len(classes)
+    rates = [0.0] * n
+    remaining = list(capacity_Bps)
+    unfrozen = [c for c in range(n)]
+    level = 0.0
+    while unfrozen:
+        coef: dict[int, float] = {}
+        for c in unfrozen:
+            for li, w in zip(classes[c][0], classes[c][1], strict=True):
+                coef[li] = coef.get(li, 0.0) + w
+        step = min((classes[c][2] - level for c in unfrozen), default=np.inf)
+        for li, a in coef.items():
+            if a > 0:
+                step = min(step, max(remaining[li], 0.0) / a)
+        if not np.isfinite(step):
+            for c in unfrozen:
+                rates[c] = np.inf
+            break
+        level += step
+        saturated = set()
+        for li, a in coef.items():
+            remaining[li] -= step * a
+            if a > 0 and remaining[li] <= _EPS * max(capacity_Bps[li], 1.0):
+                saturated.add(li)
+        still = []
+        for c in unfrozen:
+            cap = classes[c][2]
+            if (np.isfinite(cap) and cap - level <= _EPS * max(cap, 1.0)) or any(
+                li in saturated for li in classes[c][0]
+            ):
+                rates[c] = level
+            else:
+                still.append(c)
+        if len(still) == len(unfrozen):  # numerical stall: freeze everyone at this level
+            for c in still:
+                rates[c] = level
+            break
+        unfrozen = still
+    return rates
+
+
 class Engine:
     """simpy environment with fluid links. One engine per simulated run (deterministic)."""
 
     def __init__(self, trace: bool = False) -> None:
         self.env = CountingEnvironment()
         self.links: list[Link] = []
-        self._flows: list[Flow] = []
+        self._classes: dict[tuple[tuple[int, ...], float], _FlowClass] = {}
+        self._active: list[_FlowClass] = []
+        self._seq = itertools.count()
         self._last_update_s = 0.0
         self._generation = 0
+        self._update_pending = False
         self.tracing = trace
         self.trace: list[TraceEvent] = []
+        #: (time_s, per-link carried rate in B/s) after every rate update, when tracing
+        self.rate_log: list[tuple[float, tuple[float, ...]]] = []
         self.rate_recomputations = 0
+        self.flows_started = 0
 
     # ---- construction ----------------------------------------------------------------------
     def link(self, name: str, bandwidth_Bps: float, latency_s: float = 0.0, kind: str = "") -> Link:
@@ -167,98 +252,157 @@ class Engine:
         latency_s: float | None = None,
         max_rate_Bps: float = np.inf,
         label: str = "",
+        weights: Sequence[float] | None = None,
     ) -> simpy.Event:
         """Move ``nbytes`` over ``path``: wait the latency (sum of the links' latencies unless
-        given), then flow at the max-min fair share. Returns an event that fires on arrival."""
+        given), then flow at the max-min fair share. Returns an event that fires on arrival.
+
+        ``weights[i]`` (default 1) is the fraction of the bytes that crosses ``path[i]``; a link
+        with weight 0 is not used. ``max_rate_Bps`` caps this flow alone (a copy engine's rate).
+        """
         links = [path] if isinstance(path, Link) else list(path)
+        if weights is None:
+            ws = [1.0] * len(links)
+        else:
+            ws = [float(w) for w in weights]
+            if len(ws) != len(links) or min(ws, default=0.0) < 0:
+                raise ValueError(f"transfer: need one weight ≥ 0 per link, got {ws} for {links}")
         done = self.env.event()
         lat = sum(lk.latency_s for lk in links) if latency_s is None else latency_s
-        idx = np.array([lk.index for lk in links], dtype=np.int64)
-
-        def start(_: object = None) -> None:
-            if nbytes <= 0:
-                done.succeed()
-                return
-            self._advance()
-            self._flows.append(
-                Flow(
-                    idx,
-                    float(nbytes),
-                    float(nbytes),
-                    done,
-                    float(max_rate_Bps),
-                    0.0,
-                    label,
-                    self.env.now,
-                )
-            )
-            self._reschedule()
-
+        # merge repeated links, drop unused ones; sort so the class key is canonical
+        merged: dict[int, float] = {}
+        for lk, w in zip(links, ws, strict=True):
+            if w > 0:
+                merged[lk.index] = merged.get(lk.index, 0.0) + w
+        idx = tuple(sorted(merged))
+        flow = Flow(idx, tuple(merged[i] for i in idx), float(nbytes), done, label)
         if lat > 0:
-            self.env.timeout(lat).callbacks.append(start)
+            self.env.timeout(lat).callbacks.append(lambda _: self._start(flow, float(max_rate_Bps)))
         else:
-            start()
+            self._start(flow, float(max_rate_Bps))
         return done
+
+    def _start(self, flow: Flow, cap: float) -> None:
+        """A flow's first byte leaves: join its class and ask for a rate update."""
+        if flow.size_bytes <= 0:
+            flow.done.succeed()
+            return
+        self._advance()
+        flow.start_s = self.env.now
+        key = (flow.links, cap)
+        cls = self._classes.get(key)
+        if cls is None:
+            cls = self._classes[key] = _FlowClass(flow.links, cap)
+        if cls.n == 0:
+            self._active.append(cls)
+        flow.finish_level = cls.virtual_bytes + flow.size_bytes
+        heapq.heappush(cls.heap, (flow.finish_level, next(self._seq), flow))
+        cls.n += 1
+        wsum = cls.wsum
+        for i, w in enumerate(flow.weights):
+            wsum[i] += w
+        self.flows_started += 1
+        # many flows often start at one instant (a wave of CTAs): solve the rates once,
+        # after all of them, from a zero-delay update event
+        if not self._update_pending:
+            self._update_pending = True
+            self.env.timeout(0.0).callbacks.append(self._deferred_update)
 
     def run(self, until: float | simpy.Event | None = None) -> float:
         """Run to completion (or ``until``); returns the simulated time in seconds."""
         self.env.run(until=until)
+        self._advance()  # a run stopped mid-flow still accounts the bytes moved so far
         return float(self.env.now)
 
     @property
     def events(self) -> int:
         return self.env.events_processed
 
+    @property
+    def active_flows(self) -> int:
+        return sum(c.n for c in self._active)
+
     # ---- the fluid scheduler ---------------------------------------------------------------
+    def _deferred_update(self, _: object) -> None:
+        self._update_pending = False
+        self._advance()
+        self._reschedule()
+
     def _advance(self) -> None:
-        """Integrate every active flow's rate from the last update to now."""
+        """Integrate every active class's rate from the last update to now."""
         dt = self.env.now - self._last_update_s
         self._last_update_s = self.env.now
-        if dt <= 0 or not self._flows:
+        if dt <= 0:
             return
-        for f in self._flows:
-            moved = min(f.rate_Bps * dt, f.remaining_bytes)
-            f.remaining_bytes -= moved
-            for li in f.path:
-                self.links[li].bytes_moved += moved
+        for cls in self._active:
+            dv = cls.rate_Bps * dt
+            if dv <= 0:
+                continue
+            cls.virtual_bytes += dv
+            for li, w in zip(cls.links, cls.wsum, strict=True):
+                self.links[li].bytes_moved += w * dv
 
-    def _reschedule(self) -> None:
-        """Finish flows that are done, recompute fair rates, schedule the next completion."""
-        finished = [f for f in self._flows if f.remaining_bytes <= _EPS * f.size_bytes]
-        if finished:
-            self._flows = [f for f in self._flows if f.remaining_bytes > _EPS * f.size_bytes]
-            for f in finished:
-                # account the rounding residue so bytes are conserved exactly
-                for li in f.path:
-                    self.links[li].bytes_moved += f.remaining_bytes
-                f.remaining_bytes = 0.0
+    def _finish_due(self) -> None:
+        """Complete every flow whose class progress reached its finish level."""
+        for cls in self._active:
+            heap = cls.heap
+            while heap and (
+                heap[0][0] - cls.virtual_bytes <= _EPS * heap[0][2].size_bytes
+                or cls.rate_Bps == np.inf
+            ):
+                _, _, f = heapq.heappop(heap)
+                # account the rounding residue (either sign) so bytes are conserved exactly
+                residue = f.finish_level - cls.virtual_bytes
+                cls.n -= 1
+                for i, (li, w) in enumerate(zip(f.links, f.weights, strict=True)):
+                    self.links[li].bytes_moved += w * residue
+                    cls.wsum[i] -= w
+                if cls.n == 0:
+                    cls.wsum = [0.0] * len(cls.links)  # no drift across idle periods
                 if self.tracing:
-                    for li in f.path:
+                    for li, w in zip(f.links, f.weights, strict=True):
                         self.trace.append(
                             TraceEvent(
                                 self.links[li].name,
                                 f.label or "transfer",
                                 f.start_s,
                                 self.env.now,
-                                {"bytes": f.size_bytes},
+                                {"bytes": w * f.size_bytes},
                             )
                         )
                 f.done.succeed()
+        self._active = [c for c in self._active if c.n > 0]
+
+    def _reschedule(self) -> None:
+        """Finish flows that are done, recompute fair rates, schedule the next completion."""
+        self._finish_due()
         self._generation += 1
-        if not self._flows:
+        if not self._active:
+            for lk in self.links:
+                lk.rate_Bps = 0.0
+            if self.tracing:
+                self.rate_log.append((self.env.now, tuple(0.0 for _ in self.links)))
             return
         self.rate_recomputations += 1
-        caps = np.array([lk.bandwidth_Bps for lk in self.links])
-        rates = max_min_rates(
-            [f.path for f in self._flows], caps, np.array([f.max_rate_Bps for f in self._flows])
+        rates = class_rates(
+            [(c.links, c.wsum, c.cap_Bps) for c in self._active],
+            [lk.bandwidth_Bps for lk in self.links],
         )
-        load = np.zeros(len(self.links))
-        for f, r in zip(self._flows, rates, strict=True):
-            f.rate_Bps = float(r)
-            np.add.at(load, f.path, r)
-        for lk, ld in zip(self.links, load, strict=True):
-            lk.peak_rate_Bps = max(lk.peak_rate_Bps, float(ld))
-        dt = min(f.remaining_bytes / f.rate_Bps for f in self._flows)
+        for lk in self.links:
+            lk.rate_Bps = 0.0
+        dt = np.inf
+        for cls, r in zip(self._active, rates, strict=True):
+            cls.rate_Bps = r
+            for li, w in zip(cls.links, cls.wsum, strict=True):
+                self.links[li].rate_Bps += w * r
+            if r > 0:
+                dt = min(dt, (cls.heap[0][0] - cls.virtual_bytes) / r)
+        for lk in self.links:
+            lk.peak_rate_Bps = max(lk.peak_rate_Bps, lk.rate_Bps)
+        if self.tracing:
+            self.rate_log.append((self.env.now, tuple(lk.rate_Bps for lk in self.links)))
+        if not np.isfinite(dt):
+            dt = 0.0  # unbounded flows finish now
         gen = self._generation
 
         def wake(_: object) -> None:
@@ -267,7 +411,7 @@ class Engine:
             self._advance()
             self._reschedule()
 
-        self.env.timeout(dt).callbacks.append(wake)
+        self.env.timeout(max(dt, 0.0)).callbacks.append(wake)
 
     # ---- results ---------------------------------------------------------------------------
     def link_stats(self, elapsed_s: float | None = None) -> dict[str, dict[str, float | str]]:

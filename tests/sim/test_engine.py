@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hwsim.sim.engine import Engine, max_min_rates
+from hwsim.sim.engine import Engine, TraceEvent, class_rates, max_min_rates
 
 
 def test_two_transfers_share_one_link_by_hand() -> None:
@@ -88,3 +88,81 @@ def test_deterministic() -> None:
         return eng.run(), eng.events
 
     assert once() == once()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 10), st.integers(1, 4))
+def test_class_solver_matches_per_flow_reference(seed: int, n_flows: int, n_links: int) -> None:
+    """The engine's per-class solver gives every flow the per-flow reference rate."""
+    rng = np.random.default_rng(seed)
+    caps = rng.uniform(1.0, 100.0, size=n_links)
+    paths = [
+        np.array(sorted(set(rng.integers(0, n_links, size=int(rng.integers(1, 3))).tolist())))
+        for _ in range(n_flows)
+    ]
+    own = np.where(rng.random(n_flows) < 0.3, rng.uniform(1.0, 50.0, size=n_flows), np.inf)
+    ref = max_min_rates(paths, caps, own)
+    classes: dict[tuple[tuple[int, ...], float], list[int]] = {}
+    for i, p in enumerate(paths):
+        classes.setdefault((tuple(p.tolist()), float(own[i])), []).append(i)
+    keys = list(classes)
+    got = class_rates(
+        [(k[0], [float(len(classes[k]))] * len(k[0]), k[1]) for k in keys], caps.tolist()
+    )
+    for k, r in zip(keys, got, strict=True):
+        for i in classes[k]:
+            # same progressive filling in other arithmetic order: 1e-9 relative
+            assert r == pytest.approx(ref[i], rel=1e-9)
+
+
+def test_weighted_flow_by_hand() -> None:
+    # link 10 B/s; A (100 B, weight 1) and B (100 B, weight 0.25) progress at one rate r:
+    # 1.25 r = 10 → r = 8 B/s, both end at 12.5 s; the link carries 100 + 25 = 125 B.
+    eng = Engine()
+    link = eng.link("hbm", 10.0)
+    a = eng.transfer(link, 100.0)
+    b = eng.transfer([link], 100.0, weights=[0.25])
+    assert eng.run() == pytest.approx(12.5, rel=1e-12)
+    assert a.processed and b.processed
+    assert link.bytes_moved == pytest.approx(125.0, rel=1e-12)
+    assert link.peak_rate_Bps == pytest.approx(10.0, rel=1e-12)  # rates sum to the bandwidth
+
+
+def _random_run(seed: int) -> tuple[float, int, list[float], list[TraceEvent]]:
+    rng = np.random.default_rng(seed)
+    eng = Engine(trace=True)
+    links = [eng.link(f"l{i}", float(rng.uniform(1.0, 100.0)), 0.01 * i) for i in range(3)]
+    sums: list[float] = []
+
+    def proc(i: int):  # type: ignore[no-untyped-def]
+        for _ in range(5):
+            yield eng.delay(float(rng.uniform(0.0, 1.0)))
+            path = [links[j] for j in sorted(set(rng.integers(0, 3, size=2).tolist()))]
+            w = rng.uniform(0.1, 1.0, size=len(path)).tolist()
+            yield eng.transfer(path, float(rng.uniform(1.0, 50.0)), weights=w, label=f"p{i}")
+            # while flows run, the carried rate never exceeds a link's bandwidth
+            sums.extend(lk.rate_Bps / lk.bandwidth_Bps for lk in links)
+
+    for i in range(6):
+        eng.env.process(proc(i))
+    return eng.run(), eng.events, sums, eng.trace
+
+
+def test_deterministic_with_seed_and_no_negative_times() -> None:
+    t1, ev1, sums, trace = _random_run(7)
+    t2, ev2, _, trace2 = _random_run(7)
+    assert (t1, ev1) == (t2, ev2) and trace == trace2
+    assert max(sums) <= 1 + 1e-9  # rates sum to at most the bandwidth (1e-9: rounding)
+    assert all(0 <= e.start_s <= e.end_s <= t1 for e in trace)
+
+
+def test_saturated_link_rates_sum_to_bandwidth() -> None:
+    # three flows on one 30 B/s link, one capped at 4 B/s: 4 + 13 + 13 = 30 B/s exactly.
+    eng = Engine()
+    link = eng.link("l2", 30.0)
+    eng.transfer(link, 100.0, max_rate_Bps=4.0)
+    eng.transfer(link, 100.0)
+    eng.transfer(link, 100.0)
+    eng.run(until=1.0)
+    assert link.rate_Bps == pytest.approx(30.0, rel=1e-12)
+    assert link.bytes_moved == pytest.approx(30.0, rel=1e-12)
