@@ -8,16 +8,17 @@ them. Accessors return SI floats and end in their unit (``bandwidth_Bps``, ``cap
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import warnings
 from typing import Literal
 
 from pydantic import Field, model_validator
 
+from hwsim.spec.errors import FieldError, Loc, MissingEntryError, SpecWarning
 from hwsim.spec.quantity import (
     Bandwidth,
     Bytes,
-    Count,
     Frequency,
     Latency,
     Money,
@@ -25,7 +26,9 @@ from hwsim.spec.quantity import (
     Rate,
     Sourced,
     Strict,
+    WholeCount,
 )
+from hwsim.spec.units import Dim, format_quantity
 
 DeviceKind = Literal["gpu", "wafer_scale", "dataflow", "lpu"]
 DType = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8"]
@@ -53,14 +56,10 @@ PortKind = Literal[
 ]
 
 
-class SpecWarning(UserWarning):
-    """A spec that loads but looks wrong (e.g. an inner memory level larger than an outer one)."""
-
-
 class Compute(Strict):
     """Compute units (SMs, CUs, cores, PCUs) and their peak rates per dtype, whole chip."""
 
-    units: Count = Field(description="number of compute units on the chip (SMs, CUs, cores)")
+    units: WholeCount = Field(description="number of compute units on the chip (SMs, CUs, cores)")
     unit_name: str = Field("SM", description="what a compute unit is called on this device")
     clock: Frequency
     peak: dict[DType, Rate] = Field(
@@ -110,7 +109,7 @@ class Port(Strict):
     """A group of identical interconnect ports; bandwidth is per port and per direction."""
 
     kind: PortKind
-    count: Count
+    count: WholeCount
     bandwidth: Bandwidth
     latency: Latency
     note: str | None = None
@@ -136,8 +135,8 @@ class PriceSpec(Strict):
 class Mesh(Strict):
     """Wafer-scale 2-D mesh of cores: shape, per-hop latency and per-link bandwidth."""
 
-    rows: Count
-    cols: Count
+    rows: WholeCount
+    cols: WholeCount
     hop_latency: Latency
     link_bandwidth: Bandwidth
 
@@ -145,8 +144,8 @@ class Mesh(Strict):
 class Tiles(Strict):
     """Dataflow chip tiles: pattern compute units (PCUs) and pattern memory units (PMUs)."""
 
-    pcus: Count
-    pmus: Count
+    pcus: WholeCount
+    pmus: WholeCount
 
 
 class LpuSpec(Strict):
@@ -176,46 +175,85 @@ class Device(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Device:
+        # FieldError names the offending key, so the loader reports that key's YAML line
         names = [m.name for m in self.memory]
         if not names:
-            raise ValueError("memory: at least one level is required")
-        dup = {n for n in names if names.count(n) > 1}
-        if dup:
-            raise ValueError(f"memory: level names must be unique, repeated: {sorted(dup)}")
-        for path, q in self.iter_sourced():
-            if q.source not in self.sources:
-                raise ValueError(
-                    f"{path}.source: {q.source!r} is not in the sources table "
-                    f"(known: {', '.join(sorted(self.sources)) or 'none'})"
+            raise FieldError(("memory",), "at least one level is required")
+        for i, n in enumerate(names):
+            if n in names[:i]:
+                raise FieldError(
+                    ("memory", i, "name"),
+                    f"level names must be unique: '{n}' is also level {names.index(n)}",
                 )
+        for loc, q in _walk_locs(self, ()):
+            if q.source not in self.sources:
+                guess = difflib.get_close_matches(q.source, list(self.sources), n=1)
+                hint = f"; did you mean '{guess[0]}'?" if guess else ""
+                raise FieldError(
+                    (*loc, "source"),
+                    f"{q.source!r} is not in the sources table{hint} "
+                    f"(known: {', '.join(sorted(self.sources)) or 'none'})",
+                )
+        if not {"bf16", "fp16"} & set(self.compute.peak):
+            raise FieldError(
+                ("compute", "peak"),
+                "needs a bf16 or fp16 rate: the other dtypes fall back to it "
+                f"(given: {', '.join(self.compute.peak) or 'none'})",
+            )
         section = {"wafer_scale": "mesh", "dataflow": "tiles", "lpu": "lpu"}.get(self.kind)
         if section and getattr(self, section) is None:
-            raise ValueError(f"a device of kind '{self.kind}' needs a '{section}' section")
-        if self.kind == "lpu" and any(n in ("hbm", "dram", "ddr") for n in names):
-            raise ValueError("an 'lpu' keeps everything in on-chip SRAM: remove hbm/dram/ddr")
+            raise FieldError(
+                ("kind",), f"a device of kind '{self.kind}' needs a '{section}' section"
+            )
+        for s in ("mesh", "tiles", "lpu"):
+            if getattr(self, s) is not None and s != section:
+                raise FieldError((s,), f"a '{s}' section does not apply to kind '{self.kind}'")
+        if self.kind == "lpu":
+            for i, n in enumerate(names):
+                if n in ("hbm", "dram", "ddr"):
+                    raise FieldError(
+                        ("memory", i, "name"),
+                        f"an 'lpu' keeps everything in on-chip SRAM: remove level '{n}'",
+                    )
         if self.kind == "dataflow":
             missing = {"sram", "hbm", "ddr"} - set(names)
             if missing:
-                raise ValueError(f"a 'dataflow' device has three tiers; missing {sorted(missing)}")
+                raise FieldError(
+                    ("memory",), f"a 'dataflow' device has three tiers; missing {sorted(missing)}"
+                )
         self._warn_order()
         return self
 
     def _warn_order(self) -> None:
         """Inner levels should be smaller and faster (per chip); warn, never fail, if not."""
+        index = {m.name: i for i, m in enumerate(self.memory)}
         chip = [m for m in self.memory if m.scope in ("per_unit", "per_chip")]
         for inner, outer in itertools.pairwise(chip):
-            if self.level_capacity_bytes(inner.name) > self.level_capacity_bytes(outer.name):
+            inner_b = self.level_capacity_bytes(inner.name)
+            outer_b = self.level_capacity_bytes(outer.name)
+            if inner_b > outer_b:
                 warnings.warn(
-                    f"{self.name}: memory level '{inner.name}' is larger than the outer level "
-                    f"'{outer.name}'; levels are listed innermost first",
-                    SpecWarning,
+                    SpecWarning(
+                        f"memory level '{inner.name}' ({format_quantity(inner_b, Dim.BYTES)} per "
+                        f"chip) is larger than the outer level '{outer.name}' "
+                        f"({format_quantity(outer_b, Dim.BYTES)}); levels are listed innermost "
+                        "first",
+                        ("memory", index[inner.name], "capacity"),
+                    ),
                     stacklevel=2,
                 )
-            if self.level_bandwidth_Bps(inner.name) < self.level_bandwidth_Bps(outer.name):
+            inner_bw = self.level_bandwidth_Bps(inner.name)
+            outer_bw = self.level_bandwidth_Bps(outer.name)
+            if inner_bw < outer_bw:
                 warnings.warn(
-                    f"{self.name}: memory level '{inner.name}' is slower than the outer level "
-                    f"'{outer.name}'; levels are listed innermost first",
-                    SpecWarning,
+                    SpecWarning(
+                        f"memory level '{inner.name}' "
+                        f"({format_quantity(inner_bw, Dim.BANDWIDTH)} per chip) is slower than "
+                        f"the outer level '{outer.name}' "
+                        f"({format_quantity(outer_bw, Dim.BANDWIDTH)}); levels are listed "
+                        "innermost first",
+                        ("memory", index[inner.name], "bandwidth"),
+                    ),
                     stacklevel=2,
                 )
 
@@ -228,7 +266,7 @@ class Device(Strict):
         for m in self.memory:
             if m.name == name:
                 return m
-        raise KeyError(
+        raise MissingEntryError(
             f"{self.name} has no memory level {name!r} (has {[m.name for m in self.memory]})"
         )
 
@@ -259,7 +297,10 @@ class Device(Strict):
         for d in order:
             if d in self.compute.peak:
                 return self.compute.peak[d].value
-        raise KeyError(f"{self.name} lists no peak rate usable for {dtype}")
+        raise MissingEntryError(
+            f"{self.name} lists no peak rate usable for {dtype} "
+            f"(compute.peak has {', '.join(self.compute.peak)}; add {order[0]})"
+        )
 
     @property
     def main_memory(self) -> MemoryLevel:
@@ -281,6 +322,23 @@ class Device(Strict):
     @property
     def price_usd(self) -> float | None:
         return self.price.usd.value if self.price else None
+
+
+def _walk_locs(obj: object, loc: Loc) -> list[tuple[Loc, Sourced]]:
+    """Every sourced number with its key path as written in YAML (list items by index)."""
+    if isinstance(obj, Sourced):
+        return [(loc, obj)]
+    out: list[tuple[Loc, Sourced]] = []
+    if isinstance(obj, Strict):
+        for name in type(obj).model_fields:
+            out += _walk_locs(getattr(obj, name), (*loc, name))
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            out += _walk_locs(v, (*loc, str(k)))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            out += _walk_locs(v, (*loc, i))
+    return out
 
 
 def _walk_sourced(obj: object, path: str) -> list[tuple[str, Sourced]]:

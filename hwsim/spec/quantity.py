@@ -17,7 +17,21 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, WithJsonSchema
 
-from hwsim.spec.units import EXAMPLES, Dim, UnitError, parse_quantity
+from hwsim.spec.units import EXAMPLES, NOUNS, Dim, UnitError, format_quantity, parse_quantity
+
+#: Largest plausible value of one spec number per dimension. Anything above is a unit slip
+#: (``80 PB`` for ``80 GB``) or an overflow in waiting; the limits leave room for whole clusters
+#: (100k chips x 3.35 TB/s is 3.4e17 B/s, 100k x 2 PFLOP/s is 2e20 FLOP/s).
+PLAUSIBLE_MAX: dict[Dim, float] = {
+    Dim.BYTES: 1e21,  # 1 ZB
+    Dim.BANDWIDTH: 1e19,  # 10 EB/s
+    Dim.RATE: 1e22,  # 10 ZFLOP/s
+    Dim.FREQUENCY: 1e12,  # 1 THz
+    Dim.TIME: 1e6,  # 11.6 days, for a latency or duration
+    Dim.POWER: 1e10,  # 10 GW
+    Dim.MONEY: 1e13,  # 10 trillion USD
+    Dim.COUNT: 1e15,
+}
 
 
 class Strict(BaseModel):
@@ -37,7 +51,7 @@ class Sourced(Strict):
     note: str | None = None
 
 
-def _make_parser(dim: Dim, positive: bool) -> Callable[[Any], Any]:
+def _make_parser(dim: Dim, positive: bool, integer: bool = False) -> Callable[[Any], Any]:
     def parse(raw: Any) -> Any:
         if isinstance(raw, Sourced):
             return raw
@@ -56,12 +70,26 @@ def _make_parser(dim: Dim, positive: bool) -> Callable[[Any], Any]:
             raise ValueError(f"missing 'value' ({EXAMPLES[dim]})")
         if not raw.get("source"):
             raise ValueError("missing 'source': every spec number cites where it comes from")
+        if not isinstance(raw["source"], str):
+            raise ValueError(
+                f"'source' must be a key of the sources table (text), got {raw['source']!r}"
+            )
+        for key in ("derived", "note"):
+            if raw.get(key) is not None and not isinstance(raw[key], str | int | float):
+                raise ValueError(f"'{key}' must be text, got {raw[key]!r}")
         try:
             value = parse_quantity(raw["value"], dim)
-        except UnitError as err:
-            raise ValueError(str(err)) from None
+        except (UnitError, OverflowError) as err:  # OverflowError: an int too big for a float
+            raise ValueError(str(err) or f"expected a finite value, got {raw['value']!r}") from None
         if positive and value <= 0:
             raise ValueError(f"must be greater than zero, got {raw['value']!r}")
+        if value > PLAUSIBLE_MAX[dim]:
+            raise ValueError(
+                f"{raw['value']!r} is implausibly large for a {NOUNS[dim]} "
+                f"(limit {format_quantity(PLAUSIBLE_MAX[dim], dim)}); check the unit"
+            )
+        if integer and value != int(value):
+            raise ValueError(f"expected a whole number, got {raw['value']!r}")
         return {
             "value": value,
             "dim": dim,
@@ -92,10 +120,13 @@ def _schema(dim: Dim) -> dict[str, Any]:
     }
 
 
-def sourced(dim: Dim, positive: bool = True) -> Any:
-    """Annotated type for a sourced quantity of ``dim`` (> 0 unless ``positive=False``)."""
+def sourced(dim: Dim, positive: bool = True, integer: bool = False) -> Any:
+    """Annotated type for a sourced quantity of ``dim`` (> 0 unless ``positive=False``; a whole
+    number if ``integer``)."""
     return Annotated[
-        Sourced, BeforeValidator(_make_parser(dim, positive)), WithJsonSchema(_schema(dim))
+        Sourced,
+        BeforeValidator(_make_parser(dim, positive, integer)),
+        WithJsonSchema(_schema(dim)),
     ]
 
 
@@ -108,3 +139,5 @@ Duration = sourced(Dim.TIME)
 Power = sourced(Dim.POWER)
 Money = sourced(Dim.MONEY)
 Count = sourced(Dim.COUNT)
+#: A count that must be a whole number (compute units, ports, mesh rows): ``132.5 SMs`` is a typo.
+WholeCount = sourced(Dim.COUNT, integer=True)

@@ -1,0 +1,132 @@
+"""Run the typer app so that every failure is one line on stderr and a non-zero exit code.
+
+Exit codes: 0 success, 2 bad input (:class:`SpecError` or a usage error), 3 internal error (a bug:
+please report it), 130 interrupted. ``--debug`` anywhere on the command line shows the traceback
+instead, and turns on the invariant checks of :mod:`hwsim.sim.invariants` (``HWSIM_DEBUG=1``).
+Warnings (e.g. a :class:`~hwsim.spec.errors.SpecWarning` for memory levels out of order) print
+as one ``warning:`` line each and do not change the exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from rich.console import Console
+
+from hwsim.spec.errors import SpecError, one_line
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+
+
+def _names(err: BaseException) -> set[str]:
+    """Class names in ``err``'s MRO: click is vendored inside newer typer releases, so its
+    exception classes are recognised by name rather than imported from one place."""
+    return {c.__name__ for c in type(err).__mro__}
+
+
+def _say(kind: str, text: str) -> None:
+    # a fresh Console each time: tests swap sys.stderr, and rich must write to the current one
+    Console(file=sys.stderr, highlight=False, soft_wrap=True).print(
+        f"[bold red]{kind}:[/] {one_line(text)}", markup=True
+    )
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    # SpecWarnings already carry file:line: key; Python's default adds a source line (two lines)
+    Console(file=sys.stderr, highlight=False, soft_wrap=True).print(
+        f"[bold yellow]warning:[/] {one_line(str(message))}", markup=True
+    )
+
+
+def run(app: Any, argv: Sequence[str] | None = None) -> int:
+    """Run ``app`` on ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    saved_env = os.environ.get("HWSIM_DEBUG")
+    if debug:
+        os.environ["HWSIM_DEBUG"] = "1"
+    try:
+        with warnings.catch_warnings():
+            if not debug:
+                warnings.showwarning = _show_warning
+            return _invoke(app, args, debug)
+    finally:
+        if debug:
+            if saved_env is None:
+                os.environ.pop("HWSIM_DEBUG", None)
+            else:
+                os.environ["HWSIM_DEBUG"] = saved_env
+
+
+def _invoke(app: Any, args: list[str], debug: bool) -> int:
+    try:
+        rv = app(args=args, prog_name="hwsim", standalone_mode=False)
+        return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+    except SpecError as err:
+        if debug:
+            raise
+        _say("error", str(err))
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        _say("error", "interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `hwsim devices | head`: the reader left; say nothing, and stop Python's own complaint
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 141
+    except SystemExit as ex:
+        code = ex.code
+        if code is None or isinstance(code, int):
+            return code or 0
+        _say("error", str(code))
+        return 1
+    except Exception as err:
+        names = _names(err)
+        if "NoArgsIsHelpError" in names:
+            err.show()  # type: ignore[attr-defined]
+            return EXIT_BAD_INPUT
+        if "Exit" in names and hasattr(err, "exit_code"):
+            return int(err.exit_code)
+        if "Abort" in names:
+            _say("error", "aborted")
+            return EXIT_INTERRUPTED
+        if "UsageError" in names:
+            ctx = getattr(err, "ctx", None)
+            where = getattr(getattr(ctx, "command_path", None), "strip", lambda: "")()
+            hint = f" (see '{where} --help')" if where else ""
+            _say("error", f"{err.format_message()}{hint}")  # type: ignore[attr-defined]
+            return EXIT_BAD_INPUT
+        if "ClickException" in names:
+            _say("error", err.format_message())  # type: ignore[attr-defined]
+            return int(getattr(err, "exit_code", 1))
+        if debug:
+            raise
+        if isinstance(err, MemoryError):
+            _say(
+                "error",
+                "ran out of memory; ask for less detail (e.g. --detail cta) or a smaller problem",
+            )
+            return EXIT_INTERNAL
+        _say(
+            "internal error",
+            f"{type(err).__name__}: {err} (rerun with --debug for the traceback, and please "
+            "report it: see docs/reliability.md)",
+        )
+        return EXIT_INTERNAL
