@@ -1,0 +1,433 @@
+"""Expert placement and the MoE dispatch plan: which token goes to which rank, by which path.
+
+* :func:`place_experts` — experts in contiguous blocks over EP ranks (``gpus_per_node`` per
+  node), plus ``n_redundant`` copies of the hottest experts on the least-loaded ranks
+  (DeepSeek-V3 deployment). :func:`resolve_replicas` sends each replicated expert's tokens to
+  its replicas by water-filling (least-loaded replica first).
+* :func:`plan_dispatch` — from the destination rank of every (token, slot) build a
+  :class:`DispatchPlan`: unique (token, destination rank) pairs (a token goes once to each rank
+  hosting at least one of its experts), the direct path and DeepEP's two-hop path (InfiniBand
+  once per (token, destination node) to the rank with the same local index, then NVLink inside
+  that node), ``[ranks × ranks]`` token matrices per leg, the ``[ranks × nodes]`` RDMA pair
+  matrix, bytes per token per dtype, and the exact DeepEP byte metrics.
+* :func:`synthetic_dispatch_plan` — routing + placement + plan for the all-to-all simulator.
+* :func:`routing_stats` — tokens per expert / rank / node and max/mean imbalance.
+
+Combine moves the same tokens back (every matrix transposed) in BF16.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from hwsim.plan.moe_gating import group_limited_topk, imbalance, synthetic_logits
+from hwsim.spec.errors import SpecError
+
+IArr = NDArray[np.int64]
+FArr = NDArray[np.float64]
+Path = Literal["direct", "two_hop"]
+LinkKind = Literal["nvlink", "rdma"]
+
+
+def bytes_per_token(hidden: int, dtype: str) -> float:
+    """Bytes one token's hidden vector occupies on the wire.
+
+    ``fp8``: 1 byte per value plus one float32 scale per 128 values (DeepEP / DeepSeek-V3
+    block quantisation): ``hidden·(1 + 4/128)`` for hidden a multiple of 128. ``bf16``: 2·hidden."""
+    if dtype == "fp8":
+        return float(hidden + 4 * math.ceil(hidden / 128))
+    if dtype in ("bf16", "fp16"):
+        return 2.0 * hidden
+    if dtype == "fp32":
+        return 4.0 * hidden
+    raise SpecError(f"unknown dispatch dtype {dtype!r}; use fp8, bf16, fp16 or fp32", key="dtype")
+
+
+# ---------------------------------------------------------------------- placement
+@dataclass(frozen=True, eq=False)
+class Placement:
+    """Experts on EP ranks. ``rank_experts[r]`` lists the logical experts with a copy on rank r
+    (``rank_experts[r][j]`` is local slot j); ``replicas[e]`` the ranks holding expert e."""
+
+    n_experts: int
+    n_ranks: int
+    gpus_per_node: int
+    rank_experts: tuple[tuple[int, ...], ...]
+    replicas: tuple[tuple[int, ...], ...]
+
+    @property
+    def n_nodes(self) -> int:
+        return self.n_ranks // self.gpus_per_node
+
+    @property
+    def n_redundant(self) -> int:
+        return sum(len(r) for r in self.replicas) - self.n_experts
+
+    def home(self) -> IArr:
+        """Primary rank of each expert ([E])."""
+        return np.array([r[0] for r in self.replicas], dtype=np.int64)
+
+    def slot_of(self, expert: int, rank: int) -> int:
+        """Local slot index of ``expert`` on ``rank``."""
+        return self.rank_experts[rank].index(expert)
+
+
+def place_experts(
+    n_experts: int,
+    n_ranks: int,
+    gpus_per_node: int = 8,
+    n_redundant: int = 0,
+    expert_load: NDArray[np.number] | None = None,
+    same_node: bool = False,
+) -> Placement:
+    """Contiguous blocks of experts per rank, then ``n_redundant`` extra copies: repeatedly copy
+    the expert with the highest load per copy onto the least-loaded rank that lacks it
+    (``same_node``: only ranks of the expert's home node, which keeps node-limited routing
+    within its node budget). ``expert_load`` defaults to uniform."""
+    if n_ranks < 1 or n_experts < 1:
+        raise SpecError("n_experts and n_ranks must be >= 1", key="n_ranks")
+    g = min(gpus_per_node, n_ranks)
+    if n_ranks % g:
+        raise SpecError(
+            f"EP ranks ({n_ranks}) must be a multiple of gpus_per_node ({gpus_per_node})",
+            key="n_ranks",
+        )
+    hosts: list[list[int]] = [list(b) for b in np.array_split(np.arange(n_experts), n_ranks)]
+    reps: list[list[int]] = [[] for _ in range(n_experts)]
+    for r, es in enumerate(hosts):
+        for e in es:
+            reps[e].append(r)
+    load = np.ones(n_experts) if expert_load is None else np.asarray(expert_load, float)
+    if load.shape != (n_experts,):
+        raise SpecError(f"expert_load must have shape ({n_experts},)", key="expert_load")
+    for _ in range(n_redundant):
+        n_rep = np.array([len(x) for x in reps], dtype=float)
+        per_copy = load / n_rep
+        rank_load = np.array([sum(per_copy[e] for e in es) for es in hosts])
+        for e in np.argsort(-per_copy, kind="stable"):
+            cand = [r for r in range(n_ranks) if r not in reps[e]]
+            if same_node:
+                cand = [r for r in cand if r // g == reps[e][0] // g]
+            if cand:
+                best = min(cand, key=lambda r: (rank_load[r], len(hosts[r]), r))
+                hosts[best].append(int(e))
+                reps[int(e)].append(best)
+                break
+        else:
+            raise SpecError("no rank can take another redundant expert", key="n_redundant")
+    return Placement(
+        n_experts,
+        n_ranks,
+        g,
+        tuple(tuple(int(e) for e in h) for h in hosts),
+        tuple(tuple(x) for x in reps),
+    )
+
+
+def _waterfill(loads: FArr, n: int) -> IArr:
+    """Integer split of ``n`` items over bins with current ``loads``, filling the least-loaded
+    first (the result evens out ``loads + share`` as far as integers allow)."""
+    order = np.argsort(loads, kind="stable")
+    ls = loads[order]
+    m = 1
+    while m < len(ls) and (n + ls[: m + 1].sum()) / (m + 1) > ls[m]:
+        m += 1
+    level = (n + ls[:m].sum()) / m
+    share = np.zeros(len(ls), dtype=np.int64)
+    share[:m] = np.floor(level - ls[:m]).astype(np.int64)
+    share[: n - int(share.sum())] += 1  # remainder to the least loaded
+    out = np.empty_like(share)
+    out[order] = share
+    return out
+
+
+def resolve_replicas(topk_idx: IArr, placement: Placement) -> IArr:
+    """Destination rank of every (token, slot) ([T, k], ``-1`` for dropped slots).
+
+    Experts with one copy go to it. Tokens of a replicated expert are split over its copies by
+    water-filling against the load already assigned to those ranks (hottest experts first), in
+    contiguous runs of token order; this is "route to the least-loaded replica" at batch level."""
+    if topk_idx.size and topk_idx.max() >= placement.n_experts:
+        raise SpecError("expert id out of range for the placement", key="topk_idx")
+    home = placement.home()
+    dst = np.where(topk_idx >= 0, home[np.maximum(topk_idx, 0)], -1)
+    multi = [e for e, r in enumerate(placement.replicas) if len(r) > 1]
+    if not multi:
+        return dst
+    valid = topk_idx >= 0
+    counts = np.bincount(topk_idx[valid], minlength=placement.n_experts)
+    single = np.array([len(r) == 1 for r in placement.replicas])
+    rank_load = np.bincount(
+        dst[valid & single[np.maximum(topk_idx, 0)]], minlength=placement.n_ranks
+    ).astype(float)
+    flat_e = topk_idx.reshape(-1)
+    flat_dst = dst.reshape(-1)
+    for e in sorted(multi, key=lambda x: -counts[x]):
+        ranks = np.array(placement.replicas[e])
+        share = _waterfill(rank_load[ranks], int(counts[e]))
+        rank_load[ranks] += share
+        where = np.flatnonzero(flat_e == e)
+        flat_dst[where] = np.repeat(ranks, share)
+    return flat_dst.reshape(dst.shape)
+
+
+# ---------------------------------------------------------------------- dispatch plan
+@dataclass(frozen=True, eq=False)
+class DispatchPlan:
+    """Who sends which tokens where, for the direct and the two-hop path.
+
+    Per-pair arrays (unique (token, destination rank) pairs, sorted by token then rank):
+    ``pair_token``, ``pair_dst``, ``pair_src`` and ``pair_sender`` (the rank that delivers the
+    token over NVLink in the two-hop path: the source itself inside its node, else the
+    forwarder). Per RDMA pair (unique (token, remote node)): ``ib_token``, ``ib_src``,
+    ``ib_dst`` (forwarder = same local index on that node).
+
+    Matrices ``[ranks × ranks]`` of token counts (row = sender, column = receiver):
+    ``tokens`` (direct, incl. diagonal = local), ``direct_nvl``/``direct_rdma`` (direct path
+    split by link kind), ``rdma_tokens`` (two-hop IB leg), ``nvl_tokens`` (two-hop NVLink leg:
+    intra-node sends plus forwards). ``rdma_pairs`` ``[ranks × nodes]`` counts (token,
+    destination node) pairs including the source's own node (DeepEP's RDMA metric)."""
+
+    n_ranks: int
+    gpus_per_node: int
+    hidden: int
+    dispatch_dtype: str
+    combine_dtype: str
+    token_src: IArr
+    dst_rank: IArr
+    pair_token: IArr
+    pair_src: IArr
+    pair_dst: IArr
+    pair_sender: IArr
+    ib_token: IArr
+    ib_src: IArr
+    ib_dst: IArr
+    tokens: IArr
+    direct_nvl: IArr
+    direct_rdma: IArr
+    rdma_tokens: IArr
+    nvl_tokens: IArr
+    rdma_pairs: IArr
+
+    @property
+    def n_nodes(self) -> int:
+        return self.n_ranks // self.gpus_per_node
+
+    def bytes_per_token(self, phase: str = "dispatch") -> float:
+        """Wire bytes per token for ``dispatch`` (default fp8) or ``combine`` (default bf16)."""
+        dtype = self.dispatch_dtype if phase == "dispatch" else self.combine_dtype
+        return bytes_per_token(self.hidden, dtype)
+
+    def matrix(self, leg: str, phase: str = "dispatch") -> IArr:
+        """Token matrix of a leg (``tokens``, ``direct_nvl``, ``direct_rdma``, ``rdma_tokens``,
+        ``nvl_tokens``); combine returns it transposed (tokens travel back)."""
+        m: IArr = getattr(self, leg)
+        return m if phase == "dispatch" else m.T
+
+    def flows(self, path: Path = "two_hop", phase: str = "dispatch") -> list[Flow]:
+        """Tokens aggregated into flows per (src, dst, link kind), local copies excluded."""
+        legs: tuple[tuple[str, LinkKind], ...] = (
+            (("rdma_tokens", "rdma"), ("nvl_tokens", "nvlink"))
+            if path == "two_hop"
+            else (("direct_rdma", "rdma"), ("direct_nvl", "nvlink"))
+        )
+        bpt = self.bytes_per_token(phase)
+        out: list[Flow] = []
+        for leg, kind in legs:
+            m = self.matrix(leg, phase)
+            src, dst = np.nonzero(m)
+            for s, d in zip(src.tolist(), dst.tolist(), strict=True):
+                out.append(Flow(s, d, kind, int(m[s, d]), int(m[s, d]) * bpt))
+        return out
+
+    def deepep_rdma_bytes(self, phase: str = "dispatch") -> FArr:
+        """Per rank: (token, distinct destination node) pairs, own node included, × bytes per
+        token — DeepEP's internode metric numerator (divide by kernel time for GB/s)."""
+        out: FArr = self.rdma_pairs.sum(axis=1) * self.bytes_per_token(phase)
+        return out
+
+    def deepep_nvl_bytes(self, phase: str = "dispatch") -> FArr:
+        """Per rank: tokens it receives (once per receiving rank, own tokens included) × bytes
+        per token — DeepEP's intranode metric numerator."""
+        out: FArr = self.tokens.sum(axis=0) * self.bytes_per_token(phase)
+        return out
+
+    def bytes_by_link_kind(
+        self, path: Path = "two_hop", phase: str = "dispatch"
+    ) -> dict[str, float]:
+        """Total bytes on NVLink and RDMA for a path (local copies excluded)."""
+        bpt = self.bytes_per_token(phase)
+        if path == "two_hop":
+            return {
+                "rdma": float(self.rdma_tokens.sum() * bpt),
+                "nvlink": float(self.nvl_tokens.sum() * bpt),
+            }
+        return {
+            "rdma": float(self.direct_rdma.sum() * bpt),
+            "nvlink": float(self.direct_nvl.sum() * bpt),
+        }
+
+
+@dataclass(frozen=True)
+class Flow:
+    """Aggregated traffic from ``src`` to ``dst`` rank over one link kind."""
+
+    src: int
+    dst: int
+    kind: LinkKind
+    tokens: int
+    nbytes: float
+
+
+def plan_dispatch(
+    dst_rank: IArr,
+    token_src: IArr,
+    n_ranks: int,
+    gpus_per_node: int,
+    hidden: int,
+    dispatch_dtype: str = "fp8",
+    combine_dtype: str = "bf16",
+) -> DispatchPlan:
+    """Build the dispatch plan from each (token, slot)'s destination rank ([T, k], -1 dropped)
+    and each token's source rank ([T]). Vectorised: O(T·k log k)."""
+    g = min(gpus_per_node, n_ranks)
+    if n_ranks % g:
+        raise SpecError(f"n_ranks ({n_ranks}) must be a multiple of gpus_per_node ({g})")
+    bytes_per_token(hidden, dispatch_dtype), bytes_per_token(hidden, combine_dtype)  # validate
+    dst_rank = np.asarray(dst_rank, dtype=np.int64)
+    token_src = np.asarray(token_src, dtype=np.int64)
+    t, _ = dst_rank.shape
+    if token_src.shape != (t,):
+        raise SpecError(f"token_src must have shape ({t},)", key="token_src")
+    if dst_rank.size and (dst_rank.max() >= n_ranks or token_src.max() >= n_ranks):
+        raise SpecError("rank id out of range", key="dst_rank")
+    n_nodes = n_ranks // g
+    srt = np.sort(dst_rank, axis=1)
+    first = np.ones_like(srt, dtype=bool)
+    first[:, 1:] = srt[:, 1:] != srt[:, :-1]
+    keep = first & (srt >= 0)
+    rows = np.broadcast_to(np.arange(t)[:, None], srt.shape)
+    p_tok, p_dst = rows[keep], srt[keep]
+    p_src = token_src[p_tok]
+    p_node, src_node = p_dst // g, p_src // g
+    # unique (token, node): pairs are sorted by (token, rank), so nodes are sorted per token
+    new_node = np.ones(p_tok.size, dtype=bool)
+    new_node[1:] = (p_tok[1:] != p_tok[:-1]) | (p_node[1:] != p_node[:-1])
+    rdma_pairs = np.bincount(
+        p_src[new_node] * n_nodes + p_node[new_node], minlength=n_ranks * n_nodes
+    ).reshape(n_ranks, n_nodes)
+    remote = new_node & (p_node != src_node)
+    ib_tok, ib_src = p_tok[remote], p_src[remote]
+    ib_dst = p_node[remote] * g + ib_src % g
+    sender = np.where(p_node == src_node, p_src, p_node * g + p_src % g)
+
+    def mat(a: IArr, b: IArr) -> IArr:
+        out: IArr = np.bincount(a * n_ranks + b, minlength=n_ranks * n_ranks).reshape(
+            n_ranks, n_ranks
+        )
+        return out
+
+    same = p_node == src_node
+    moved = sender != p_dst
+    return DispatchPlan(
+        n_ranks=n_ranks,
+        gpus_per_node=g,
+        hidden=hidden,
+        dispatch_dtype=dispatch_dtype,
+        combine_dtype=combine_dtype,
+        token_src=token_src,
+        dst_rank=dst_rank,
+        pair_token=p_tok,
+        pair_src=p_src,
+        pair_dst=p_dst,
+        pair_sender=sender,
+        ib_token=ib_tok,
+        ib_src=ib_src,
+        ib_dst=ib_dst,
+        tokens=mat(p_src, p_dst),
+        direct_nvl=mat(p_src[same & (p_src != p_dst)], p_dst[same & (p_src != p_dst)]),
+        direct_rdma=mat(p_src[~same], p_dst[~same]),
+        rdma_tokens=mat(ib_src, ib_dst),
+        nvl_tokens=mat(sender[moved], p_dst[moved]),
+        rdma_pairs=rdma_pairs,
+    )
+
+
+def even_token_src(tokens: int, n_ranks: int) -> IArr:
+    """Source rank of each token when ``tokens`` are split evenly (contiguously) over ranks."""
+    if tokens % n_ranks:
+        raise SpecError(f"tokens ({tokens}) must be a multiple of ranks ({n_ranks})", key="tokens")
+    return np.repeat(np.arange(n_ranks, dtype=np.int64), tokens // n_ranks)
+
+
+# ---------------------------------------------------------------------- statistics
+@dataclass(frozen=True, eq=False)
+class RoutingStats:
+    """Load per expert (assignments), per rank (assignments and tokens received) and per node
+    (tokens received, once per node), with max/mean imbalance of each."""
+
+    tokens_per_expert: IArr
+    assignments_per_rank: IArr
+    tokens_per_rank: IArr
+    tokens_per_node: IArr
+    imbalance_expert: float
+    imbalance_rank: float
+    imbalance_node: float
+
+
+def routing_stats(plan: DispatchPlan, topk_idx: IArr, n_experts: int) -> RoutingStats:
+    """Routing statistics for the simulator (load imbalance shows up as the slowest rank)."""
+    valid = topk_idx >= 0
+    per_expert = np.bincount(topk_idx[valid], minlength=n_experts).astype(np.int64)
+    per_rank_assign = np.bincount(plan.dst_rank[valid], minlength=plan.n_ranks).astype(np.int64)
+    per_rank = plan.tokens.sum(axis=0)
+    per_node = plan.rdma_pairs.sum(axis=0)
+    return RoutingStats(
+        per_expert,
+        per_rank_assign,
+        per_rank,
+        per_node,
+        imbalance(per_expert),
+        imbalance(per_rank_assign),
+        imbalance(per_node),
+    )
+
+
+def synthetic_dispatch_plan(
+    n_ranks: int,
+    tokens_per_rank: int,
+    hidden: int,
+    n_experts: int,
+    top_k: int,
+    topk_groups: int | None = None,
+    routing: str = "deepep",
+    gpus_per_node: int = 8,
+    n_redundant: int = 0,
+    seed: int = 0,
+    dispatch_dtype: str = "fp8",
+) -> tuple[DispatchPlan, Placement, IArr]:
+    """DeepEP-style test routing for the all-to-all simulator.
+
+    Experts are spread evenly over ranks; groups are nodes. Each rank draws its own seeded
+    scores (``deepep``: ``abs(randn)+1``; ``uniform``; ``zipf:S`` hot experts), picks at most
+    ``min(nodes, topk_groups)`` nodes by per-node max score, then its top-k experts inside them
+    (as DeepEP's ``test_internode.py``). Returns the plan, the placement and ``topk_idx``."""
+    g = min(gpus_per_node, n_ranks)
+    n_nodes = max(1, n_ranks // g)
+    groups = n_nodes if n_experts % n_nodes == 0 else 1
+    tg = groups if topk_groups is None else max(1, min(groups, topk_groups))
+    idx = np.empty((n_ranks * tokens_per_rank, top_k), dtype=np.int64)
+    for r in range(n_ranks):  # one rank at a time keeps memory at tokens_per_rank × experts
+        scores = synthetic_logits(tokens_per_rank, n_experts, routing, seed, chunk=r)
+        sl = slice(r * tokens_per_rank, (r + 1) * tokens_per_rank)
+        idx[sl] = group_limited_topk(scores, top_k, groups, tg, "max")
+    load = np.bincount(idx.reshape(-1), minlength=n_experts)
+    placement = place_experts(n_experts, n_ranks, g, n_redundant, load)
+    dst = resolve_replicas(idx, placement)
+    src = even_token_src(idx.shape[0], n_ranks)
+    return plan_dispatch(dst, src, n_ranks, g, hidden, dispatch_dtype), placement, idx
