@@ -423,7 +423,9 @@ def synthetic_dispatch_plan(
     tg = groups if topk_groups is None else max(1, min(groups, topk_groups))
     idx = np.empty((n_ranks * tokens_per_rank, top_k), dtype=np.int64)
     for r in range(n_ranks):  # one rank at a time keeps memory at tokens_per_rank × experts
-        scores = synthetic_logits(tokens_per_rank, n_experts, routing, seed, chunk=r)
+        scores = synthetic_logits(
+            tokens_per_rank, n_experts, routing, seed, chunk=r, dtype=np.float32
+        )
         sl = slice(r * tokens_per_rank, (r + 1) * tokens_per_rank)
         idx[sl] = group_limited_topk(scores, top_k, groups, tg, "max")
     load = np.bincount(idx.reshape(-1), minlength=n_experts)

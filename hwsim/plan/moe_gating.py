@@ -83,9 +83,10 @@ def sigmoid(x: FArr) -> FArr:
     return out
 
 
-def topk(x: FArr, k: int) -> IArr:
-    """Indices of the ``k`` largest entries per row, sorted by descending value (ties: lower
-    index first, deterministic)."""
+def topk(x: NDArray[np.floating], k: int) -> IArr:
+    """Indices of the ``k`` largest entries per row, sorted by descending value. Ties inside
+    the top-k are ordered by index; a tie across the k-th place is broken arbitrarily but
+    deterministically (as ``torch.topk``)."""
     n = x.shape[1]
     if k >= n:
         part = np.broadcast_to(np.arange(n), x.shape)
@@ -98,7 +99,11 @@ def topk(x: FArr, k: int) -> IArr:
 
 
 def group_limited_topk(
-    scores: FArr, top_k: int, n_groups: int, topk_groups: int, group_score: GroupScore = "top2_sum"
+    scores: NDArray[np.floating],
+    top_k: int,
+    n_groups: int,
+    topk_groups: int,
+    group_score: GroupScore = "top2_sum",
 ) -> IArr:
     """Top-k restricted to ``topk_groups`` of ``n_groups`` contiguous expert groups per token.
 
@@ -324,8 +329,13 @@ def _popularity(n_experts: int, dist: str, rng: np.random.Generator) -> FArr:
 
 
 def synthetic_logits(
-    tokens: int, n_experts: int, dist: str = "uniform", seed: int = 0, chunk: int | None = None
-) -> FArr:
+    tokens: int,
+    n_experts: int,
+    dist: str = "uniform",
+    seed: int = 0,
+    chunk: int | None = None,
+    dtype: type[np.floating] = np.float64,
+) -> NDArray[np.floating]:
     """Seeded router logits ``[tokens, experts]``.
 
     * ``deepep``: ``abs(randn) + 1`` (DeepEP's test scores; fed to the gates as-is).
@@ -334,14 +344,18 @@ def synthetic_logits(
       exponent S over a random permutation of expert ids: a few hot experts).
 
     ``chunk`` (e.g. the source rank) draws independent noise per chunk while the popularity,
-    which depends on ``seed`` only, stays the same hot experts for every chunk."""
+    which depends on ``seed`` only, stays the same hot experts for every chunk. ``dtype``
+    float32 halves memory and time for selection-only uses (the all-to-all simulator)."""
     p = _popularity(n_experts, dist, np.random.default_rng(seed))
     rng = np.random.default_rng(seed if chunk is None else [seed, chunk])
+    shape = (tokens, n_experts)
     if dist == "deepep":
-        out: FArr = np.abs(rng.standard_normal((tokens, n_experts))) + 1.0
+        out = np.abs(rng.standard_normal(shape, dtype=dtype))
+        out += 1.0
         return out
-    gumbel = -np.log(-np.log(rng.random((tokens, n_experts)) + 1e-300) + 1e-300)
-    out = np.log(p)[None, :] + gumbel
+    tiny = np.finfo(dtype).tiny
+    out = -np.log(-np.log(rng.random(shape, dtype=dtype) + tiny) + tiny)
+    out += np.log(p).astype(dtype)[None, :]
     return out
 
 
