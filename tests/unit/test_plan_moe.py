@@ -324,3 +324,19 @@ def test_bad_inputs_raise_spec_error() -> None:
         even_token_src(5, 2)
     with pytest.raises(SpecError, match="bias"):
         deepseek_v3(s, 2, bias=np.zeros(3))
+
+
+def test_figures_build() -> None:
+    from hwsim.report.moe_figures import (
+        bias_dynamics_figure,
+        dispatch_matrix_figure,
+        rank_load_figure,
+    )
+
+    d = bias_dynamics(5, 256, 16, 2, "zipf:1.2", gamma=0.02)
+    fig = bias_dynamics_figure(d)
+    assert len(fig.data) == 4 and list(fig.data[0].y) == list(d.imbalance)
+    plan, _pl, idx = synthetic_dispatch_plan(8, 16, 256, 32, 4, 1)
+    assert len(rank_load_figure(routing_stats(plan, idx, 32)).data) == 2
+    heat = dispatch_matrix_figure(plan, "nvl_tokens")
+    assert np.asarray(heat.data[0].z).shape == (8, 8)
