@@ -8,6 +8,7 @@ import sys
 import typer
 
 from hwsim.cli import devices, guard
+from hwsim.cli import roofline as roofline_cli
 
 app = typer.Typer(
     name="hwsim",
@@ -19,6 +20,7 @@ app = typer.Typer(
 )
 
 devices.register(app)
+roofline_cli.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,135 @@
+"""``hwsim roofline`` (hierarchical roofline of example kernels) and ``hwsim report`` (the main
+HTML report that ``make demo`` writes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from hwsim.cli.common import console, print_json
+from hwsim.report.build import BUILDERS, ReportContext, build_report
+from hwsim.report.figures import DevicePanel, results_table, roofline_figure
+from hwsim.report.page import Section, html_table, write_page
+from hwsim.roofline.analytic import roofline
+from hwsim.roofline.ops import EXAMPLES, example_kernels
+from hwsim.spec.device import DTYPES
+from hwsim.spec.errors import SpecError
+from hwsim.spec.load import load_device
+
+
+def _check_dtype(dtype: str) -> str:
+    if dtype not in DTYPES:
+        raise SpecError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    return dtype
+
+
+def roofline_cmd(
+    devices: Annotated[
+        list[str], typer.Argument(help="device names (file stems) or paths to YAML files")
+    ],
+    kernel: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--kernel",
+            "-k",
+            help=f"example kernel, repeatable (default: all): {', '.join(EXAMPLES)}",
+        ),
+    ] = None,
+    dtype: Annotated[
+        str, typer.Option(help=f"data and matrix dtype: {', '.join(DTYPES)}")
+    ] = "bf16",
+    html: Annotated[
+        Path | None, typer.Option("--html", help="write an interactive plotly roofline here")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Hierarchical roofline: time, bound and arithmetic intensity per memory level of example
+    kernels (GEMMs, attention prefill/decode, MoE experts) on one or more devices.
+
+    Example: hwsim roofline h100-sxm mi300x -k attn-decode -k gemm-8192 --html out/roofline.html
+    """
+    _check_dtype(dtype)
+    panels = []
+    for key in devices:
+        dev = load_device(key)
+        kernels = example_kernels(dev, dtype, kernel or None)
+        panels.append(
+            DevicePanel(key=key, device=dev, results=tuple(roofline(k, dev, key) for k in kernels))
+        )
+    results = [r for p in panels for r in p.results]
+    if html is not None:
+        write_page(
+            html,
+            f"hwsim roofline: {', '.join(devices)}",
+            f"Example kernels at {dtype}; one marker per memory level, hover for numbers.",
+            [
+                Section(
+                    title="Hierarchical roofline",
+                    explanation=(
+                        "Diagonals are memory levels (bandwidth × intensity), flat lines are "
+                        "peak FLOP/s per dtype; a kernel is limited by the level whose diagonal "
+                        "its marker sits on, or by compute when it is under a flat roof."
+                    ),
+                    figure=roofline_figure(panels),
+                    table_html=html_table(*results_table(results)),
+                )
+            ],
+        )
+    if json_out:
+        print_json({"results": [r.to_dict() for r in results], "html": str(html) if html else None})
+        return
+    cols, rows = results_table(results)
+    t = Table(title=f"hierarchical roofline, {dtype}; I = intensity (FLOP/B) at each memory level")
+    for c in cols:
+        t.add_column(c, justify="left" if c in ("kernel", "device", "bound") else "right")
+    for row in rows:
+        t.add_row(*row)
+    console.print(t)
+    if html is not None:
+        console.print(f"wrote {html}")
+
+
+def report_cmd(
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("out"),
+    dtype: Annotated[str, typer.Option(help="dtype of the example kernels")] = "bf16",
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Write the main report: out/report.html (self-contained, interactive) and
+    out/roofline.html (rooflines of every built-in device).
+
+    Example: hwsim report --out out
+    """
+    ctx = ReportContext(dtype=_check_dtype(dtype))
+    total = len(BUILDERS) + 2
+    if json_out:
+        paths = build_report(out, ctx)
+        print_json({"files": [str(p) for p in paths]})
+        return
+    with Progress(
+        TextColumn("[bold]report[/]"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} {task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task(BUILDERS[0][0] if BUILDERS else "", total=total)
+        labels = [label for label, _ in BUILDERS] + ["roofline.html", "report.html"]
+
+        def step(label: str) -> None:
+            progress.advance(task)
+            i = labels.index(label) + 1 if label in labels else total
+            progress.update(task, description=labels[i] if i < total else "done")
+
+        paths = build_report(out, ctx, on_step=step)
+    for p in paths:
+        console.print(f"wrote {p}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("roofline")(roofline_cmd)
+    app.command("report")(report_cmd)
