@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from rich.console import Console
+from rich.markup import escape
 
 from hwsim.spec.errors import SpecError, one_line
 
@@ -33,7 +34,7 @@ def _names(err: BaseException) -> set[str]:
 def _say(kind: str, text: str) -> None:
     # a fresh Console each time: tests swap sys.stderr, and rich must write to the current one
     Console(file=sys.stderr, highlight=False, soft_wrap=True).print(
-        f"[bold red]{kind}:[/] {one_line(text)}", markup=True
+        f"[bold red]{kind}:[/] {escape(one_line(text))}", markup=True
     )
 
 
@@ -47,7 +48,7 @@ def _show_warning(
 ) -> None:
     # SpecWarnings already carry file:line: key; Python's default adds a source line (two lines)
     Console(file=sys.stderr, highlight=False, soft_wrap=True).print(
-        f"[bold yellow]warning:[/] {one_line(str(message))}", markup=True
+        f"[bold yellow]warning:[/] {escape(one_line(str(message)))}", markup=True
     )
 
 

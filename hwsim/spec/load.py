@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import functools
 import re
@@ -50,10 +51,26 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     except IsADirectoryError:
         raise SpecError("is a directory, expected a YAML file", file=file) from None
     except UnicodeDecodeError as err:
-        raise SpecError(f"not UTF-8 text ({err.reason} at byte {err.start})", file=file) from None
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise SpecError(
+            f"not UTF-8 text ({err.reason} at byte {err.start}); save the file as UTF-8",
+            file=file,
+            line=line,
+        ) from None
     except OSError as err:
         raise SpecError(f"cannot read file: {err.strerror or err}", file=file) from None
     return parse_yaml_text(text, file)
+
+
+#: Plain-words hints for PyYAML's most common complaints.
+_YAML_HINTS = {
+    "mapping values are not allowed here": "a 'key: value' where a plain value was expected; "
+    "check the indentation, or quote a value that contains ': '",
+    "cannot start any token": "YAML is indented with spaces, never tabs",
+    "found unexpected end of stream": "a quote is never closed",
+    "did not find expected key": "check the indentation of this block",
+    "found duplicate anchor": "each &anchor name may be defined once",
+}
 
 
 def _yaml_error(err: yaml.YAMLError, file: str) -> SpecError:
@@ -61,14 +78,27 @@ def _yaml_error(err: yaml.YAMLError, file: str) -> SpecError:
         return SpecError(f"YAML error: {err}", file=file)
     mark = err.problem_mark or err.context_mark
     problem = err.problem or "invalid YAML"
-    if "<stream end>" in problem and err.context_mark is not None:
-        mark = err.context_mark  # an unclosed bracket or quote: point at where it opened
+    context = err.context or ""
+    opened = err.context_mark
+    if opened is not None and ("end of stream" in problem or "<stream end>" in problem):
+        mark = opened  # an unclosed bracket or quote: point at where it opened
+    elif (
+        opened is not None and mark is not None and opened.line != mark.line and "while" in context
+    ):
+        context = f"{context} that starts on line {opened.line + 1}"
     line = mark.line + 1 if mark else None
     if "could not determine a constructor" in problem:
-        problem = f"tag not allowed (YAML is loaded with the safe loader only): {problem}"
-    elif err.context:
-        problem = f"{problem} ({err.context})"
-    return SpecError(f"YAML error: {problem}", file=file, line=line)
+        tag = problem.split("tag", 1)[-1].strip(" '").replace("tag:yaml.org,2002:", "!!")
+        return SpecError(
+            f"YAML tag '{tag}' is not allowed (spec files are read with the safe loader)",
+            file=file,
+            line=line,
+        )
+    hint = next((h for k, h in _YAML_HINTS.items() if k in problem), "")
+    detail = "; ".join(x for x in (context, hint) if x)
+    return SpecError(
+        f"YAML error: {problem}" + (f" ({detail})" if detail else ""), file=file, line=line
+    )
 
 
 def parse_yaml_text(text: str, file: str) -> tuple[Any, yaml.Node | None]:
@@ -235,20 +265,38 @@ def _parse_path(text: str, node: yaml.Node | None, base: Loc) -> Loc | None:
     return tuple(parts)
 
 
-def _relocate(loc: Loc, message: str, node: yaml.Node | None) -> tuple[Loc, str]:
-    """Move a validator error from its model's loc to the key its message names."""
-    m = _PATH_RE.match(message)
-    if m is None or node is None:
-        return loc, message
+_LEAD_RE = re.compile(r"^(?P<path>[A-Za-z_][\w-]*(?:\[[^\]\s]+\]|\.[A-Za-z_][\w-]*)+) ")
+
+
+def _relocate(loc: Loc, message: str, node: yaml.Node | None) -> tuple[Loc, str, int | None]:
+    """Move a validator error from its model's loc to the key its message names.
+
+    ``"memory[smem].latency.source: 'x' is not ..."`` becomes key ``memory[0].latency.source``
+    with the rest as message; ``"moe.top_k (8) must be <= ..."`` keeps its message and takes
+    ``moe.top_k``'s line. Returns (loc, message, line or None to use ``loc``'s line)."""
+    if node is None:
+        return loc, message, None
     bases = [loc]
     if loc:
-        bases.append(loc[:-1])  # a sub-model's validator that names its own key first
-    for base in bases:
-        rel = _parse_path(m.group("path"), node, base)
-        # the last key may be absent (a missing key is named by its parent's line)
-        if rel and _resolves(node, base + rel[:-1]):
-            return base + rel, m.group("rest")
-    return loc, message
+        # a sub-model's validator often names its own key first ("attention.heads ...")
+        bases = [loc[:-1], loc] if message.startswith(str(loc[-1])) else [loc, loc[:-1]]
+    m = _PATH_RE.match(message)
+    if m is not None:
+        parsed = [(b, _parse_path(m.group("path"), node, b)) for b in bases]
+        for base, rel in parsed:
+            if rel and _resolves(node, base + rel):
+                return base + rel, m.group("rest"), None
+        for base, rel in parsed:
+            # the last key may be absent (a missing key is named by its parent's line)
+            if rel and _resolves(node, base + rel[:-1]):
+                return base + rel, m.group("rest"), None
+    m = _LEAD_RE.match(message)
+    if m is not None:
+        for base in bases:
+            rel = _parse_path(m.group("path"), node, base)
+            if rel and _resolves(node, base + rel):
+                return loc, message, _line_of(node, base + rel)
+    return loc, message, None
 
 
 # ---- pydantic errors → one line ----------------------------------------------------------------
@@ -310,6 +358,7 @@ _TYPE_NOUNS = {
     "int_from_float": "a whole number",
     "float_type": "a number",
     "float_parsing": "a number",
+    "finite_number": "a finite number",
     "bool_type": "true or false",
     "bool_parsing": "true or false",
     "dict_type": "a mapping (key: value lines)",
@@ -320,6 +369,44 @@ _TYPE_NOUNS = {
 }
 
 
+#: What people write for a Literal choice → the choice they mean (beats string similarity:
+#: difflib would suggest 'per_system' for 'per_sm').
+SYNONYMS = {
+    "per_sm": "per_unit",
+    "per_cu": "per_unit",
+    "per_core": "per_unit",
+    "per_pcu": "per_unit",
+    "per_gpu": "per_chip",
+    "per_device": "per_chip",
+    "per_socket": "per_chip",
+    "per_server": "per_node",
+    "per_cluster": "per_system",
+    "bfloat16": "bf16",
+    "float16": "fp16",
+    "half": "fp16",
+    "float32": "fp32",
+    "float": "fp32",
+    "e4m3": "fp8",
+    "fp8_e4m3": "fp8",
+    "e5m2": "fp8",
+    "fp8_e5m2": "fp8",
+    "wafer": "wafer_scale",
+    "wse": "wafer_scale",
+    "rdu": "dataflow",
+    "tpu": "dataflow",
+    "nvl": "nvlink",
+    "ib": "infiniband",
+    "roce": "ethernet",
+}
+
+_BOUNDS = {
+    "greater_than": ("greater than", "gt"),
+    "greater_than_equal": ("at least", "ge"),
+    "less_than": ("less than", "lt"),
+    "less_than_equal": ("at most", "le"),
+}
+
+
 def _message(model: type[BaseModel], err: dict[str, Any]) -> str:
     kind = err["type"]
     loc = tuple(err["loc"])
@@ -327,19 +414,35 @@ def _message(model: type[BaseModel], err: dict[str, Any]) -> str:
         parent = _model_at(model, loc[:-1])
         allowed = sorted(parent.model_fields) if parent else []
         guess = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-        hint = f"; did you mean '{guess[0]}'?" if guess else ""
-        return f"unknown key{hint} (allowed: {', '.join(allowed)})"
+        if guess:  # the likely fix is the help; the full list would only bury it
+            return f"unknown key; did you mean '{guess[0]}'?"
+        return f"unknown key (allowed: {', '.join(allowed)})"
     if kind == "missing":
         return "required key is missing"
     if kind == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
         got = err.get("input")
-        guess = difflib.get_close_matches(str(got), _choices(expected), n=1)
+        choices = _choices(expected)
+        synonym = SYNONYMS.get(str(got).lower())
+        guess = (
+            [synonym] if synonym in choices else difflib.get_close_matches(str(got), choices, n=1)
+        )
         hint = f"; did you mean '{guess[0]}'?" if guess else ""
         what = "unknown key" if loc and loc[-1] == "[key]" else "got"
         return f"{what} {_short(got)}, expected one of {expected}{hint}"
+    bound = _BOUNDS.get(kind)
+    if bound is not None:
+        limit = err.get("ctx", {}).get(bound[1])
+        return f"must be {bound[0]} {limit}, got {_short(err.get('input'))}"
     if kind in _TYPE_NOUNS:
-        return f"expected {_TYPE_NOUNS[kind]}, got {_short(err.get('input'))}"
+        got = err.get("input")
+        if isinstance(got, datetime.date):
+            return f"expected {_TYPE_NOUNS[kind]}, got the date {got} (quote it to keep it text)"
+        if isinstance(got, dict):
+            return f"expected {_TYPE_NOUNS[kind]}, got a mapping"
+        if isinstance(got, list):
+            return f"expected {_TYPE_NOUNS[kind]}, got a list"
+        return f"expected {_TYPE_NOUNS[kind]}, got {_short(got)}"
     msg = str(err["msg"])
     return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
 
@@ -368,19 +471,19 @@ def spec_error(
     first = errors[0]
     loc: Loc = tuple(first["loc"])
     cause = first.get("ctx", {}).get("error")
+    line = None
     if isinstance(cause, FieldError):
         loc, message = loc + cause.loc, cause.message
     elif first["type"] in ("value_error", "assertion_error"):
-        loc, message = _relocate(loc, _message(model, first), node)
+        loc, message, line = _relocate(loc, _message(model, first), node)
     else:
         message = _message(model, first)
+    loc = _clean_loc(loc)
+    key = format_loc(loc) or None
+    if key and message.startswith((f"{key}.", f"{key} ", f"{key}:")):
+        key = None  # the message already names it ("attention.heads (32) must be ...")
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-    return SpecError(
-        message + more,
-        file=file,
-        key=format_loc(_clean_loc(loc)) or None,
-        line=_line_of(node, _clean_loc(loc)),
-    )
+    return SpecError(message + more, file=file, key=key, line=line or _line_of(node, loc))
 
 
 def validate(model: type[M], data: Any, *, file: str, node: yaml.Node | None = None) -> M:
@@ -441,9 +544,12 @@ def resolve_path(name_or_path: str, directory: Path, what: str) -> Path:
     path = directory / f"{name_or_path}.yaml"
     if not path.exists():
         known = sorted(p.stem for p in directory.glob("*.yaml"))
+        hint = _suggest(name_or_path, known)
+        # with a likely match, the full list is noise; without one, it is the help
+        choices = "" if hint else f"built-in: {', '.join(known)}; "
         raise SpecError(
-            f"unknown {what} '{one_line(name_or_path)}'{_suggest(name_or_path, known)} "
-            f"(built-in: {', '.join(known)}; or pass a path to a .yaml file)"
+            f"unknown {what} '{one_line(name_or_path)}'{hint} "
+            f"({choices}or pass a path to a .yaml file)"
         )
     return path
 

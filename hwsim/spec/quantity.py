@@ -12,6 +12,7 @@ typo in a citation is an error rather than a dangling reference.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -51,6 +52,9 @@ class Sourced(Strict):
     note: str | None = None
 
 
+_SOURCED_KEYS = ("value", "source", "derived", "note")
+
+
 def _make_parser(dim: Dim, positive: bool, integer: bool = False) -> Callable[[Any], Any]:
     def parse(raw: Any) -> Any:
         if isinstance(raw, Sourced):
@@ -60,11 +64,13 @@ def _make_parser(dim: Dim, positive: bool, integer: bool = False) -> Callable[[A
                 f"expected a mapping {{value: ..., source: ...}} holding {EXAMPLES[dim]}, "
                 f"got {raw!r}"
             )
-        unknown = set(raw) - {"value", "source", "derived", "note"}
+        unknown = sorted(str(k) for k in set(raw) - set(_SOURCED_KEYS))
         if unknown:
+            guess = difflib.get_close_matches(unknown[0], _SOURCED_KEYS, n=1)
+            hint = f"; did you mean '{guess[0]}'?" if guess else ""
             raise ValueError(
-                f"unknown key(s) {sorted(unknown)} in a sourced value; "
-                "allowed: value, source, derived, note"
+                f"unknown key '{unknown[0]}' in a sourced value{hint} "
+                f"(allowed: {', '.join(_SOURCED_KEYS)})"
             )
         if "value" not in raw:
             raise ValueError(f"missing 'value' ({EXAMPLES[dim]})")

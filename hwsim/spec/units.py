@@ -13,6 +13,7 @@ Rules (decimal prefixes are decimal, binary prefixes are explicit):
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from dataclasses import dataclass
@@ -111,6 +112,39 @@ def _split_unit(unit: str) -> tuple[Dim, float] | None:
     return None
 
 
+#: Units people write for each dimension, for "did you mean" suggestions.
+_COMMON: dict[Dim, tuple[str, ...]] = {
+    Dim.BYTES: ("B", "KB", "KiB", "MB", "MiB", "GB", "GiB", "TB", "TiB"),
+    Dim.BANDWIDTH: ("MB/s", "GB/s", "TB/s", "Gb/s", "Tb/s"),
+    Dim.RATE: ("GFLOP/s", "TFLOP/s", "PFLOP/s", "TOP/s", "POP/s"),
+    Dim.FREQUENCY: ("MHz", "GHz"),
+    Dim.TIME: ("s", "ms", "us", "ns", "ps"),
+    Dim.POWER: ("W", "kW", "MW"),
+    Dim.MONEY: ("USD",),
+    Dim.COUNT: (),
+}
+_SPELLED = {"sec": "s", "msec": "ms", "usec": "us", "nsec": "ns", "psec": "ps"}
+_NON_FINITE = re.compile(r"^\s*[-+]?(nan|inf|infinity)\b", re.IGNORECASE)
+
+
+def _unit_hint(unit: str, expected: Dim) -> str:
+    """A "did you mean" for an unknown unit: spelled-out time units, wrong case, near misses."""
+    if unit.startswith(",") and unit[1:2].isdigit():
+        return "; use a decimal point, not a comma"
+    if unit in _SPELLED:
+        return f"; did you mean '{_SPELLED[unit]}'?"
+    choices = _COMMON[expected]
+    for c in choices:
+        if c.lower() == unit.lower():
+            return f"; did you mean '{c}'?"
+    guess = difflib.get_close_matches(unit, choices, n=1, cutoff=0.6)
+    return f"; did you mean '{guess[0]}'?" if guess else ""
+
+
+def _bare(text: object, expected: Dim) -> UnitError:
+    return UnitError(f"expected {EXAMPLES[expected]}, got the bare number {text!r}: write the unit")
+
+
 def parse_quantity(text: str | int | float, expected: Dim) -> float:
     """Parse ``text`` as a quantity of dimension ``expected`` and return it in SI base units.
 
@@ -121,12 +155,17 @@ def parse_quantity(text: str | int | float, expected: Dim) -> float:
     if isinstance(text, bool):
         raise UnitError(f"expected {EXAMPLES[expected]}, got a boolean {text!r}")
     if isinstance(text, int | float):
-        if expected is not Dim.COUNT:
+        try:
+            value = float(text)
+        except OverflowError:  # an int beyond float range
             raise UnitError(
-                f"expected {EXAMPLES[expected]}, got the bare number {text!r}: write the unit"
-            )
-        value = float(text)
+                f"expected a finite value, got a {len(str(text))}-digit number"
+            ) from None
+        if math.isfinite(value) and expected is not Dim.COUNT:
+            raise _bare(text, expected)
     elif isinstance(text, str):
+        if _NON_FINITE.match(text):
+            raise UnitError(f"expected a finite value, got {text!r}")
         m = _QUANTITY_RE.match(text)
         if m is None:
             raise UnitError(f"expected {EXAMPLES[expected]}, got {text!r}")
@@ -134,14 +173,15 @@ def parse_quantity(text: str | int | float, expected: Dim) -> float:
         unit = (m.group("unit") or "").strip()
         if not unit:
             if expected is not Dim.COUNT:
-                raise UnitError(
-                    f"expected {EXAMPLES[expected]}, got the bare number {text!r}: write the unit"
-                )
+                raise _bare(text, expected)
             value = number
         else:
             found = _split_unit(unit)
             if found is None:
-                raise UnitError(f"unknown unit {unit!r} in {text!r}; expected {EXAMPLES[expected]}")
+                raise UnitError(
+                    f"unknown unit {unit!r} in {text!r}{_unit_hint(unit, expected)}; "
+                    f"expected {EXAMPLES[expected]}"
+                )
             dim, factor = found
             if dim is not expected:
                 raise UnitError(

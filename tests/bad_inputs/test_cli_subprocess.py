@@ -1,0 +1,47 @@
+"""The real ``hwsim`` process: one line on stderr, a non-zero exit code, a traceback only with
+``--debug``. (The corpus runs the CLI in-process; these few cases check the actual entry point.)"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def hwsim(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hwsim.cli.app", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (
+            ["show", "tests/bad_inputs/device/yaml-unclosed-brace.yaml"],
+            "yaml-unclosed-brace.yaml:11:",
+        ),
+        (["show", "no-such-device"], "unknown device 'no-such-device'"),
+        (["devices", "--bogus"], "No such option: --bogus"),
+    ],
+)
+def test_one_line_and_exit_2(args: list[str], fragment: str) -> None:
+    p = hwsim(*args)
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0]
+    assert "Traceback" not in p.stderr
+
+
+def test_debug_shows_the_traceback() -> None:
+    p = hwsim("show", "tests/bad_inputs/device/unit-negative.yaml", "--debug")
+    assert p.returncode != 0
+    assert "Traceback" in p.stderr and "SpecError" in p.stderr
