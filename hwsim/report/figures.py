@@ -54,27 +54,25 @@ def _fmt(value: float, dim: Dim) -> str:
 
 
 def _ceilings(device: Device) -> list[tuple[str, float, str]]:
-    """(label, FLOP/s, dash) for the flat ceilings: matrix peaks (equal peaks merged), vector and
-    special. A dtype without a listed peak is left out rather than shown at its fallback rate."""
-    by_rate: dict[float, list[str]] = {}
-    for dtype in DTYPES:
-        if dtype in device.compute.peak:
-            by_rate.setdefault(matrix_rate_flops(device, dtype), []).append(dtype)
-    out = [
-        (f"{'/'.join(ds)} matrix {_fmt(rate, Dim.RATE)}", rate, "solid")
-        for rate, ds in sorted(by_rate.items(), reverse=True)
+    """(label, FLOP/s, dash) for the flat ceilings: matrix peaks per dtype, vector and special;
+    ceilings at the same rate share one line and one label. A dtype without a listed peak is
+    left out rather than shown at its fallback rate."""
+    lines: list[tuple[str, float, str]] = [
+        (f"{dtype} matrix", matrix_rate_flops(device, dtype), "solid")
+        for dtype in DTYPES
+        if dtype in device.compute.peak
     ]
-    out.append(
-        (
-            f"vector fp32 {_fmt(vector_rate_flops(device), Dim.RATE)}",
-            vector_rate_flops(device),
-            "dot",
-        )
-    )
-    special = special_rate_flops(device)
+    lines.append(("vector fp32", vector_rate_flops(device), "dot"))
     if device.compute.special is not None:
-        out.append((f"special fn (exp) {_fmt(special, Dim.RATE)}", special, "dashdot"))
-    return [c for c in out if c[1] > 0]
+        lines.append(("special fn (exp)", special_rate_flops(device), "dashdot"))
+    merged: dict[float, tuple[list[str], str]] = {}
+    for label, rate, dash in lines:
+        if 0 < rate < math.inf:
+            merged.setdefault(rate, ([], dash))[0].append(label)
+    return [
+        (f"{' = '.join(labels)} {_fmt(rate, Dim.RATE)}", rate, dash)
+        for rate, (labels, dash) in sorted(merged.items(), reverse=True)
+    ]
 
 
 def _x_range(panel: DevicePanel, top: float) -> tuple[float, float]:
@@ -115,25 +113,27 @@ def _panel_traces(panel: DevicePanel, legend_group: str) -> list[go.Scatter]:
                 hovertemplate=f"{label}<extra>{panel.key}</extra>",
             )
         )
+    dtype = panel.results[0].dtype if panel.results else "bf16"
+    dtype_peak = matrix_rate_flops(d, dtype) or top
     for i, m in enumerate(d.memory):
         bw = d.level_bandwidth_Bps(m.name)
-        ridge = top / bw
+        ridge = dtype_peak / bw  # where this level meets the kernels' dtype roof
         label = f"{m.name} {_fmt(bw, Dim.BANDWIDTH)}"
         traces.append(
             go.Scatter(
-                x=[x_lo, ridge],
+                x=[x_lo, top / bw],
                 y=[x_lo * bw, top],
                 mode="lines+text",
                 line={"color": LEVEL_COLORS[i % len(LEVEL_COLORS)], "width": 2},
                 text=[label, ""],
                 textposition="bottom right",
                 textfont={"size": 11, "color": LEVEL_COLORS[i % len(LEVEL_COLORS)]},
-                name=f"{label} (ridge {ridge:.3g} FLOP/B)",
+                name=f"{label} (ridge {ridge:.3g} FLOP/B at {dtype})",
                 legendgroup=f"{legend_group}-mem",
                 legendgrouptitle_text="memory levels",
                 hovertemplate=(
                     f"{m.name}: {_fmt(bw, Dim.BANDWIDTH)} × intensity<br>"
-                    f"ridge at {ridge:.3g} FLOP/B<extra>{panel.key}</extra>"
+                    f"ridge ({dtype}) at {ridge:.3g} FLOP/B<extra>{panel.key}</extra>"
                 ),
             )
         )
@@ -216,12 +216,25 @@ def roofline_figure(panels: Sequence[DevicePanel], height: int = 650) -> go.Figu
         template="plotly_white",
         hovermode="closest",
         legend={"groupclick": "toggleitem", "font": {"size": 11}},
-        margin={"t": 90, "r": 20},
+        margin={"t": 110, "r": 20},
     )
     fig.update_xaxes(
-        type="log", title="arithmetic intensity (FLOP per byte at the level)", range=first["x"]
+        type="log",
+        title="arithmetic intensity (FLOP per byte at the level)",
+        range=first["x"],
+        exponentformat="SI",
     )
-    fig.update_yaxes(type="log", title="attainable FLOP/s", range=first["y"])
+    # explicit decade labels: plotly's SI exponent format stops at T, and these reach P and E
+    y_lo = min(math.floor(_axis_ranges(p)["y"][0]) for p in panels)
+    y_hi = max(math.ceil(_axis_ranges(p)["y"][1]) for p in panels)
+    decades = [10.0**e for e in range(y_lo, y_hi + 1)]
+    fig.update_yaxes(
+        type="log",
+        title="attainable FLOP/s",
+        range=first["y"],
+        tickvals=decades,
+        ticktext=[format_quantity(v, Dim.RATE, digits=3) for v in decades],
+    )
     if len(panels) > 1:
         buttons = []
         for p_i, panel in enumerate(panels):
@@ -242,10 +255,10 @@ def roofline_figure(panels: Sequence[DevicePanel], height: int = 650) -> go.Figu
             )
         fig.update_layout(
             updatemenus=[
-                {
+                {  # above the legend, clear of the title
                     "buttons": buttons,
                     "direction": "down",
-                    "x": 0.0,
+                    "x": 1.02,
                     "xanchor": "left",
                     "y": 1.12,
                     "yanchor": "top",
@@ -254,12 +267,13 @@ def roofline_figure(panels: Sequence[DevicePanel], height: int = 650) -> go.Figu
             ],
             annotations=[
                 {
-                    "text": "device:",
-                    "x": 0.0,
+                    "text": "pick a device:",
+                    "x": 1.02,
                     "xref": "paper",
-                    "xanchor": "right",
-                    "y": 1.1,
+                    "xanchor": "left",
+                    "y": 1.13,
                     "yref": "paper",
+                    "yanchor": "bottom",
                     "showarrow": False,
                 }
             ],
@@ -271,10 +285,11 @@ def results_table(results: Sequence[RooflineResult]) -> tuple[list[str], list[li
     """Column names and formatted rows of a roofline results table (for rich or HTML): one
     intensity column (FLOP/B) per memory level found in any result, "—" where a device lacks
     the level or moves no bytes there."""
-    depth: dict[str, int] = {}  # innermost first; levels of different devices interleave
+    depth: dict[str, float] = {}  # innermost first, by relative depth in each device's list
     for r in results:
+        n = max(len(r.level_bytes) - 1, 1)
         for i, lvl in enumerate(r.level_bytes):
-            depth[lvl] = min(depth.get(lvl, i), i)
+            depth[lvl] = min(depth.get(lvl, i / n), i / n)
     levels = sorted(depth, key=lambda lvl: depth[lvl])
     cols = [
         "kernel",
@@ -309,8 +324,21 @@ def bound_heatmap(results: Sequence[RooflineResult], height: int = 420) -> go.Fi
     by = {(r.kernel, r.device): r for r in results}
     z, text, hover = [], [], []
     for k in kernels:
-        z.append([100 * by[k, d].fraction_of_peak if (k, d) in by else None for d in devices])
-        text.append([by[k, d].bound if (k, d) in by else "" for d in devices])
+        # log colour: 0.4% and 5% of peak are different stories, and both are "dark" on a linear
+        z.append(
+            [
+                math.log10(max(100 * by[k, d].fraction_of_peak, 0.01)) if (k, d) in by else None
+                for d in devices
+            ]
+        )
+        text.append(
+            [
+                f"{by[k, d].bound}<br>{100 * by[k, d].fraction_of_peak:.3g}%"
+                if (k, d) in by
+                else ""
+                for d in devices
+            ]
+        )
         hover.append(
             [
                 (
@@ -332,13 +360,17 @@ def bound_heatmap(results: Sequence[RooflineResult], height: int = 420) -> go.Fi
             hovertext=hover,
             hoverinfo="text",
             colorscale="Viridis",
-            zmin=0,
-            zmax=100,
-            colorbar={"title": "% of peak"},
+            zmin=-1,
+            zmax=2,
+            colorbar={
+                "title": "% of peak",
+                "tickvals": [-1, 0, 1, 2],
+                "ticktext": ["0.1%", "1%", "10%", "100%"],
+            },
         )
     )
     fig.update_layout(
-        title="Which resource bounds each kernel (colour: % of the matrix peak attained)",
+        title="Which resource bounds each kernel (colour: % of the matrix peak, log scale)",
         height=height,
         template="plotly_white",
         yaxis={"autorange": "reversed"},

@@ -51,9 +51,13 @@ def matrix_rate_flops(device: Device, dtype: str) -> float:
 
 
 def vector_rate_flops(device: Device) -> float:
-    """Vector FP32 FLOP/s; the fp32 peak when the spec lists no separate vector rate."""
+    """Vector FP32 FLOP/s; the fp32 peak when the spec lists no separate vector rate, and
+    unlimited (``inf``: vector work is then no ceiling, the roofline's optimism) when it lists
+    neither."""
     c = device.compute
-    return c.vector_fp32.value if c.vector_fp32 else matrix_rate_flops(device, "fp32")
+    if c.vector_fp32:
+        return c.vector_fp32.value
+    return matrix_rate_flops(device, "fp32") or math.inf
 
 
 def special_rate_flops(device: Device) -> float:

@@ -76,6 +76,58 @@ def tiny_device(hbm_bw: str = "0.25 TB/s") -> Device:
 H100 = load_device("h100-sxm")
 
 
+def _level(name: str, scope: str, cap: str, bw: str) -> dict[str, object]:
+    return {
+        "name": name,
+        "scope": scope,
+        "capacity": _q(cap),
+        "bandwidth": _q(bw),
+        "latency": _q("10 ns"),
+    }
+
+
+def kind_device(kind: str) -> Device:
+    """Minimal LPU (SRAM only) and dataflow (SRAM/HBM/DDR) devices: no level is called hbm on
+    the LPU, and the dataflow DDR sits outside main memory."""
+    base = tiny_device().model_dump(mode="python")
+    raw: dict[str, object] = {
+        k: v for k, v in base.items() if k not in ("compute", "memory", "power", "kind")
+    }
+    raw["compute"] = {
+        "units": _q("4"),
+        "clock": _q("1 GHz"),
+        "peak": {"fp16": _q("100 TFLOP/s"), "int8": _q("400 TOP/s")},
+    }
+    raw["power"] = {"tdp": _q("100 W")}
+    raw["kind"] = kind
+    if kind == "lpu":
+        raw["memory"] = [_level("sram", "per_chip", "230 MB", "80 TB/s")]
+        raw["lpu"] = {"static_schedule": True, "c2c_hop_latency": _q("100 ns")}
+    else:
+        raw["memory"] = [
+            _level("sram", "per_unit", "512 KiB", "1 TB/s"),
+            _level("hbm", "per_chip", "64 GB", "2 TB/s"),
+            _level("ddr", "per_chip", "1.5 TB", "200 GB/s"),
+        ]
+        raw["tiles"] = {"pcus": _q("4"), "pmus": _q("4")}
+    return validate(Device, raw, file="<test>")
+
+
+@pytest.mark.parametrize("kind", ["lpu", "dataflow"])
+def test_other_device_kinds_use_their_own_levels(kind: str) -> None:
+    d = kind_device(kind)
+    for k in example_kernels(d):
+        r = roofline(k, d)
+        assert set(r.level_bytes) == {m.name for m in d.memory}
+        assert r.level_bytes[d.main_memory.name] > 0
+        assert math.isfinite(r.time_s) and r.time_s > 0
+    if kind == "dataflow":  # weights live in HBM; the DDR capacity tier moves nothing here
+        assert roofline(example_kernels(d, names=["moe-decode"])[0], d).level_bytes["ddr"] == 0
+    # bf16 work on a device listing only fp16 runs at the fp16 peak (the device's fallback)
+    r = roofline(gemm(8192, 8192, 8192, d), d)
+    assert r.peak_flops == pytest.approx(100e12, rel=1e-12)  # exact spec value
+
+
 def test_hand_worked_gemm_on_tiny_device() -> None:
     # GEMM 1024³ bf16 (2 B/elem) on the tiny device, by hand:
     #   FLOPs = 2·1024³ = 2.147e9 → compute 2.147e9 / 100e12 = 21.47 us.
