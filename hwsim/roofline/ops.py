@@ -32,8 +32,13 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
+from numpy.typing import NDArray
+
 from hwsim.spec.device import DTYPE_BYTES, DTYPES, Device
 from hwsim.spec.errors import SpecError
+
+ArrayOrFloat = float | NDArray[np.float64]
 
 #: Non-matrix compute kinds a kernel may count, besides matrix FLOPs per dtype.
 VECTOR = "vector"  # FP32 vector-unit FLOPs (softmax arithmetic, norms, activations)
@@ -138,15 +143,39 @@ def _tile_elems(inner_bytes: float, elem_bytes: float) -> float:
 
 
 def gemm_traffic_bytes(
-    m: float, n: float, k: float, tile_elems: float, in_bytes: float, out_bytes: float
-) -> float:
+    m: ArrayOrFloat,
+    n: ArrayOrFloat,
+    k: ArrayOrFloat,
+    tile_elems: ArrayOrFloat,
+    in_bytes: float,
+    out_bytes: float,
+) -> ArrayOrFloat:
     """Bytes a level serves for C[m,n] = A[m,k] @ B[k,n] when the next level inward holds a
     ``√S × √S`` output tile (S = ``tile_elems``): A is re-read once per column of tiles, B once per
-    row of tiles (never fewer than once), C is written once."""
-    edge = math.sqrt(tile_elems)
-    a_reads = m * k * max(1.0, n / edge)
-    b_reads = k * n * max(1.0, m / edge)
-    return (a_reads + b_reads) * in_bytes + m * n * out_bytes
+    row of tiles (never fewer than once), C is written once. Works elementwise on numpy arrays
+    (for sweeps over shapes or on-chip capacities) as well as on floats."""
+    edge = np.sqrt(tile_elems)
+    a_reads = m * k * np.maximum(1.0, n / edge)
+    b_reads = k * n * np.maximum(1.0, m / edge)
+    out = (a_reads + b_reads) * in_bytes + m * n * out_bytes
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def attention_traffic_bytes(
+    qo_bytes: ArrayOrFloat,
+    kv_bytes: ArrayOrFloat,
+    rows: ArrayOrFloat,
+    block_rows: ArrayOrFloat,
+    causal: bool = False,
+) -> ArrayOrFloat:
+    """Bytes a level serves for FlashAttention: Q and O once (``qo_bytes``), K and V
+    (``kv_bytes``) once per block of ``block_rows`` of the ``rows`` query rows that share a KV
+    head; causal attention skips about half of the K/V blocks when there are several. Elementwise
+    on numpy arrays as well as floats."""
+    blocks = np.maximum(1.0, rows / np.maximum(block_rows, 1.0))
+    share = 0.5 * (1.0 + 1.0 / blocks) if causal else 1.0
+    out = qo_bytes + kv_bytes * blocks * share
+    return float(out) if np.ndim(out) == 0 else out
 
 
 def _per_level(device: Device, traffic: Callable[[float], float]) -> dict[str, float]:
@@ -164,7 +193,7 @@ def gemm(
     this is A+B+C once whenever a panel of the smaller dimension fits the next level inward."""
     b = DTYPE_BYTES[dtype]
     level_bytes = _per_level(
-        device, lambda inner: gemm_traffic_bytes(m, n, k, _tile_elems(inner, b), b, b)
+        device, lambda inner: float(gemm_traffic_bytes(m, n, k, _tile_elems(inner, b), b, b))
     )
     return Kernel(
         name=name or f"gemm {m}x{n}x{k}",
@@ -213,13 +242,9 @@ def attention(
     rows = group * q_len  # query rows that reuse one KV head's K and V
 
     def traffic(inner: float) -> float:
-        if math.isnan(inner):
-            block_rows = float(REGISTER_TILE)
-        else:
-            block_rows = max(1.0, inner / 2.0 / ((head_dim + d_v) * b))
-        blocks = max(1.0, rows / block_rows)
-        causal_share = 0.5 * (1.0 + 1.0 / blocks) if causal else 1.0
-        return qo_bytes + kv_bytes * blocks * causal_share
+        # Q and O tiles take half of the next level inward; the other half streams K/V tiles
+        block_rows = REGISTER_TILE if math.isnan(inner) else inner / 2.0 / ((head_dim + d_v) * b)
+        return float(attention_traffic_bytes(qo_bytes, kv_bytes, rows, block_rows, causal))
 
     return Kernel(
         name=name or f"attention B{batch} q{q_len} kv{kv_len} h{heads}/{kv_heads} d{head_dim}",
@@ -327,8 +352,8 @@ def moe_experts(
 
     def traffic(inner: float) -> float:
         s = _tile_elems(inner, b)
-        per_expert = gemm_traffic_bytes(m, n_up, d_model, s, b, b) + gemm_traffic_bytes(
-            m, d_model, d_ff, s, b, b
+        per_expert = float(gemm_traffic_bytes(m, n_up, d_model, s, b, b)) + float(
+            gemm_traffic_bytes(m, d_model, d_ff, s, b, b)
         )
         return touched * per_expert
 

@@ -23,8 +23,10 @@ from hwsim.roofline.ops import (
     Kernel,
     attention_decode,
     attention_prefill,
+    attention_traffic_bytes,
     example_kernels,
     gemm,
+    gemm_traffic_bytes,
     moe_experts,
 )
 from hwsim.spec.device import Device
@@ -292,3 +294,20 @@ def test_evaluate_broadcasts_kernels_against_devices() -> None:
 def test_examples_registry_is_documented() -> None:
     for name, (desc, factory) in EXAMPLES.items():
         assert desc and callable(factory), name
+
+
+def test_traffic_closed_forms_work_on_arrays() -> None:
+    # sweeps vary the on-chip capacity: the array form must equal the scalar form, and a bigger
+    # tile never moves more bytes
+    tiles = np.array([1e3, 1e4, 1e5, 1e6, 1e7, 1e9])
+    arr = gemm_traffic_bytes(4096.0, 4096.0, 4096.0, tiles, 2, 2)
+    assert isinstance(arr, np.ndarray)
+    scal = [gemm_traffic_bytes(4096.0, 4096.0, 4096.0, float(t), 2, 2) for t in tiles]
+    np.testing.assert_allclose(arr, scal, rtol=1e-12)  # same formula; rounding only
+    assert np.all(np.diff(arr) <= 0)
+    assert arr[-1] == 3 * 4096**2 * 2  # tile covers everything: A+B+C once, exactly
+    rows = np.array([1.0, 128.0, 4096.0])
+    att = attention_traffic_bytes(10.0, 100.0, rows, 128.0, causal=True)
+    # 1 and 128 rows: one block → 10 + 100; 4096 rows: 32 blocks, causal share (1 + 1/32)/2
+    expected = [110.0, 110.0, 10.0 + 100.0 * 32 * 0.5 * (1 + 1 / 32)]
+    np.testing.assert_allclose(att, expected, rtol=1e-12)  # exact arithmetic up to rounding
