@@ -175,6 +175,20 @@ class _Buffer:
         return out
 
 
+def _groups(a: IArr, b: IArr) -> list[tuple[tuple[int, int], IArr]]:
+    """Indices grouped by the pair (a, b), in sorted order: one sort instead of a mask per pair."""
+    if a.size == 0:
+        return []
+    order = np.lexsort((b, a))
+    ka, kb = a[order], b[order]
+    cut = np.flatnonzero((ka[1:] != ka[:-1]) | (kb[1:] != kb[:-1])) + 1
+    starts = np.r_[0, cut]
+    return [
+        ((int(ka[i]), int(kb[i])), idx)
+        for i, idx in zip(starts.tolist(), np.split(order, cut), strict=True)
+    ]
+
+
 def execute_moe(
     x: FArr,
     routing: Routing,
@@ -217,21 +231,17 @@ def execute_moe(
     recv = [_Buffer() for _ in range(r_count)]
     if path == "two_hop":
         # leg 1: InfiniBand once per (token, remote node), to the same local index there
-        for f in range(r_count):
-            sel = plan.ib_dst == f
-            for s in np.unique(plan.ib_src[sel]).tolist():
-                ids = plan.ib_token[sel & (plan.ib_src == s)]
-                have[f].put(ids, have[s].get(ids, f"rank {s}"))
+        for (f, src), sel in _groups(plan.ib_dst, plan.ib_src):
+            ids = plan.ib_token[sel]
+            have[f].put(ids, have[src].get(ids, f"rank {src}"))
         count("dispatch", plan.ib_src, plan.ib_dst, b_disp)
         sender = plan.pair_sender
     else:
         sender = plan.pair_src
     # leg 2 (or the direct send): sender → destination rank
-    for d in range(r_count):
-        sel = plan.pair_dst == d
-        for s in np.unique(sender[sel]).tolist():
-            ids = plan.pair_token[sel & (sender == s)]
-            recv[d].put(ids, have[s].get(ids, f"rank {s}"))
+    for (d, src), sel in _groups(plan.pair_dst, sender):
+        ids = plan.pair_token[sel]
+        recv[d].put(ids, have[src].get(ids, f"rank {src}"))
     moved = sender != plan.pair_dst
     count("dispatch", sender[moved], plan.pair_dst[moved], b_disp)
 
@@ -239,16 +249,20 @@ def execute_moe(
     arrivals = np.zeros(routing.topk_idx.shape, dtype=np.int64)
     partial = np.zeros((plan.pair_token.size, hidden))
     pair_key = plan.pair_token * r_count + plan.pair_dst  # sorted: pairs are (token, rank) sorted
-    for d in range(r_count):
-        for e in placement.rank_experts[d]:
-            t, j = np.nonzero((routing.topk_idx == e) & (plan.dst_rank == d))
-            if not t.size:
-                continue
-            arrivals[t, j] += 1
-            rows = recv[d].get(t, f"rank {d}")
-            out = swiglu(rows, weights.w_gate[e], weights.w_up[e], weights.w_down[e])
-            np.add.at(partial, np.searchsorted(pair_key, t * r_count + d),
-                      routing.topk_weight[t, j][:, None] * out)  # fmt: skip
+    kept_t, kept_j = np.nonzero(routing.topk_idx >= 0)
+    slot_dst = plan.dst_rank[kept_t, kept_j]
+    slot_e = routing.topk_idx[kept_t, kept_j]
+    for (d, e), sel in _groups(slot_dst, slot_e):
+        t, j = kept_t[sel], kept_j[sel]
+        if e not in placement.rank_experts[d]:
+            raise AssertionError(f"rank {d} got token(s) for expert {e} it does not host")
+        arrivals[t, j] += 1
+        rows = recv[d].get(t, f"rank {d}")
+        out = swiglu(rows, weights.w_gate[e], weights.w_up[e], weights.w_down[e])
+        # within one (rank, expert) group each token appears once, so plain += is safe
+        partial[np.searchsorted(pair_key, t * r_count + d)] += (
+            routing.topk_weight[t, j][:, None] * out
+        )
 
     # ---- combine: partials travel back the same way, reduced at the forwarder (two-hop)
     y = _shared(x, weights)

@@ -43,6 +43,7 @@ Placement and dispatch (``hwsim.plan.moe_dispatch``)::
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import NDArray
 
 from hwsim.plan.moe_dispatch import (
     DispatchPlan,
@@ -120,7 +121,10 @@ __all__ = [
 
 
 def gate_for_model(
-    cfg: ModelConfig, logits: FArr, bias: FArr | None = None, n_devices: int | None = None
+    cfg: ModelConfig,
+    logits: NDArray[np.floating],
+    bias: FArr | None = None,
+    n_devices: int | None = None,
 ) -> Routing:
     """The gate a model config describes: V3 (sigmoid, ``noaux_tc``), V2 (``group_limited_
     greedy``: groups are devices), DeepSeekMoE/Qwen (softmax, shared experts), or Mixtral/Switch

@@ -69,7 +69,7 @@ class Routing:
 
 
 # ---------------------------------------------------------------------- primitives
-def softmax(x: FArr) -> FArr:
+def softmax(x: NDArray[np.floating]) -> FArr:
     """Row softmax in float64 (max-subtracted, so large logits never overflow)."""
     z = np.asarray(x, dtype=np.float64)
     z = z - z.max(axis=-1, keepdims=True)
@@ -78,7 +78,7 @@ def softmax(x: FArr) -> FArr:
     return out
 
 
-def sigmoid(x: FArr) -> FArr:
+def sigmoid(x: NDArray[np.floating]) -> FArr:
     out: FArr = 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
     return out
 
@@ -178,7 +178,7 @@ def expert_capacity(tokens: int, n_experts: int, top_k: int, capacity_factor: fl
 
 # ---------------------------------------------------------------------- gates
 def softmax_topk(
-    logits: FArr,
+    logits: NDArray[np.floating],
     top_k: int,
     capacity_factor: float | None = None,
     normalize: bool = False,
@@ -204,7 +204,7 @@ def softmax_topk(
     return Routing(idx, w, probs, e, capacity=cap)
 
 
-def deepseek_v1(logits: FArr, top_k: int, n_shared: int) -> Routing:
+def deepseek_v1(logits: NDArray[np.floating], top_k: int, n_shared: int) -> Routing:
     """DeepSeekMoE (V1): softmax affinities over fine-grained routed experts, top-k gates kept
     unnormalised; ``n_shared`` shared experts see every token."""
     probs = softmax(logits)
@@ -214,7 +214,7 @@ def deepseek_v1(logits: FArr, top_k: int, n_shared: int) -> Routing:
 
 
 def deepseek_v2(
-    logits: FArr,
+    logits: NDArray[np.floating],
     top_k: int,
     n_devices: int,
     max_devices: int,
@@ -232,7 +232,7 @@ def deepseek_v2(
 
 
 def deepseek_v3(
-    logits: FArr,
+    logits: NDArray[np.floating],
     top_k: int,
     n_groups: int = 1,
     topk_groups: int = 1,
