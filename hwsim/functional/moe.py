@@ -26,10 +26,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import ml_dtypes
 import numpy as np
 from numpy.typing import NDArray
 
+from hwsim.functional.dtypes import is_fp8, max_finite, round_to
 from hwsim.plan.moe_dispatch import DispatchPlan, Placement, bytes_per_token
 from hwsim.plan.moe_gating import Routing
 from hwsim.spec.errors import SpecError
@@ -114,25 +114,21 @@ def reference_moe(x: FArr, routing: Routing, weights: MoEWeights) -> FArr:
 
 # ---------------------------------------------------------------------- wire precision
 def _wire(x: FArr, dtype: str | None) -> FArr:
-    """Round values as they would travel: fp8 e4m3 with one fp32 scale per 128-value block,
-    or bf16; None keeps float64."""
+    """Round values as they would travel (via :mod:`hwsim.functional.dtypes`): fp8 e4m3 with
+    one fp32 scale per 128-value block (DeepEP / DeepSeek-V3 fine-grained quantisation, not the
+    per-tensor scale of ``dtypes.quantize``), or bf16/fp16; None keeps float64."""
     if dtype is None:
         return x
-    if dtype in ("bf16", "fp16"):
-        target = ml_dtypes.bfloat16 if dtype == "bf16" else np.float16
-        out: FArr = x.astype(target).astype(np.float64)
-        return out
-    if dtype == "fp8":
-        t, h = x.shape
-        pad = (-h) % 128
-        xp = np.pad(x, ((0, 0), (0, pad))).reshape(t, -1, 128)
-        fp8_max = float(ml_dtypes.finfo(ml_dtypes.float8_e4m3fn).max)
-        amax = np.abs(xp).max(axis=2, keepdims=True)
-        scale = np.where(amax > 0, amax / fp8_max, 1.0).astype(np.float32)
-        q = (xp / scale).astype(ml_dtypes.float8_e4m3fn).astype(np.float64) * scale
-        out = q.reshape(t, -1)[:, :h]
-        return out
-    raise SpecError(f"unknown wire dtype {dtype!r}; use fp8, bf16, fp16 or None", key="dtype")
+    if not is_fp8(dtype):
+        return round_to(x, dtype).astype(np.float64)
+    t, h = x.shape
+    pad = (-h) % 128
+    xp = np.pad(x, ((0, 0), (0, pad))).reshape(t, -1, 128)
+    amax = np.abs(xp).max(axis=2, keepdims=True)
+    scale = np.where(amax > 0, amax / max_finite(dtype), 1.0).astype(np.float32)
+    q = round_to(xp / scale, dtype).astype(np.float64) * scale
+    out: FArr = q.reshape(t, -1)[:, :h]
+    return out
 
 
 # ---------------------------------------------------------------------- executor
