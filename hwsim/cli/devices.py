@@ -27,9 +27,11 @@ def _summary(name: str, d: Device) -> dict[str, object]:
         "main_memory": main.name,
         "main_memory_bytes": d.level_capacity_bytes(main.name),
         "main_memory_Bps": d.level_bandwidth_Bps(main.name),
+        # on-chip memory = the levels inside the main memory (for an LPU the SRAM is main memory)
         "on_chip_sram_bytes": sum(
-            d.level_capacity_bytes(m.name) for m in d.on_chip_levels if m is not main
-        ),
+            d.level_capacity_bytes(m.name) for m in d.memory[: d.memory.index(main)]
+        )
+        or d.level_capacity_bytes(main.name),
         "tdp_W": d.tdp_W,
         "price_usd": d.price_usd,
     }

@@ -288,7 +288,7 @@ class Device(Strict):
         path runs fp8 data through its 16-bit units."""
         order = {
             "fp8": ["fp8", "bf16", "fp16"],
-            "int8": ["int8", "fp8", "fp16"],
+            "int8": ["int8", "fp8", "fp16", "bf16"],
             "bf16": ["bf16", "fp16"],
             "fp16": ["fp16", "bf16"],
             "tf32": ["tf32", "fp32"],
