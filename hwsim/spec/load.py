@@ -113,6 +113,8 @@ def parse_yaml_text(text: str, file: str) -> tuple[Any, yaml.Node | None]:
         raise _yaml_error(err, file) from None
     except RecursionError:
         raise SpecError(f"YAML nested too deeply (limit {MAX_DEPTH} levels)", file=file) from None
+    except (ValueError, OverflowError) as err:  # PyYAML: chr() of a bad "\U..." escape
+        raise SpecError(f"YAML error: bad escape in a quoted string ({err})", file=file) from None
     if node is None:
         return None, None
     _check_tree(node, file)
