@@ -7,6 +7,7 @@ import sys
 
 import typer
 
+from hwsim.cli import check as check_cli
 from hwsim.cli import devices, guard
 from hwsim.cli import roofline as roofline_cli
 
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 
 devices.register(app)
+check_cli.register(app)
 roofline_cli.register(app)
 
 

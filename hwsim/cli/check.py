@@ -1,0 +1,86 @@
+"""``hwsim check``: run the functional suite (every registered numerics case) and print a table."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from hwsim.cli.common import console, print_json
+from hwsim.functional.check import CheckResult, run_cases
+
+#: Exit code when any case fails (distinct from 2 = bad input and 3 = internal error).
+EXIT_FAILED = 1
+
+
+def _fmt(x: float) -> str:
+    return "inf" if x == float("inf") else f"{x:.2e}"
+
+
+def table(results: list[CheckResult], title: str) -> Table:
+    t = Table(title=title)
+    for col in (
+        "case",
+        "dtype",
+        "max abs err",
+        "max rel err",
+        "tolerance",
+        "bytes match",
+        "result",
+    ):
+        t.add_column(col, justify="left" if col in ("case", "dtype") else "right")
+    for r in results:
+        bytes_txt = "—" if r.bytes_match is None else ("yes" if r.bytes_match else "[red]NO[/]")
+        t.add_row(
+            r.case,
+            r.dtype,
+            _fmt(r.max_abs),
+            _fmt(r.max_rel),
+            _fmt(r.tol),
+            bytes_txt,
+            "[green]pass[/]" if r.passed else "[bold red]FAIL[/]",
+        )
+    return t
+
+
+def check_cmd(
+    quick: Annotated[bool, typer.Option("--quick", help="only the quick cases (seconds)")] = False,
+    match: Annotated[
+        str | None, typer.Option("--match", "-k", help="only cases whose name contains this")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Run the functional suite: plan-driven numpy executors (attention, MoE, GEMM) against
+    float64 references, with byte counts checked against the plans. Exit code 1 on any failure.
+
+    Example: hwsim check --quick
+    """
+    t0 = time.perf_counter()
+    results = run_cases(quick=quick, match=match)
+    wall = time.perf_counter() - t0
+    failed = [r for r in results if not r.passed]
+    if json_out:
+        print_json(
+            {
+                "results": [r.as_dict() for r in results],
+                "passed": not failed and bool(results),
+                "n_cases": len(results),
+                "n_failed": len(failed),
+                "wall_s": wall,
+            }
+        )
+    else:
+        title = f"hwsim check{' --quick' if quick else ''}: {len(results)} checks"
+        console.print(table(results, title))
+        summary = f"{len(results) - len(failed)}/{len(results)} passed in {wall:.1f} s"
+        console.print(f"[bold red]{summary}[/]" if failed else f"[green]{summary}[/]")
+        for r in failed:
+            console.print(f"[red]FAIL[/] {r.case}: {r.detail}")
+    if failed or not results:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("check")(check_cmd)
