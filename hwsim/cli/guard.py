@@ -92,6 +92,15 @@ def _invoke(app: Any, args: list[str], debug: bool) -> int:
         except OSError:
             pass
         return 141
+    except OSError as err:
+        # a path the user gave cannot be read or written (missing folder, no permission, full
+        # disk): their input, not our bug - unless it carries no path, then it is ours
+        if debug or not err.filename:
+            if debug:
+                raise
+            return _internal(err)
+        _say("error", f"{err.filename}: {err.strerror or err}")
+        return EXIT_BAD_INPUT
     except SystemExit as ex:
         code = ex.code
         if code is None or isinstance(code, int):
@@ -125,9 +134,13 @@ def _invoke(app: Any, args: list[str], debug: bool) -> int:
                 "ran out of memory; ask for less detail (e.g. --detail cta) or a smaller problem",
             )
             return EXIT_INTERNAL
-        _say(
-            "internal error",
-            f"{type(err).__name__}: {err} (rerun with --debug for the traceback, and please "
-            "report it: see docs/reliability.md)",
-        )
-        return EXIT_INTERNAL
+        return _internal(err)
+
+
+def _internal(err: BaseException) -> int:
+    _say(
+        "internal error",
+        f"{type(err).__name__}: {err} (rerun with --debug for the traceback, and please "
+        "report it: see docs/reliability.md)",
+    )
+    return EXIT_INTERNAL
