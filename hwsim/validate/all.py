@@ -3,3 +3,4 @@
 from __future__ import annotations
 
 # Each suite module adds one import line here.
+from hwsim.validate import deepep  # noqa: F401  (suite deepep-normal)
