@@ -29,5 +29,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check hwsim tests
 	$(BIN)/mypy hwsim
 
+# the docs site: installs the docs extra into .venv, then builds site/ offline; --strict turns
+# every warning (broken link, failed generator) into an error. Figures are computed by hwsim.
+DOCS_STAMP := $(VENV)/.installed-docs
+
+$(DOCS_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
 	rm -rf out .pytest_cache .mypy_cache .hypothesis
