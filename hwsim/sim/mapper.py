@@ -1,0 +1,399 @@
+"""Mappers: how one device kind runs the common workload vocabulary, and the registry that picks
+one per device.
+
+A mapper places an op (:mod:`hwsim.sim.workload`: :class:`Gemm`, :class:`Attention`,
+:class:`Elementwise`, :class:`MoE`, :class:`Collective`) on one device and says how long it takes
+(:class:`OpTiming`), or refuses it with a :class:`SpecError` that says why and what would fit
+("KV cache of 12 GB does not fit the 230 MB SRAM of 1 chip; needs ≥ 53 chips"). The serving
+layer (``hwsim.serve``) composes whole-model steps from mapper timings and never branches on
+the device kind.
+
+Interface (:class:`Mapper`)::
+
+    mapper.time(op) -> OpTiming            # cached per op; raises SpecError to refuse
+    mapper.refuse_reason(op) -> str | None # why time(op) would refuse, without timing it
+    mapper.capacity_bytes                  # bytes one device holds for weights + KV + activations
+    mapper.fits(need_bytes, devices=1) -> bool
+    mapper.kind, mapper.device, mapper.fabric, mapper.unit ("GPU", "chip", "wafer", "socket")
+
+Registry::
+
+    register_mapper(kind, factory)         # factory(device, cluster) -> Mapper
+    mapper_for(device, cluster=None) -> Mapper
+
+``gpu`` maps to :class:`GpuMapper`, which delegates to the GPU simulators (attention:
+``hwsim.sim.gpu_attention``, GEMM: ``hwsim.sim.gpu_gemm``, streaming ops: ``hwsim.sim.streaming``)
+and falls back to the analytic roofline, with a note in the timing, where a simulator or its
+profile for the architecture is missing. The other kinds (``wafer_scale``, ``dataflow``, ``lpu``)
+are registered by their modules (``hwsim.sim.wafer``, ``hwsim.sim.dataflow``, ``hwsim.sim.lpu``,
+imported on first use); until one exists, :class:`RooflineMapper` times that kind and says so in
+every timing's notes. Collectives use :mod:`hwsim.sim.collectives` (alpha-beta) on the device's
+:class:`~hwsim.sim.collectives.Fabric`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from hwsim.plan.attention import AttentionShape
+from hwsim.roofline.analytic import roofline
+from hwsim.roofline.ops import SPECIAL, VECTOR, Kernel
+from hwsim.roofline.ops import attention as attention_kernel
+from hwsim.roofline.ops import gemm as gemm_kernel
+from hwsim.sim.collectives import Fabric, collective_time, fabric_for
+from hwsim.sim.workload import (
+    Attention,
+    Collective,
+    Elementwise,
+    Gemm,
+    MoE,
+    Op,
+    OpTiming,
+    combine,
+    op_name,
+)
+
+if TYPE_CHECKING:  # cluster specs are only read through their attributes
+    from hwsim.spec.cluster import Cluster
+from hwsim.spec.device import DTYPE_BYTES, Device
+from hwsim.spec.errors import SpecError
+from hwsim.spec.fit import human_bytes
+
+__all__ = [
+    "Attention",
+    "Collective",
+    "Elementwise",
+    "Gemm",
+    "GpuMapper",
+    "Mapper",
+    "MoE",
+    "Op",
+    "OpTiming",
+    "RooflineMapper",
+    "capacity_error",
+    "mapper_for",
+    "register_mapper",
+    "registered_kinds",
+]
+
+#: What one device of each kind is called in messages.
+UNIT_NAMES: dict[str, str] = {
+    "gpu": "GPU",
+    "wafer_scale": "wafer",
+    "dataflow": "socket",
+    "lpu": "chip",
+}
+
+#: Vector FLOPs per element of the streaming ops (matches hwsim.plan.streaming's op table).
+_ELEMENTWISE_FLOPS = {"rmsnorm": 5.0, "layernorm": 8.0, "softmax": 5.0, "swiglu": 6.0, "gelu": 10.0}
+
+
+@runtime_checkable
+class Mapper(Protocol):
+    """What the serving layer needs from a device kind (see the module docstring)."""
+
+    device: Device
+    fabric: Fabric
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def unit(self) -> str: ...
+
+    @property
+    def capacity_bytes(self) -> float: ...
+
+    def time(self, op: Op) -> OpTiming: ...
+
+    def refuse_reason(self, op: Op) -> str | None: ...
+
+    def fits(self, need_bytes: float, devices: int = 1) -> bool: ...
+
+
+MapperFactory = Callable[[Device, "Cluster | None"], Mapper]
+_FACTORIES: dict[str, MapperFactory] = {}
+#: Modules that register the mapper of a kind when imported (issue 6 writes them).
+_KIND_MODULES: dict[str, str] = {
+    "wafer_scale": "hwsim.sim.wafer",
+    "dataflow": "hwsim.sim.dataflow",
+    "lpu": "hwsim.sim.lpu",
+}
+
+
+def register_mapper(kind: str, factory: MapperFactory) -> None:
+    """Make ``factory(device, cluster)`` the mapper of devices of ``kind``."""
+    _FACTORIES[kind] = factory
+
+
+def registered_kinds() -> list[str]:
+    """Kinds with a registered mapper (after trying to import the kind modules)."""
+    for kind in _KIND_MODULES:
+        _try_import(kind)
+    return sorted(_FACTORIES)
+
+
+def _try_import(kind: str) -> str | None:
+    """Import the module that registers ``kind``; the reason it could not, else None."""
+    module = _KIND_MODULES.get(kind)
+    if kind in _FACTORIES or module is None:
+        return None
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if err.name != module:  # the module exists but is broken: say so, do not hide it
+            raise
+        return f"{module} not written yet"
+    return None if kind in _FACTORIES else f"{module} registers no mapper"
+
+
+def mapper_for(device: Device, cluster: Cluster | None = None) -> Mapper:
+    """The mapper of ``device``'s kind; the roofline mapper (noted) where none is registered."""
+    why = _try_import(device.kind)
+    factory = _FACTORIES.get(device.kind)
+    if factory is not None:
+        return factory(device, cluster)
+    return RooflineMapper(
+        device,
+        cluster,
+        note=f"no {device.kind} mapper ({why or 'none registered'}): analytic roofline used",
+    )
+
+
+def capacity_error(what: str, need_bytes: float, mapper: Mapper, devices: int = 1) -> SpecError:
+    """``KV cache of 12 GB does not fit the 230 MB SRAM of 1 chip; needs ≥ 53 chips``."""
+    cap = mapper.capacity_bytes
+    need = math.ceil(need_bytes / cap) if cap > 0 else 0
+    unit = mapper.unit
+    level = mapper.device.main_memory.name.upper()
+    plural = "s" if devices != 1 else ""
+    return SpecError(
+        f"{what} of {human_bytes(need_bytes)} does not fit the {human_bytes(cap * devices)} "
+        f"{level} of {devices} {unit}{plural}; needs ≥ {need} {unit}s"
+    )
+
+
+# ---------------------------------------------------------------------------------- roofline
+class RooflineMapper:
+    """Any device kind, timed by the hierarchical roofline (:mod:`hwsim.roofline`): an upper
+    bound on speed with ideal-reuse tiling and every weight and KV byte resident in main memory
+    (``streamed`` weights come from the outermost level instead)."""
+
+    def __init__(self, device: Device, cluster: Cluster | None = None, note: str = "") -> None:
+        self.device = device
+        self.cluster = cluster
+        self.fabric = fabric_for(device, cluster)
+        self._notes: tuple[str, ...] = (note,) if note else ()
+        self._cache: dict[Op, OpTiming] = {}
+
+    @property
+    def kind(self) -> str:
+        return self.device.kind
+
+    @property
+    def unit(self) -> str:
+        return UNIT_NAMES.get(self.device.kind, "device")
+
+    @property
+    def capacity_bytes(self) -> float:
+        """Main-memory capacity of one device (HBM; SRAM on an LPU or a wafer)."""
+        return self.device.level_capacity_bytes(self.device.main_memory.name)
+
+    def fits(self, need_bytes: float, devices: int = 1) -> bool:
+        return 0 <= need_bytes <= self.capacity_bytes * devices
+
+    def refuse_reason(self, op: Op) -> str | None:
+        return None
+
+    def time(self, op: Op) -> OpTiming:
+        """Time ``op`` (cached: ops are frozen and hashable)."""
+        hit = self._cache.get(op)
+        if hit is None:
+            reason = self.refuse_reason(op)
+            if reason:
+                raise SpecError(reason)
+            hit = self._time(op)
+            if self._notes:
+                hit = _with_notes(hit, self._notes)
+            self._cache[op] = hit
+        return hit
+
+    def _time(self, op: Op) -> OpTiming:
+        if isinstance(op, Gemm):
+            return self.gemm_roofline(op)
+        if isinstance(op, Attention):
+            return self.attention_roofline(op)
+        if isinstance(op, Elementwise):
+            return self.elementwise_roofline(op)
+        if isinstance(op, Collective):
+            return collective_time(op, self.fabric)
+        if isinstance(op, MoE):
+            return combine(op.name, [self.time(p) for p in op.parts()], "composite:moe")
+        raise SpecError(f"unknown op {op!r}")
+
+    # --- analytic pieces (also the GPU mapper's fallbacks) ---
+    def _result(self, k: Kernel, name: str, scale: float = 1.0) -> OpTiming:
+        r = roofline(k, self.device)
+        return OpTiming(
+            op=name,
+            time_s=r.time_s * scale,
+            bound=r.bound,
+            bytes_by_level={n: b * scale for n, b in r.level_bytes.items() if b > 0},
+            flops=r.total_flops * scale,
+            source="roofline",
+        )
+
+    def gemm_roofline(self, op: Gemm) -> OpTiming:
+        k = gemm_kernel(op.m, op.n, op.k, self.device, op.dtype, name=op.name)
+        if op.weights == "streamed":  # B comes from the outermost store, once
+            outer = self.device.memory[-1].name
+            lb = dict(k.level_bytes)
+            lb[outer] = lb.get(outer, 0.0) + op.n * op.k * DTYPE_BYTES[op.dtype]
+            k = Kernel(k.name, k.flops, lb, k.dtype, k.params, k.note)
+        return self._result(k, op.name, op.count)
+
+    def attention_roofline(self, op: Attention) -> OpTiming:
+        s = op.shape
+        dtype = "fp8" if s.dtype.startswith("fp8") else s.dtype
+        k = attention_kernel(
+            self.device,
+            batch=s.batch,
+            q_len=s.seqlen_q,
+            kv_len=s.seqlen_kv,
+            heads=s.heads,
+            kv_heads=s.kv_heads,
+            head_dim=s.head_dim,
+            head_dim_v=s.dv,
+            causal=s.causal and s.seqlen_q > 1,
+            dtype=dtype,
+            name=op.name,
+        )
+        return self._result(k, op.name)
+
+    def elementwise_roofline(self, op: Elementwise) -> OpTiming:
+        n = op.elements
+        flops = {VECTOR: _ELEMENTWISE_FLOPS.get(op.op, 1.0) * n}
+        if op.op in ("softmax", "swiglu", "gelu"):
+            flops[SPECIAL] = n
+        k = Kernel(op_name(op), flops, {self.device.main_memory.name: op.stream_bytes}, op.dtype)
+        return self._result(k, op_name(op))
+
+
+def _with_notes(t: OpTiming, notes: tuple[str, ...]) -> OpTiming:
+    merged = tuple(dict.fromkeys((*t.notes, *notes)))
+    return OpTiming(t.op, t.time_s, t.bound, t.bytes_by_level, t.flops, t.events, merged, t.source)
+
+
+# ---------------------------------------------------------------------------------- GPU
+class GpuMapper(RooflineMapper):
+    """GPUs: the simpy GPU simulators, with the roofline as the noted fallback.
+
+    Kernel times exclude host launch overhead (``kernel_s``): serving engines replay decode
+    steps as CUDA graphs. Decode attention packs the query heads that share a KV head (GQA
+    group, or all MLA heads on one latent) into the rows of one tile, as FlashDecoding/FlashMLA
+    do, and takes the fastest of the kernels profiled for the architecture."""
+
+    def _time(self, op: Op) -> OpTiming:
+        try:
+            if isinstance(op, Gemm):
+                return self._gemm(op)
+            if isinstance(op, Attention):
+                return self._attention(op)
+            if isinstance(op, Elementwise):
+                return self._elementwise(op)
+        except _Fallback as fb:
+            base = super()._time(op)
+            return _with_notes(base, (fb.note,))
+        return super()._time(op)
+
+    def _gemm(self, op: Gemm) -> OpTiming:
+        sim = _load("hwsim.sim.gpu_gemm", "simulate_gemm")
+        if op.weights == "streamed":
+            raise _Fallback("GPU weights are resident in HBM; 'streamed' timed by roofline")
+        # a grouped GEMM over `count` experts moves the same weights and does the same work as
+        # one GEMM with `count` times the columns (one launch, tiles of all experts in waves)
+        try:
+            r = sim(self.device, op.m, op.n * op.count, op.k, op.dtype)
+        except SpecError as err:
+            raise _Fallback(f"GEMM simulator: {err}; roofline used") from None
+        return OpTiming(
+            op.name, r.kernel_s, r.bound, dict(r.bytes), r.flops, r.events, (), "sim:gpu_gemm"
+        )
+
+    def _elementwise(self, op: Elementwise) -> OpTiming:
+        sim = _load("hwsim.sim.streaming", "simulate_op")
+        try:
+            r = sim(self.device, op.op, op.rows, op.cols, op.dtype)
+        except SpecError as err:
+            raise _Fallback(f"streaming-op simulator: {err}; roofline used") from None
+        flops = _ELEMENTWISE_FLOPS.get(op.op, 1.0) * op.elements
+        return OpTiming(
+            op_name(op), r.kernel_s, r.bound, dict(r.bytes), flops, r.events, (), "sim:streaming"
+        )
+
+    def _attention(self, op: Attention) -> OpTiming:
+        sim = _load("hwsim.sim.gpu_attention", "simulate_attention")
+        s = op.shape
+        shape = s
+        if op.phase == "decode" and s.heads > s.kv_heads:
+            shape = AttentionShape(
+                batch=s.batch,
+                heads=s.kv_heads,
+                kv_heads=s.kv_heads,
+                seqlen_q=s.group * s.seqlen_q,
+                seqlen_kv=s.seqlen_kv,
+                head_dim=s.head_dim,
+                head_dim_v=s.dv,
+                causal=False,
+                dtype=s.dtype,
+            )
+        kernels = ["fa3", "fa2"] if self.device.arch == "hopper" else ["fa2"]
+        if op.phase == "decode":
+            kernels.append("flash-decoding")
+        best, errors = None, []
+        for kern in kernels:
+            try:
+                r = sim(self.device, shape, kern)
+            except SpecError as err:
+                errors.append(f"{kern}: {err}")
+                continue
+            if best is None or r.time_s < best.time_s:
+                best = r
+        if best is None:
+            raise _Fallback(f"attention simulator: {'; '.join(errors)}; roofline used")
+        notes = [f"kernel {best.kernel}", *best.notes]
+        if op.latent_kv:
+            notes.append(
+                "MLA: the simulated kernel reads V separately from the latent K "
+                f"({human_bytes(op.kv_bytes)} of cache read once by FlashMLA)"
+            )
+        return OpTiming(
+            op.name,
+            best.time_s,
+            best.bound,
+            dict(best.bytes),
+            best.flops,
+            best.events,
+            tuple(notes),
+            "sim:gpu_attention",
+        )
+
+
+class _Fallback(Exception):
+    def __init__(self, note: str) -> None:
+        super().__init__(note)
+        self.note = note
+
+
+def _load(module: str, attr: str) -> Callable[..., Any]:
+    """A simulator entry point, or a fallback note if that simulator has not landed."""
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ModuleNotFoundError, AttributeError):
+        raise _Fallback(f"{module}.{attr} not available; roofline used") from None
+
+
+register_mapper("gpu", GpuMapper)
