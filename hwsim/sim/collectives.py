@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hwsim.sim.workload import Collective, OpTiming
+from hwsim.plan.workload import Collective, OpTiming
 
 if TYPE_CHECKING:  # cluster specs are only read through their attributes
     from hwsim.spec.cluster import Cluster

@@ -1,7 +1,7 @@
 """Mappers: how one device kind runs the common workload vocabulary, and the registry that picks
 one per device.
 
-A mapper places an op (:mod:`hwsim.sim.workload`: :class:`Gemm`, :class:`Attention`,
+A mapper places an op (:mod:`hwsim.plan.workload`: :class:`Gemm`, :class:`Attention`,
 :class:`Elementwise`, :class:`MoE`, :class:`Collective`) on one device and says how long it takes
 (:class:`OpTiming`), or refuses it with a :class:`SpecError` that says why and what would fit
 ("KV cache of 12 GB does not fit the 230 MB SRAM of 1 chip; needs ≥ 53 chips"). The serving
@@ -39,12 +39,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from hwsim.plan.attention import AttentionShape
-from hwsim.roofline.analytic import roofline
-from hwsim.roofline.ops import SPECIAL, VECTOR, Kernel
-from hwsim.roofline.ops import attention as attention_kernel
-from hwsim.roofline.ops import gemm as gemm_kernel
-from hwsim.sim.collectives import Fabric, collective_time, fabric_for
-from hwsim.sim.workload import (
+from hwsim.plan.workload import (
     Attention,
     Collective,
     Elementwise,
@@ -55,6 +50,11 @@ from hwsim.sim.workload import (
     combine,
     op_name,
 )
+from hwsim.roofline.analytic import roofline
+from hwsim.roofline.ops import SPECIAL, VECTOR, Kernel
+from hwsim.roofline.ops import attention as attention_kernel
+from hwsim.roofline.ops import gemm as gemm_kernel
+from hwsim.sim.collectives import Fabric, collective_time, fabric_for
 
 if TYPE_CHECKING:  # cluster specs are only read through their attributes
     from hwsim.spec.cluster import Cluster
