@@ -3,5 +3,7 @@
 from __future__ import annotations
 
 # Each suite module adds one import line here.
-from hwsim.validate import deepep  # noqa: F401  (suite deepep-normal)
-from hwsim.validate import gpu_ops  # noqa: F401  (suite gpu-ops)
+from hwsim.validate import (
+    deepep,  # noqa: F401  (suite deepep-normal)
+    gpu_ops,  # noqa: F401  (suite gpu-ops)
+)
