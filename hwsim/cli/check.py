@@ -16,29 +16,24 @@ EXIT_FAILED = 1
 
 
 def _fmt(x: float) -> str:
-    return "inf" if x == float("inf") else f"{x:.2e}"
+    return "—" if x != x else ("inf" if x == float("inf") else f"{x:.2e}")
 
 
 def table(results: list[CheckResult], title: str) -> Table:
     t = Table(title=title)
-    for col in (
-        "case",
-        "dtype",
-        "max abs err",
-        "max rel err",
-        "tolerance",
-        "bytes match",
-        "result",
-    ):
-        t.add_column(col, justify="left" if col in ("case", "dtype") else "right")
+    t.add_column("case", no_wrap=True)
+    t.add_column("dtype", no_wrap=True)
+    for col in ("max abs err", "abs tol", "max rel err", "rel tol", "bytes match", "result"):
+        t.add_column(col, justify="right")
     for r in results:
         bytes_txt = "—" if r.bytes_match is None else ("yes" if r.bytes_match else "[red]NO[/]")
         t.add_row(
             r.case,
             r.dtype,
             _fmt(r.max_abs),
-            _fmt(r.max_rel),
             _fmt(r.tol),
+            _fmt(r.max_rel),
+            _fmt(r.rel_tol),
             bytes_txt,
             "[green]pass[/]" if r.passed else "[bold red]FAIL[/]",
         )

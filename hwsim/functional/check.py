@@ -101,6 +101,13 @@ class CheckResult:
     wall_s: float = 0.0
 
     @property
+    def rel_tol(self) -> float:
+        """The tolerance as a fraction of the error scale (compare with ``max_rel``)."""
+        if self.max_abs > 0 and self.max_rel > 0 and np.isfinite(self.max_rel):
+            return self.tol * self.max_rel / self.max_abs
+        return float("nan")
+
+    @property
     def passed(self) -> bool:
         return self.ok and self.bytes_match is not False
 
@@ -114,6 +121,7 @@ class CheckResult:
             "max_abs": self.max_abs,
             "max_rel": self.max_rel,
             "tol": self.tol,
+            "rel_tol": self.rel_tol,
             "ok": self.ok,
             "bytes_match": self.bytes_match,
             "passed": self.passed,
