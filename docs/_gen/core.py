@@ -252,7 +252,7 @@ def assets() -> dict[str, str | bytes]:
 
 
 #: Facts modules that also export files (``assets() -> {site path: content}``).
-ASSET_MODULES: list[str] = []
+ASSET_MODULES: list[str] = ["ch3"]
 
 
 def _blocks() -> dict[str, Callable[..., Any]]:
