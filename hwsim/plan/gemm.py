@@ -224,6 +224,7 @@ class GemmPlan:
     epilogue_bytes: float  #: C writes (+ split-K workspace writes)
     reduction_bytes: float  #: split-K reduction pass: workspace reads + C writes (0 if split 1)
     smem_bytes_per_cta: int
+    l2_resident_bytes: float  #: L2 bytes that keep operand panels across waves
     operands_fit_l2: bool
     estimate_s: float  #: the selection estimate of kernel time (not the simulated time)
     candidates: int  #: how many (tile, split, swizzle) candidates were scored
@@ -411,9 +412,14 @@ def plan_gemm(
     k: int,
     dtype: str = "fp16",
     profile: GemmProfile | None = None,
+    *,
+    tile: tuple[int, int] | None = None,
+    split: int | None = None,
+    swizzle: int | None = None,
 ) -> GemmPlan:
     """Choose the CTA tile, split-K and swizzle for ``[m,k] @ [k,n]`` on ``device`` and account
-    the bytes each wave moves. Raises :class:`SpecError` for bad shapes or dtypes."""
+    the bytes each wave moves. ``tile`` (bm, bn), ``split`` and ``swizzle`` pin a choice (tests,
+    what-ifs); the rest is still chosen. Raises :class:`SpecError` for bad shapes or dtypes."""
     for name, v in (("m", m), ("n", n), ("k", k)):
         if not isinstance(v, int | np.integer) or v < 1:
             raise SpecError(f"expected a positive integer, got {v!r}", key=name)
@@ -431,38 +437,33 @@ def plan_gemm(
     out_b = int(DTYPE_BYTES[out_dtype])
     unit_flops = prof.matrix_fraction_for(dtype) * device.peak_flops(dtype) / gv.units
     hbm_Bps = prof.hbm_fraction.value * gv.hbm_Bps
-    cands = _tile_candidates(gv, in_b)
+    cands = [c for c in _tile_candidates(gv, in_b) if tile is None or (c.bm, c.bn) == tuple(tile)]
     if not cands:
+        what = f"tile {tile[0]}x{tile[1]} is not a library tile that" if tile else "no CTA tile"
         raise SpecError(
-            f"no CTA tile fits {gv.smem_bytes:.0f} B of shared memory per {gv.unit_name}",
-            key="memory",
+            f"{what} fits {gv.smem_bytes:.0f} B of shared memory per {gv.unit_name}",
+            key="tile" if tile else "memory",
         )
+    for label, pin in (("split", split), ("swizzle", swizzle)):
+        if pin is not None and (not isinstance(pin, int) or pin < 1):
+            raise SpecError(f"expected a positive integer, got {pin!r}", key=label)
     best: tuple[float, float, int, int, _Cand] | None = None
     scored = 0
     for c in cands:
         tiles = math.ceil(m / c.bm) * math.ceil(n / c.bn)
         slots = gv.units * c.occupancy
         swizzles = sorted({min(sw, math.ceil(m / c.bm)) for sw in SWIZZLE_CHOICES})
-        for split in SPLIT_CHOICES:
+        for sp in SPLIT_CHOICES if split is None else (split,):
             # split-K only pays when the tiles alone leave slots idle, and each slice keeps
             # at least 4 K-slabs of work
-            if split > 1 and (tiles >= slots or tiles * split > 2 * slots or k < 4 * split * c.bk):
-                continue
-            for sw in swizzles:
+            if split is None and sp > 1:
+                if tiles >= slots or tiles * sp > 2 * slots or k < 4 * sp * c.bk:
+                    continue
+            for sw in swizzles if swizzle is None else (swizzle,):
                 t, hb = _estimate(
-                    c,
-                    split,
-                    sw,
-                    m,
-                    n,
-                    k,
-                    in_b,
-                    out_b,
-                    gv,
-                    unit_flops,
-                    hbm_Bps,
+                    c, sp, sw, m, n, k, in_b, out_b, gv, unit_flops, hbm_Bps,
                     prof.cta_overhead.value,
-                )
+                )  # fmt: skip
                 scored += 1
                 # fastest wins; within 0.1 % the one moving fewer HBM bytes (better L2 reuse)
                 if (
@@ -470,10 +471,10 @@ def plan_gemm(
                     or t < best[0] * (1 - 1e-3)
                     or (t <= best[0] * (1 + 1e-3) and hb < best[1] * (1 - 1e-9))
                 ):
-                    best = (t, hb, split, sw, c)
+                    best = (t, hb, sp, sw, c)
     assert best is not None
-    est, _, split, sw, c = best
-    return _build(device, gv, m, n, k, dtype, out_dtype, in_b, out_b, c, split, sw, est, scored)
+    est, _, sp, sw, c = best
+    return _build(device, gv, m, n, k, dtype, out_dtype, in_b, out_b, c, sp, sw, est, scored)
 
 
 def _build(
@@ -565,6 +566,7 @@ def _build(
         epilogue_bytes=epilogue,
         reduction_bytes=reduction,
         smem_bytes_per_cta=c.smem_cta,
+        l2_resident_bytes=L2_RESIDENT_FRACTION * gv.l2_bytes,
         operands_fit_l2=fit,
         estimate_s=est,
         candidates=scored,

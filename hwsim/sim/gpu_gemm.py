@@ -13,8 +13,9 @@ The mapper turns a :class:`~hwsim.plan.gemm.GemmPlan` into simpy processes:
 Links are the chip's L2 (device bandwidth) and HBM at the profile's achievable fraction of peak;
 a wave's transfer is further capped by its active SMs' L2 ports (few CTAs cannot saturate the
 chip). Each wave costs a few simulator events, so a prediction costs O(waves), never
-O(tiles x k-steps); more than 256 waves are merged in runs of identical waves (exact, since
-waves run alone). All times in seconds, rates in FLOP/s and B/s.
+O(tiles x k-steps); above ``MERGE_ABOVE`` waves, runs of identical waves are simulated as one
+step of ``count`` times the work (exact, since waves run back to back), except when tracing.
+All times in seconds, rates in FLOP/s and B/s.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from hwsim.plan.gemm import (
 from hwsim.sim.engine import Engine, TraceEvent
 from hwsim.spec.device import Device
 from hwsim.spec.load import load_device
+
+#: Merge runs of identical waves when a GEMM has more waves than this (exact; fewer events).
+MERGE_ABOVE = 64
 
 
 @dataclass(frozen=True)
@@ -109,22 +113,25 @@ def run_plan(
     def gpu() -> Generator[Any, Any, None]:
         yield eng.delay(launch)
         marks["start"] = env.now
-        for w in merged(plan.waves):
+        # merging identical waves is exact (waves run alone); keep every wave in a trace
+        for w in plan.waves if eng.tracing else merged(plan.waves, MERGE_ABOVE):
             c = w.count
             t0 = env.now
-            yield eng.delay(cta * c)
             acc["cta_overhead"] += cta * c
             port = w.active_units * gv.unit_port_Bps
+            # the wave's fixed CTA cost comes first; then its bytes (after one HBM latency for
+            # the first ones) and its math proceed together
             mem = eng.transfer(
                 [l2, hbm],
                 w.l2_bytes * c,
                 weights=[1.0, w.hbm_bytes / w.l2_bytes if w.l2_bytes > 0 else 0.0],
                 max_rate_Bps=port,
+                latency_s=(cta + hbm.latency_s) * c,
                 label=f"wave {w.index}" + (f" x{c}" if c > 1 else ""),
             )
             t_math = w.busy_flops * c / unit_rate
             t_smem = w.busy_smem_bytes * c / gv.smem_Bps
-            comp = eng.delay(max(t_math, t_smem))
+            comp = eng.delay(cta * c + max(t_math, t_smem))
             yield env.all_of([mem, comp])
             acc["compute"] += max(t_math, t_smem)
             acc["hbm"] += w.hbm_bytes * c / hbm.bandwidth_Bps

@@ -106,6 +106,8 @@ def run_stream(
                 w.l2_bytes * c,
                 weights=[1.0, w.hbm_bytes / w.l2_bytes],
                 max_rate_Bps=cap,
+                # resident CTAs overlap: only the first bytes of the kernel wait an HBM latency
+                latency_s=hbm.latency_s if w.index == 0 else 0.0,
                 label=f"wave {w.index}",
             )
             t_cmp = max(w.flops / vec, w.special / spec) * c
