@@ -421,6 +421,16 @@ def _message(model: type[BaseModel], err: dict[str, Any]) -> str:
         return f"unknown key (allowed: {', '.join(allowed)})"
     if kind == "missing":
         return "required key is missing"
+    if kind == "union_tag_invalid":  # a discriminated union: ``network: {kind: fattree}``
+        ctx = err.get("ctx", {})
+        tags = _choices(ctx.get("expected_tags", "").replace("'", ""))
+        got = str(ctx.get("tag"))
+        synonym = SYNONYMS.get(got.lower())
+        guess = [synonym] if synonym in tags else difflib.get_close_matches(got, tags, n=1)
+        hint = f"; did you mean '{guess[0]}'?" if guess else ""
+        return f"got {got!r}, expected one of {', '.join(tags)}{hint}"
+    if kind == "union_tag_not_found":
+        return f"required key {err.get('ctx', {}).get('discriminator', 'kind')} is missing"
     if kind == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
         got = err.get("input")
@@ -481,6 +491,8 @@ def spec_error(
     else:
         message = _message(model, first)
     loc = _clean_loc(loc)
+    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        loc = (*loc, str(first.get("ctx", {}).get("discriminator", "kind")).strip("'"))
     key = format_loc(loc) or None
     if key and message.startswith((f"{key}.", f"{key} ", f"{key}:")):
         key = None  # the message already names it ("attention.heads (32) must be ...")
