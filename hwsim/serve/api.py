@@ -1,0 +1,203 @@
+"""One call for a served step: resolve model, device, cluster, device count and layout, pick the
+overlap, simulate. The CLI commands (decode, prefill, size, compare, whatif) and the report all
+go through :func:`serve_step`.
+
+Device count and layout:
+
+* ``layout`` given: it fixes the device count (``devices``, if also given, must agree);
+* ``devices = N``: the layouts of N devices that hold the model, fewest pipeline stages and
+  then most TP first (:func:`hwsim.serve.capacity.layouts_that_fit`);
+* ``devices = "auto"`` (default): the fewest devices that hold weights and KV cache
+  (:func:`hwsim.serve.capacity.min_devices`).
+
+Overlap ``auto`` simulates one micro-batch and, where there is communication to hide, dual
+micro-batch, and keeps the faster (what a serving engineer would choose).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hwsim.plan.model_step import StepSpec
+from hwsim.serve.capacity import layouts_that_fit, min_devices
+from hwsim.serve.layout import Layout, check_layout, parse_layout
+from hwsim.serve.step import StepResult, simulate_step
+from hwsim.sim.mapper import Mapper, mapper_for
+from hwsim.spec.device import Device
+from hwsim.spec.errors import SpecError
+from hwsim.spec.load import load_device
+from hwsim.spec.model import ModelConfig, load_model_config
+
+OVERLAPS = ("auto", "none", "dual")
+
+
+def default_cluster_name(device_key: str, device: Device) -> str | None:
+    """The built-in cluster made of ``device_key`` devices, else one of the same architecture
+    (an H200 box is wired like a DGX H100), else None (device ports only)."""
+    try:
+        from hwsim.spec.cluster import list_clusters, load_cluster
+    except ImportError:  # pragma: no cover - clusters are part of the spec package
+        return None
+    same_arch = None
+    for name in list_clusters():
+        c = load_cluster(name)
+        if c.device == device_key:
+            return name
+        if same_arch is None:
+            try:
+                if load_device(c.device).arch == device.arch:
+                    same_arch = name
+            except SpecError:
+                continue
+    return same_arch
+
+
+@dataclass(frozen=True)
+class Target:
+    """A device (possibly with ``--set`` overrides applied) and the mapper that times it."""
+
+    key: str
+    device: Device
+    mapper: Mapper
+    cluster: str | None
+
+
+def make_target(device: str | Device, cluster: str | None = "default", key: str = "") -> Target:
+    """Load ``device`` (a name or an already-modified :class:`Device`) and its mapper. ``cluster``
+    ``"default"`` picks the built-in cluster of that device, ``None`` uses the device's ports."""
+    dev = load_device(device) if isinstance(device, str) else device
+    k = key or (device if isinstance(device, str) else dev.name)
+    name = default_cluster_name(k, dev) if cluster == "default" else cluster
+    spec = None
+    if name:
+        from hwsim.spec.cluster import load_cluster
+
+        spec = load_cluster(name)
+    return Target(k, dev, mapper_for(dev, spec), name)
+
+
+def resolve_layout(
+    model: ModelConfig,
+    target: Target,
+    spec: StepSpec,
+    devices: int | str | None = "auto",
+    layout: str | Layout | None = None,
+) -> Layout:
+    """The layout to simulate (see the module docstring)."""
+    if layout:
+        lay = parse_layout(layout) if isinstance(layout, str) else layout
+        if isinstance(devices, int) and devices != lay.devices:
+            raise SpecError(
+                f"--devices {devices} disagrees with layout {lay} ({lay.devices} devices)",
+                key="devices",
+            )
+        check_layout(model, lay)
+        return lay
+    if devices in (None, "auto"):
+        return min_devices(
+            model,
+            target.mapper,
+            batch=spec.batch,
+            context=spec.context,
+            dtype=spec.dtype,
+            kv_dtype=spec.kv_dtype,
+            q_len=spec.q_len,
+            device_name=target.key,
+        ).layout
+    if isinstance(devices, str):
+        if not devices.isdigit() or int(devices) < 1:
+            raise SpecError(
+                f"expected a positive integer or 'auto', got {devices!r}", key="devices"
+            )
+        devices = int(devices)
+    fit = layouts_that_fit(model, target.mapper, devices, spec)
+    if not fit:
+        plan = min_devices(
+            model,
+            target.mapper,
+            batch=spec.batch,
+            context=spec.context,
+            dtype=spec.dtype,
+            kv_dtype=spec.kv_dtype,
+            q_len=spec.q_len,
+            device_name=target.key,
+        )
+        raise SpecError(
+            f"{model.name} does not fit {devices} × {target.key} at {spec.dtype} with batch "
+            f"{spec.batch} × {spec.context} tokens; needs ≥ {plan.devices} ({plan.layout})",
+            key="devices",
+        )
+    return fit[0]
+
+
+def serve_step(
+    model: str | ModelConfig,
+    device: str | Device | Target,
+    phase: str = "decode",
+    *,
+    batch: int = 1,
+    context: int = 2048,
+    devices: int | str | None = "auto",
+    layout: str | Layout | None = None,
+    dtype: str = "bf16",
+    kv_dtype: str = "bf16",
+    mtp: int = 0,
+    mtp_acceptance: float = 0.85,
+    overlap: str = "auto",
+    cluster: str | None = "default",
+    strict: bool = True,
+) -> StepResult:
+    """Simulate one prefill or decode step (see the module docstring)."""
+    cfg = load_model_config(model) if isinstance(model, str) else model
+    target = device if isinstance(device, Target) else make_target(device, cluster)
+    if overlap not in OVERLAPS:
+        raise SpecError(f"overlap must be one of {', '.join(OVERLAPS)}", key="overlap")
+    if not 0.0 <= mtp_acceptance <= 1.0:
+        raise SpecError(f"expected a rate in [0, 1], got {mtp_acceptance}", key="mtp_acceptance")
+    if mtp < 0:
+        raise SpecError(f"expected >= 0 draft tokens, got {mtp}", key="mtp")
+    decode = phase == "decode"
+    per_node = target.mapper.fabric.devices_per_node
+    base = StepSpec(
+        phase,  # type: ignore[arg-type]
+        batch,
+        context,
+        dtype,
+        kv_dtype,
+        q_len=1 + mtp if decode else 1,
+        devices_per_node=per_node,
+        mtp_depth=mtp if decode else 0,
+    )
+    lay = resolve_layout(cfg, target, base, devices, layout)
+    options = [1] if overlap == "none" else ([2] if overlap == "dual" else [1, 2])
+    best: StepResult | None = None
+    for mb in options:
+        spec = StepSpec(
+            base.phase,
+            batch,
+            context,
+            dtype,
+            kv_dtype,
+            q_len=base.q_len,
+            micro_batches=mb,
+            devices_per_node=per_node,
+            mtp_depth=base.mtp_depth,
+        )
+        r = simulate_step(
+            cfg,
+            target.mapper,
+            lay,
+            spec,
+            mtp_acceptance=mtp_acceptance,
+            strict=strict,
+            device_name=target.key,
+        )
+        if (
+            best is None
+            or r.step_time_s / r.tokens_per_step < best.step_time_s / best.tokens_per_step
+        ):
+            best = r
+        if r.micro_batches < mb:  # too few sequences to split: the same step again
+            break
+    assert best is not None
+    return best
