@@ -73,7 +73,7 @@ def gemm_cmd(
     trace: TraceOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Simulate one GEMM C[m,n] = A[m,k] @ B[k,n] on a GPU: tile plan, waves, bytes per level.
+    """Simulate one GEMM, C (m x n) = A (m x k) @ B (k x n), on a GPU: tiles, waves, bytes.
 
     time_s is what a framework call measures (host launch + kernel); kernel_s is the kernel
     alone (what a CUDA graph replays).
@@ -97,7 +97,7 @@ def gemm_cmd(
         ("kernel", _t(r.kernel_s)),
         ("roofline", _t(r.roofline_s)),
         ("TFLOP/s", f"{r.tflops:.1f}"),
-        ("bound", r.bound),
+        ("bound (kernel / call)", f"{r.bound} / {r.call_bound}"),
         ("compute utilization", f"{r.utilization['compute']:.1%}"),
         ("HBM utilization", f"{r.utilization['hbm']:.1%}"),
         ("HBM bytes", _b(r.bytes["hbm"])),
@@ -145,7 +145,7 @@ def op_cmd(
         ("kernel", _t(r.kernel_s)),
         ("roofline", _t(r.roofline_s)),
         ("Gelem/s", f"{r.gelems_per_s:.2f}"),
-        ("bound", r.bound),
+        ("bound (kernel / call)", f"{r.bound} / {r.call_bound}"),
         ("HBM utilization", f"{r.utilization['hbm']:.1%}"),
         ("HBM bytes", _b(r.bytes["hbm"])),
         ("CTAs / waves", f"{r.plan['ctas']} / {r.plan['waves']}"),

@@ -51,6 +51,7 @@ OUT_DTYPE: dict[str, str] = {
 ACC_BYTES = 4
 #: (bm, bn) CTA tiles a GPU BLAS library ships (CUTLASS/Tensile macro tiles), largest first.
 TILE_SHAPES: tuple[tuple[int, int], ...] = (
+    (256, 256),
     (256, 128),
     (128, 256),
     (128, 128),

@@ -59,7 +59,8 @@ class GemmResult:
     flops: float
     tflops: float  #: 2mnk / time_s / 1e12, the reference tables' metric
     bytes: dict[str, float]  #: per memory level: hbm, l2, smem
-    bound: str  #: compute | hbm | l2 | overhead: the largest share of kernel time
+    bound: str  #: compute | hbm | l2 | overhead: the largest share of *kernel* time
+    call_bound: str  #: 'launch' when host launch/tail outweigh the kernel in time_s, else bound
     utilization: dict[str, float]  #: achieved / peak over kernel_s: compute, hbm, l2
     breakdown_s: dict[str, float]  #: compute, memory, cta_overhead, launch summed over waves
     events: int
@@ -170,9 +171,10 @@ def run_plan(
         "compute": acc["compute"],
         "hbm": acc["hbm"],
         "l2": acc["l2"],
-        "overhead": acc["cta_overhead"] + launch,
+        "overhead": acc["cta_overhead"],
     }
     bound = max(shares, key=lambda s: shares[s])
+    call_bound = "launch" if total - kernel > kernel else bound
     ksafe = max(kernel, 1e-30)
     return GemmResult(
         device=dev.name,
@@ -195,6 +197,7 @@ def run_plan(
             "compulsory": plan.compulsory_bytes,
         },
         bound=bound,
+        call_bound=call_bound,
         utilization={
             "compute": plan.flops / (ksafe * peak),
             "hbm": plan.hbm_bytes / (ksafe * gv.hbm_Bps),

@@ -46,7 +46,8 @@ class OpResult:
     roofline_s: float  #: compulsory bytes / HBM peak
     gelems_per_s: float  #: elements / time_s / 1e9 (the reference tables' metric)
     bytes: dict[str, float]
-    bound: str  #: hbm | compute | overhead
+    bound: str  #: hbm | compute | overhead: the largest share of *kernel* time
+    call_bound: str  #: 'launch' when host launch/tail outweigh the kernel in time_s, else bound
     utilization: dict[str, float]
     events: int
     plan: dict[str, Any]
@@ -90,7 +91,7 @@ def run_stream(
     eng = Engine(trace=trace)
     l2, hbm = gemm_links(eng, gv, eta)
     env = eng.env
-    acc = {"hbm": 0.0, "compute": 0.0, "overhead": launch}
+    acc = {"hbm": 0.0, "compute": 0.0, "overhead": 0.0}
     marks: dict[str, float] = {}
     loop_cap = kp.looped_fraction.value * hbm.bandwidth_Bps if plan.reads > 1 else float("inf")
 
@@ -140,6 +141,7 @@ def run_stream(
     kernel = marks["end"] - marks["start"]
     ks = max(kernel, 1e-30)
     bound = max(acc, key=lambda s: acc[s])
+    call_bound = "launch" if total - kernel > kernel else bound
     return OpResult(
         device=dev.name,
         arch=dev.arch,
@@ -156,6 +158,7 @@ def run_stream(
         gelems_per_s=plan.elements / total / 1e9,
         bytes={"hbm": plan.hbm_bytes, "l2": plan.l2_bytes, "compulsory": plan.compulsory_bytes},
         bound=bound,
+        call_bound=call_bound,
         utilization={
             "hbm": plan.hbm_bytes / (ks * gv.hbm_Bps),
             "vector": plan.flops / (ks * vec),

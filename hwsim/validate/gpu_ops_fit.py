@@ -166,6 +166,9 @@ SOURCES = {
     "Capability': 64K 32-bit registers per SM (256 KiB) for compute capability 7.0-10.0",
     "amd-regs": "AMD CDNA2/CDNA3 ISA reference guides: 512 unified VGPR/AGPR x 64 lanes x 4 B "
     "per SIMD, 4 SIMDs per CU (512 KiB)",
+    "nv-tmem": "NVIDIA Blackwell (sm_100) tuning guide and CUTLASS docs: 256 KiB of Tensor Memory "
+    "per SM holds the MMA accumulators beside the 256 KiB register file, so accumulator tiles may "
+    "use 512 KiB in all",
     "pytorch-softmax": "PyTorch aten/src/ATen/native/cuda/SoftMax.cu (also built for ROCm): "
     "rows of at most 1024 elements use the persistent warp softmax that holds the row in "
     "registers (read once); longer rows use the block softmax that reads the input again",
@@ -184,8 +187,13 @@ def _yaml_header(family: str) -> list[str]:
     return out
 
 
-def _inherit_lines() -> list[str]:
-    return [f"{arch}: *{base}" for arch, base in INHERIT.items()]
+def _inherit_lines(overrides: dict[str, list[str]] | None = None) -> list[str]:
+    """``arch: *base`` per inherited generation; with overrides, a YAML merge of the base."""
+    out = []
+    for arch, base in INHERIT.items():
+        extra = (overrides or {}).get(arch)
+        out += [f"{arch}:", f"  <<: *{base}", *extra] if extra else [f"{arch}: *{base}"]
+    return out
 
 
 def render_gemm_yaml(rows: list[Measured]) -> str:
@@ -208,7 +216,9 @@ def render_gemm_yaml(rows: list[Measured]) -> str:
             f"  cta_overhead: {{value: {cta:.3g} us, source: {SRC}}}",
             f"  register_file: {{value: {reg[0]}, source: {reg[1]}}}",
         ]
-    return "\n".join(out + _inherit_lines()) + "\n"
+    # Blackwell keeps accumulators in Tensor Memory: the same rules, a larger accumulator budget
+    tmem = {"blackwell": ["  register_file: {value: 512 KiB, source: nv-tmem}"]}
+    return "\n".join(out + _inherit_lines(tmem)) + "\n"
 
 
 def render_elementwise_yaml(rows: list[Measured]) -> str:
