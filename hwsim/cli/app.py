@@ -11,6 +11,7 @@ from hwsim.cli import check as check_cli
 from hwsim.cli import devices, guard
 from hwsim.cli import gemm as gemm_cli
 from hwsim.cli import roofline as roofline_cli
+from hwsim.cli import sweep as sweep_cli
 
 app = typer.Typer(
     name="hwsim",
@@ -24,6 +25,7 @@ app = typer.Typer(
 devices.register(app)
 check_cli.register(app)
 roofline_cli.register(app)
+sweep_cli.register(app)
 gemm_cli.register(app)
 
 

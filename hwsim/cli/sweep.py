@@ -1,0 +1,334 @@
+"""``hwsim sweep`` (run a sweep file) and ``hwsim plot`` (figures of a sweep table)."""
+
+from __future__ import annotations
+
+import difflib
+import math
+import warnings
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from hwsim.cli.common import console, print_json
+from hwsim.report.page import Section, html_table, write_page
+from hwsim.report.sweep_figures import (
+    elasticity_figure,
+    heatmap_figure,
+    is_numeric,
+    parallel_coordinates,
+    pareto_figure,
+)
+from hwsim.report.sweep_io import read_table, write_table
+from hwsim.spec.errors import SpecError, SpecWarning
+from hwsim.sweep import expr
+from hwsim.sweep.cache import SweepCache
+from hwsim.sweep.executors import EXECUTORS, make_executor
+from hwsim.sweep.run import DEFAULT_CHUNK, SweepResult, run_sweep
+from hwsim.sweep.sensitivity import elasticities, pareto_mask
+from hwsim.sweep.spec import kinds_table, load_sweep
+
+PLOT_KINDS = ("all", "parallel", "pareto", "heatmap", "sensitivity")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.4g}"
+    return str(v)
+
+
+def sweep_cmd(
+    file: Annotated[str, typer.Argument(help="sweep YAML (path, or a name in workloads/sweeps)")],
+    executor: Annotated[
+        str, typer.Option(help=f"where points run: {', '.join(EXECUTORS)}")
+    ] = "local",
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="dask scheduler address (tcp://host:8786); default: a LocalCluster"),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="worker processes (local: default all cores; dask LocalCluster: 4)"),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="results table: .parquet or .csv")] = Path(
+        "out/sweep.parquet"
+    ),
+    cache: Annotated[
+        Path | None,
+        typer.Option(help="cache file (default: .sweep-cache.sqlite next to --out)"),
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="compute everything")] = False,
+    chunk_size: Annotated[
+        int, typer.Option(help="analytic points per task (results do not depend on it)")
+    ] = DEFAULT_CHUNK,
+    list_kinds: Annotated[
+        bool, typer.Option("--list-kinds", help="list the metric kinds and exit")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Run a design-space sweep: every point of the sweep file's axes (spec overrides, workload
+    parameters, layouts) through its metric kinds, cached, on local cores or dask.distributed.
+
+    Example: hwsim sweep workloads/sweeps/sram-fa-decode.yaml --out out/sram.parquet
+    """
+    if list_kinds:
+        _print_kinds(json_out)
+        return
+    if chunk_size < 1:
+        raise SpecError(f"--chunk-size must be at least 1, got {chunk_size}")
+    sweep = load_sweep(file)
+    cache_path = None if no_cache else (cache or out.parent / ".sweep-cache.sqlite")
+    progress = Progress(
+        TextColumn(f"[bold]{sweep.name}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("units"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=json_out,
+    )
+    with (
+        SweepCache(cache_path) as store,
+        make_executor(executor, workers=workers, scheduler=scheduler) as ex,
+        progress,
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore", SpecWarning)  # collected per sweep, shown once below
+        task = progress.add_task("sweep", total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        result = run_sweep(sweep, executor=ex, cache=store, progress=update, chunk_size=chunk_size)
+    write_table(out, result.columns, {**result.meta, "stats": _stats_dict(result)})
+    if json_out:
+        print_json(
+            {
+                "out": str(out),
+                "cache": str(cache_path) if cache_path else None,
+                "stats": _stats_dict(result),
+                "columns": list(result.columns),
+                "inputs": list(result.inputs),
+                "metrics": list(result.metrics),
+                "sensitivity": [e.to_dict() for e in result.sensitivity],
+                "warnings": list(result.warnings),
+                "preview": result.rows(20),
+            }
+        )
+        return
+    _print_summary(result, out, cache_path)
+
+
+def _stats_dict(r: SweepResult) -> dict[str, Any]:
+    s = r.stats
+    return {
+        "points": s.points,
+        "total_points": s.total_points,
+        "dropped_by_constraints": s.dropped,
+        "units": s.units,
+        "cache_hits": s.cache_hits,
+        "computed": s.computed,
+        "hit_rate": s.hit_rate,
+        "wall_s": s.wall_s,
+        "executor": s.executor,
+        "workers": s.workers,
+        "kinds": [k.__dict__ for k in s.kinds],
+    }
+
+
+def _print_kinds(json_out: bool) -> None:
+    rows = kinds_table()
+    if json_out:
+        print_json(
+            [dict(zip(("name", "flavour", "params", "metrics"), r, strict=True)) for r in rows]
+        )
+        return
+    t = Table(title="metric kinds")
+    for c in ("name", "flavour", "workload parameters", "metrics"):
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(*r)
+    console.print(t)
+
+
+def _print_summary(result: SweepResult, out: Path, cache_path: Path | None) -> None:
+    s = result.stats
+    t = Table(title=f"sweep '{result.name}'", show_header=False)
+    t.add_column("", style="bold")
+    t.add_column("")
+    t.add_row("points", f"{s.points} (of {s.total_points}; {s.dropped} dropped by constraints)")
+    t.add_row("units", f"{s.units} unique (analytic points + unique simulated sub-problems)")
+    t.add_row("cache", f"{s.cache_hits} hits, {s.computed} computed, hit rate {s.hit_rate:.0%}"
+              + (f" ({cache_path})" if cache_path else " (off)"))  # fmt: skip
+    t.add_row("executor", s.executor)
+    t.add_row("wall time", f"{s.wall_s:.2f} s")
+    t.add_row("written", str(out))
+    console.print(t)
+    k = Table(title="per metric kind")
+    for c in ("name", "kind", "points", "units", "hits", "computed", "tasks", "s"):
+        k.add_column(c, justify="right" if c not in ("name", "kind") else "left")
+    for ks in s.kinds:
+        k.add_row(ks.name, ks.kind + (" (sim)" if ks.simulator else ""), str(ks.points),
+                  str(ks.units), str(ks.cache_hits), str(ks.computed), str(ks.tasks),
+                  f"{ks.wall_s:.2f}")  # fmt: skip
+    console.print(k)
+    if result.sensitivity:
+        e = Table(title="sensitivity: d ln(metric) / d ln(input)")
+        for c in ("metric", "input", "global", "local median", "local range", "R²"):
+            e.add_column(c, justify="left" if c in ("metric", "input") else "right")
+        for el in result.sensitivity:
+            e.add_row(el.metric, el.input, f"{el.elasticity:+.3f}", f"{el.local_median:+.3f}",
+                      f"{el.local_min:+.2f} … {el.local_max:+.2f}", f"{el.r2:.2f}")  # fmt: skip
+        console.print(e)
+    for w in result.warnings[:5]:
+        console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    if len(result.warnings) > 5:
+        console.print(f"[yellow]warning:[/] … and {len(result.warnings) - 5} more spec warnings")
+
+
+# ---- plot ----------------------------------------------------------------------------------
+def resolve_column(name: str, columns: dict[str, Any], what: str) -> str:
+    """Exact column name, or a unique suffix (``time_s`` → ``fa_decode.time_s``)."""
+    if name in columns:
+        return name
+    hits = [c for c in columns if c.endswith("." + name)]
+    if len(hits) == 1:
+        return hits[0]
+    if len(hits) > 1:
+        raise SpecError(f"{what} '{name}' is ambiguous: {', '.join(hits)}")
+    guess = difflib.get_close_matches(name, list(columns), n=1)
+    hint = f"; did you mean '{guess[0]}'?" if guess else ""
+    raise SpecError(f"{what}: no column '{name}'{hint} (columns: {', '.join(columns)})")
+
+
+def _varying(columns: dict[str, Any], names: list[str]) -> list[str]:
+    return [c for c in names if np.unique(np.asarray(columns[c]).astype(str)).size > 1]
+
+
+def plot_cmd(
+    table: Annotated[Path, typer.Argument(help="sweep table written by 'hwsim sweep'")],
+    x: Annotated[str | None, typer.Option(help="x column (Pareto; heatmap if an input)")] = None,
+    y: Annotated[str | None, typer.Option(help="y column (Pareto; heatmap if an input)")] = None,
+    color: Annotated[str | None, typer.Option(help="colour column (heatmap value)")] = None,
+    kind: Annotated[str, typer.Option(help=f"figures: {', '.join(PLOT_KINDS)}")] = "all",
+    x_goal: Annotated[str, typer.Option(help="Pareto: min or max x")] = "min",
+    y_goal: Annotated[str, typer.Option(help="Pareto: min or max y")] = "max",
+    where: Annotated[str | None, typer.Option(help="keep rows where EXPR holds")] = None,
+    sensitivity: Annotated[
+        str | None, typer.Option(help="metric for the elasticities (default: y if a metric)")
+    ] = None,
+    html: Annotated[Path | None, typer.Option(help="output page (default: TABLE.html)")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Plot a sweep table: parallel coordinates, the Pareto front of --y against --x, a heatmap
+    of --color over two inputs, and elasticities (which input moves a metric most).
+
+    Example: hwsim plot out/sweep.parquet --x memory.l2.capacity --y context --color bound
+    """
+    if kind not in PLOT_KINDS:
+        raise SpecError(f"--kind {kind!r}: expected one of {', '.join(PLOT_KINDS)}")
+    for opt, goal in (("--x-goal", x_goal), ("--y-goal", y_goal)):
+        if goal not in ("min", "max"):
+            raise SpecError(f"{opt} {goal!r}: expected min or max")
+    cols, meta = read_table(table)
+    n0 = len(next(iter(cols.values()))) if cols else 0
+    if where:
+        keep = expr.evaluate(where, cols, n0)
+        cols = {k: v[keep] for k, v in cols.items()}
+    n = len(next(iter(cols.values()))) if cols else 0
+    if n == 0:
+        raise SpecError(f"no rows to plot in {table}" + (f" where {where}" if where else ""))
+    inputs = [c for c in meta.get("inputs", []) if c in cols] or list(cols)[:1]
+    metrics = [c for c in meta.get("metrics", []) if c in cols] or [
+        c for c in cols if c not in inputs
+    ]
+    var_in = _varying(cols, inputs)
+    num_metrics = [m for m in metrics if is_numeric(np.asarray(cols[m]))]
+    xc = resolve_column(x, cols, "--x") if x else (var_in[0] if var_in else inputs[0])
+    yc = resolve_column(y, cols, "--y") if y else (num_metrics[0] if num_metrics else metrics[0])
+    cc = resolve_column(color, cols, "--color") if color else None
+    if cc is None:
+        cc = next((m for m in metrics if not is_numeric(np.asarray(cols[m]))), None)
+    sections: list[Section] = []
+    out_json: dict[str, Any] = {"table": str(table), "rows": n, "x": xc, "y": yc, "color": cc}
+    if kind in ("all", "parallel"):
+        dims = list(dict.fromkeys([*var_in, xc, yc, *([cc] if cc else [])]))
+        text = (
+            "One vertical axis per input (and the chosen metrics), one line per sweep point. "
+            "Drag along an axis to keep only the lines that pass through a range: the other "
+            "axes then show which designs get there."
+        )
+        sections.append(Section("Parallel coordinates", text, parallel_coordinates(cols, dims, cc)))
+    if (
+        kind in ("all", "pareto")
+        and is_numeric(np.asarray(cols[xc]))
+        and is_numeric(np.asarray(cols[yc]))
+    ):
+        fig, front = pareto_figure(cols, xc, yc, color=cc, x_goal=x_goal, y_goal=y_goal)
+        show = [c for c in [*var_in, xc, yc] if c in cols]
+        show = list(dict.fromkeys(show))
+        order = np.flatnonzero(front)[np.argsort(np.asarray(cols[xc], dtype=float)[front])]
+        rows = [
+            [_fmt(cols[c][i].item() if hasattr(cols[c][i], "item") else cols[c][i]) for c in show]
+            for i in order
+        ]
+        sections.append(Section("Pareto front", (
+            f"Every point, {yc} against {xc}; the black line joins the points no other point "
+            f"beats on both ({x_goal} {xc}, {y_goal} {yc}). Designs off the line are dominated."
+            ), fig, html_table(show, rows[:50])))  # fmt: skip
+        out_json["pareto"] = [dict(zip(show, r, strict=True)) for r in rows]
+        out_json["pareto_points"] = int(
+            pareto_mask(
+                np.asarray(cols[xc], dtype=float), np.asarray(cols[yc], dtype=float), x_goal, y_goal
+            ).sum()
+        )
+    if kind in ("all", "heatmap"):
+        hx, hy = (xc, yc) if xc in inputs and yc in inputs else [*var_in, None, None][:2]
+        z = cc or yc
+        if hx and hy:
+            sections.append(Section(f"Heatmap of {z}", (
+                f"{z} for each combination of {hx} and {hy}; where other inputs vary too, each "
+                "cell shows their median (or the most common value of a category)."),
+                heatmap_figure(cols, hx, hy, z)))  # fmt: skip
+            out_json["heatmap"] = {"x": hx, "y": hy, "z": z}
+    if kind in ("all", "sensitivity"):
+        target = resolve_column(sensitivity, cols, "--sensitivity") if sensitivity else (
+            yc if yc in metrics else (num_metrics[0] if num_metrics else None))  # fmt: skip
+        num_in = [c for c in var_in if is_numeric(np.asarray(cols[c]))]
+        els = elasticities(cols, target, num_in) if target else []
+        if els:
+            sections.append(Section(f"Sensitivity of {target}", (
+                "Elasticity d ln(metric)/d ln(input) from a log-log least-squares fit over all "
+                "points (bars) and the range of local finite differences along each axis "
+                "(whiskers). +1: the metric scales with the input; 0: it does not matter here."),
+                elasticity_figure(els)))  # fmt: skip
+        out_json["sensitivity"] = [e.to_dict() for e in els]
+    if not sections:
+        raise SpecError("nothing to plot: check --kind and that --x/--y are numeric")
+    page = html or table.with_suffix(".html")
+    title = f"hwsim sweep: {meta.get('name', table.stem)}"
+    intro = (meta.get("description") or "") + f" {n} points from {table}."
+    write_page(page, title, intro, sections)
+    out_json["html"] = str(page)
+    if json_out:
+        print_json(out_json)
+        return
+    console.print(f"wrote [bold]{page}[/] ({len(sections)} figure(s), {n} points)")
+    if out_json.get("sensitivity"):
+        t = Table(title=f"which input moves {target} most")
+        for c in ("input", "elasticity", "local median", "R²"):
+            t.add_column(c, justify="left" if c == "input" else "right")
+        for e in out_json["sensitivity"]:
+            t.add_row(
+                e["input"], f"{e['elasticity']:+.3f}", f"{e['local_median']:+.3f}", f"{e['r2']:.2f}"
+            )
+        console.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sweep")(sweep_cmd)
+    app.command("plot")(plot_cmd)

@@ -1,0 +1,287 @@
+"""Sweep file → points: the grid (or sample) of axis values, one device per distinct spec
+combination, and every workload parameter as a numpy column.
+
+Parameters are layered, later winning: the metric kinds' defaults, the model's shape
+(:func:`hwsim.sweep.kinds.model_params`), ``workload:``, ``axes.workload`` and ``axes.layout``.
+A device is built (and validated) once per distinct combination of base device and spec-axis
+values, never per point, so 10,000 points over 100 spec combinations validate 100 devices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.stats import qmc
+
+from hwsim.spec.device import Device
+from hwsim.spec.errors import SpecError
+from hwsim.spec.load import load_device
+from hwsim.spec.model import load_model_config
+from hwsim.spec.overrides import apply_overrides, get_value, path_dim, spec_fingerprint
+from hwsim.sweep import expr
+from hwsim.sweep.kinds import MetricKind, model_params
+from hwsim.sweep.spec import LAYOUT_KEYS, Range, SweepFile, parse_layout, range_end
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One axis: its column name, its category and its values (grid) or range (sampled)."""
+
+    name: str
+    category: str  #: device | model | spec | workload | layout
+    values: tuple[Any, ...] = ()
+    range: Range | None = None
+
+
+@dataclass(frozen=True)
+class PointSet:
+    """All points of a sweep after input-only constraints (SI units)."""
+
+    inputs: dict[str, NDArray[Any]]  #: the output's input columns, in axis order
+    params: dict[str, NDArray[Any]]  #: every workload parameter, per point
+    device_index: NDArray[np.intp]
+    devices: tuple[Device, ...]
+    device_fps: tuple[str, ...]
+    dropped: int  #: points removed by input-only constraints
+    total: int  #: points before constraints
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def n(self) -> int:
+        return int(self.device_index.shape[0])
+
+
+def axes_of(sweep: SweepFile) -> list[Axis]:
+    """The sweep's axes in output-column order."""
+    out: list[Axis] = []
+    a = sweep.axes
+    if a.device:
+        out.append(Axis("device", "device", tuple(a.device)))
+    if a.model:
+        out.append(Axis("model", "model", tuple(a.model)))
+    for path, v in a.spec.items():
+        out.append(_axis(path, "spec", v))
+    for name, v in a.workload.items():
+        out.append(_axis(name, "workload", v))
+    if a.layout:
+        out.append(Axis("layout", "layout", tuple(a.layout)))
+    return out
+
+
+def _axis(name: str, category: str, v: Any) -> Axis:
+    return Axis(name, category, range=v) if isinstance(v, Range) else Axis(name, category, tuple(v))
+
+
+def _relative(v: Any) -> bool:
+    return isinstance(v, str) and v.strip()[:1] in ("x", "X", "×", "*")
+
+
+def _range_values(axis: Axis, device: Device, u: NDArray[np.float64] | None) -> list[Any]:
+    """Grid values of a range axis (``u`` None) or the values at uniform samples ``u``."""
+    r = axis.range
+    assert r is not None
+    rel = _relative(r.from_) and _relative(r.to)
+    if rel:
+        lo, hi = (float(str(e).strip()[1:]) for e in (r.from_, r.to))
+    else:
+        dim = path_dim(device, axis.name) if axis.category == "spec" else None
+        lo, hi = range_end(r.from_, dim, axis.name), range_end(r.to, dim, axis.name)
+    if r.scale == "log" and (lo <= 0 or hi <= 0):
+        raise SpecError(f"axis '{axis.name}': a log range needs positive ends, got {lo}..{hi}")
+    t = np.linspace(0.0, 1.0, r.num) if u is None else u
+    vals = (
+        np.exp(np.log(lo) + t * (np.log(hi) - np.log(lo)))
+        if r.scale == "log"
+        else lo + t * (hi - lo)
+    )
+    if r.scale == "log" and u is None:
+        vals[0], vals[-1] = lo, hi  # exact ends (exp(log(x)) can be off by an ulp)
+    if r.integer:
+        ints = [round(float(v)) for v in vals]
+        return list(dict.fromkeys(ints)) if u is None else ints
+    if rel:
+        return [f"x{float(v)!r}" for v in vals]
+    return [float(v) for v in vals]
+
+
+def _sample(sweep: SweepFile, axes: list[Axis], base: Device) -> list[list[Any]]:
+    """Per axis, the value of every point (grid: all combinations; else n samples)."""
+    s = sweep.sampling
+    if s.method == "grid":
+        lists = [list(a.values) if a.range is None else _range_values(a, base, None) for a in axes]
+        combos = list(itertools.product(*lists)) if lists else [()]
+        return [[c[i] for c in combos] for i in range(len(axes))]
+    assert s.n is not None
+    d = max(len(axes), 1)
+    if s.method == "random":
+        u = np.random.default_rng(s.seed).random((s.n, d))
+    elif s.method == "lhs":
+        u = qmc.LatinHypercube(d=d, seed=s.seed).random(s.n)
+    else:
+        u = qmc.Sobol(d=d, scramble=True, seed=s.seed).random(s.n)
+    out = []
+    for i, a in enumerate(axes):
+        if a.range is None:
+            pick = np.minimum((u[:, i] * len(a.values)).astype(int), len(a.values) - 1)
+            out.append([a.values[j] for j in pick])
+        else:
+            out.append(_range_values(a, base, u[:, i]))
+    return out
+
+
+def column(values: list[Any]) -> NDArray[Any]:
+    """A numpy column: int64, float64 or bool when the values allow, else object (strings)."""
+    if all(isinstance(v, bool | np.bool_) for v in values):
+        return np.array(values, dtype=bool)
+    if all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in values):
+        return np.array(values, dtype=np.int64)
+    if all(isinstance(v, int | float | np.number) and not isinstance(v, bool) for v in values):
+        return np.array(values, dtype=float)
+    return np.array(values, dtype=object)
+
+
+def build_points(sweep: SweepFile, kinds: list[MetricKind]) -> PointSet:
+    """Expand a checked sweep file into points (see the module docstring)."""
+    axes = axes_of(sweep)
+    base_name = sweep.device_names()[0]
+    per_axis = _sample(sweep, axes, load_device(base_name))
+    n_all = len(per_axis[0]) if per_axis else 1
+    by_name = dict(zip((a.name for a in axes), per_axis, strict=True))
+    dev_names = by_name.get("device", [sweep.base.device] * n_all)
+    model_names = by_name.get("model", [sweep.base.model] * n_all)
+    spec_axes = [a for a in axes if a.category == "spec"]
+
+    # one validated device per distinct (base device, spec values)
+    combos: dict[tuple[Any, ...], int] = {}
+    devices: list[Device] = []
+    fps: list[str] = []
+    caught: list[str] = []
+    base_fp: dict[str, tuple[Device, str]] = {}
+    device_index = np.empty(n_all, dtype=np.intp)
+    spec_cols = [by_name[a.name] for a in spec_axes]
+    for p in range(n_all):
+        combo = (dev_names[p], *(c[p] for c in spec_cols))
+        idx = combos.get(combo)
+        if idx is None:
+            if combo[0] not in base_fp:
+                dev0 = load_device(combo[0])
+                base_fp[combo[0]] = (dev0, spec_fingerprint(dev0))
+            dev0, fp0 = base_fp[combo[0]]
+            overrides = {a.name: v for a, v in zip(spec_axes, combo[1:], strict=True)}
+            with warnings.catch_warnings(record=True) as got:
+                warnings.simplefilter("always")
+                dev = apply_overrides(dev0, overrides, si_numbers=True)
+            caught += [str(w.message) for w in got]
+            idx = combos[combo] = len(devices)
+            devices.append(dev)
+            fps.append(
+                hashlib.sha256(
+                    (fp0 + json.dumps([[k, repr(v)] for k, v in overrides.items()])).encode()
+                ).hexdigest()[:32]
+            )
+        device_index[p] = idx
+
+    inputs: dict[str, NDArray[Any]] = {"device": np.array(dev_names, dtype=object)}
+    if sweep.base.model or sweep.axes.model:
+        inputs["model"] = np.array(model_names, dtype=object)
+    for a in spec_axes:  # the SI value each point's device really has
+        per_dev = np.array([get_value(d, a.name) for d in devices])
+        inputs[a.name] = per_dev[device_index]
+    for a in axes:
+        if a.category == "workload":
+            inputs[a.name] = column(by_name[a.name])
+    layouts = [parse_layout(t) for t in by_name.get("layout", [])]
+    if layouts:
+        inputs["layout"] = np.array(by_name["layout"], dtype=object)
+        for key in LAYOUT_KEYS:
+            inputs[key] = np.array([lay[key] for lay in layouts], dtype=np.int64)
+
+    params = _params(sweep, kinds, inputs, model_names, n_all)
+    keep = np.ones(n_all, dtype=bool)
+    env = {**params, **inputs}
+    for c in sweep.constraints:
+        names = expr.names(c)
+        metric_cols = set(sweep.metric_columns())
+        if names & metric_cols:
+            continue  # evaluated after the metrics
+        env.update(_device_columns(names - set(env), devices, device_index))
+        keep &= expr.evaluate(c, env, n_all)
+    sel = np.flatnonzero(keep)
+    return PointSet(
+        inputs={k: v[sel] for k, v in inputs.items()},
+        params={k: v[sel] for k, v in params.items()},
+        device_index=device_index[sel],
+        devices=tuple(devices),
+        device_fps=tuple(fps),
+        dropped=int(n_all - sel.size),
+        total=n_all,
+        warnings=tuple(dict.fromkeys(caught)),
+    )
+
+
+def _device_columns(
+    names: set[str], devices: list[Device], device_index: NDArray[np.intp]
+) -> dict[str, NDArray[Any]]:
+    """Spec numbers named in constraints (``memory.hbm.capacity``), per point."""
+    out = {}
+    for name in names:
+        try:
+            per_dev = np.array([get_value(d, name) for d in devices])
+        except SpecError:
+            continue  # a metric name; the constraint is evaluated later
+        out[name] = per_dev[device_index]
+    return out
+
+
+def device_columns(
+    names: set[str], devices: tuple[Device, ...], device_index: NDArray[np.intp]
+) -> dict[str, NDArray[Any]]:
+    """Public form of :func:`_device_columns` (used for metric constraints)."""
+    return _device_columns(names, list(devices), device_index)
+
+
+def _params(
+    sweep: SweepFile,
+    kinds: list[MetricKind],
+    inputs: dict[str, NDArray[Any]],
+    model_names: list[str | None],
+    n: int,
+) -> dict[str, NDArray[Any]]:
+    """Every workload parameter per point, layered (module docstring)."""
+    defaults: dict[str, Any] = {}
+    for k in kinds:
+        for name, v in k.params.items():
+            defaults.setdefault(name, v)
+    layers: dict[str, list[Any]] = {name: [v] * n for name, v in defaults.items()}
+    cache: dict[str, dict[str, Any]] = {}
+    for p, m in enumerate(model_names):
+        if m is None:
+            continue
+        if m not in cache:
+            cache[m] = model_params(load_model_config(m))
+        for name, v in cache[m].items():
+            if name in layers:
+                layers[name][p] = v
+    for name, v in sweep.workload.items():
+        layers[name] = [v] * n
+    for name, col in inputs.items():
+        if name in layers or name in sweep.axes.workload or name in LAYOUT_KEYS:
+            layers[name] = list(col.tolist())
+    out: dict[str, NDArray[Any]] = {}
+    for name, values in layers.items():
+        missing = [p for p, v in enumerate(values) if v is None]
+        if missing:
+            users = [k.name for k in kinds if name in k.params and k.params[name] is None]
+            raise SpecError(
+                f"metric kind '{users[0] if users else '?'}' needs the workload parameter "
+                f"'{name}': set it under workload: or axes.workload:, or give base.model"
+            )
+        out[name] = column(values)
+    return out

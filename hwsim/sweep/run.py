@@ -1,0 +1,310 @@
+"""Run a sweep: points → units (deduplicated, looked up in the cache) → tasks on an executor →
+columns. Returns a frozen :class:`SweepResult`; writing files is the CLI's and report's job.
+
+For every metric kind each point gets a unit key (:mod:`hwsim.sweep.cache`). Points with the
+same key are one unit: an analytic kind evaluates its missing units as vectorised batches of up
+to ``chunk_size`` points; a simulator kind runs each missing unique sub-problem once (several per
+task, so a pool of W workers gets about 4W tasks). Results come back in task order whatever the
+executor, then are spread back to the points; fresh and cached values take the same path
+(Python scalars), so a rerun and a cold run give identical tables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+import hwsim
+from hwsim.spec.device import Device
+from hwsim.sweep import expr
+from hwsim.sweep.cache import SweepCache, canonical_json, code_version, unit_key
+from hwsim.sweep.executors import Executor, LocalExecutor
+from hwsim.sweep.kinds import Batch, MetricKind, get_kind
+from hwsim.sweep.points import PointSet, build_points, column, device_columns
+from hwsim.sweep.sensitivity import Elasticity, elasticities
+from hwsim.sweep.spec import SweepFile
+
+#: progress(done_units, total_units)
+ProgressFn = Callable[[int, int], None]
+#: analytic points per task: vectorised work costs microseconds per point, so only very large
+#: sweeps are worth splitting across processes
+DEFAULT_CHUNK = 20_000
+MAX_POINTS_PER_TASK = 8
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of executor work (picklable): a batch of units of one metric kind."""
+
+    kind: str
+    options: Mapping[str, Any]
+    devices: tuple[Device, ...]
+    device_index: NDArray[np.intp]
+    params: Mapping[str, NDArray[Any]] | None = None  #: analytic kinds: parameter columns
+    items: tuple[Mapping[str, Any], ...] | None = None  #: point kinds: sub-problems
+    seeds: tuple[int, ...] = ()
+
+    @property
+    def size(self) -> int:
+        return int(self.device_index.shape[0])
+
+
+def run_task(task: Task) -> list[dict[str, Any]]:
+    """Evaluate one task (in a worker): metrics per unit, as Python scalars."""
+    kind = get_kind(task.kind)(task.options)
+    if task.params is not None:
+        cols = kind.evaluate_batch(Batch(task.devices, task.device_index, task.params))
+        lists = {m: np.asarray(v).tolist() for m, v in cols.items()}
+        return [{m: lists[m][i] for m in lists} for i in range(task.size)]
+    assert task.items is not None
+    return [
+        {m: _scalar(v) for m, v in kind.evaluate_point(task.devices[d], item, seed).items()}
+        for d, item, seed in zip(task.device_index, task.items, task.seeds, strict=True)
+    ]
+
+
+def _scalar(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") and callable(v.item) else v
+
+
+@dataclass(frozen=True)
+class KindStats:
+    """What one metric kind cost: points, unique units, cache hits and computed units."""
+
+    name: str
+    kind: str
+    simulator: bool
+    points: int
+    units: int
+    cache_hits: int
+    computed: int
+    tasks: int
+    wall_s: float
+
+
+@dataclass(frozen=True)
+class SweepStats:
+    points: int  #: evaluated points (after input-only constraints)
+    total_points: int  #: before constraints
+    dropped: int
+    units: int  #: unique units over all kinds
+    cache_hits: int
+    computed: int
+    wall_s: float
+    executor: str
+    workers: int
+    kinds: tuple[KindStats, ...]
+
+    @property
+    def hit_rate(self) -> float:
+        return self.cache_hits / self.units if self.units else 0.0
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """A finished sweep: columns (inputs, then metrics, then ``feasible``) and statistics."""
+
+    name: str
+    columns: Mapping[str, NDArray[Any]]
+    inputs: tuple[str, ...]
+    metrics: tuple[str, ...]
+    stats: SweepStats
+    meta: Mapping[str, Any]
+    warnings: tuple[str, ...] = ()
+    sensitivity: tuple[Elasticity, ...] = field(default=())
+
+    @property
+    def n(self) -> int:
+        return self.stats.points
+
+    def rows(self, limit: int | None = None) -> list[dict[str, Any]]:
+        names = list(self.columns)
+        n = self.n if limit is None else min(limit, self.n)
+        return [{c: _scalar(self.columns[c][i]) for c in names} for i in range(n)]
+
+
+def kind_id(spec_label: str, kind: MetricKind, options: Mapping[str, Any]) -> str:
+    """The kind part of the cache key: name, version, options and code version."""
+    return (
+        f"{kind.name}:{kind.version}:{canonical_json(dict(options))}:"
+        f"{code_version(kind.code_paths)}"
+    )
+
+
+def _unit_keys(pts: PointSet, kind: MetricKind, kid: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """Per point: its unit key and its sub-problem parameters."""
+    names = list(kind.params)
+    cols = [pts.params[n].tolist() for n in names]
+    keys, subs = [], []
+    for p, vals in enumerate(zip(*cols, strict=True) if cols else [()] * pts.n):
+        sub = kind.subproblem(dict(zip(names, vals, strict=True)))
+        keys.append(unit_key(kid, pts.device_fps[pts.device_index[p]], canonical_json(sub)))
+        subs.append(sub)
+    return keys, subs
+
+
+def _seed(sweep_seed: int, key: str) -> int:
+    return int(hashlib.sha256(f"{sweep_seed}:{key}".encode()).hexdigest()[:8], 16)
+
+
+def _compact(
+    devices: Sequence[Device], index: NDArray[np.intp]
+) -> tuple[tuple[Device, ...], NDArray[np.intp]]:
+    """Only the devices a task uses, with the index remapped."""
+    used, inverse = np.unique(index, return_inverse=True)
+    return tuple(devices[i] for i in used), inverse.astype(np.intp)
+
+
+def _tasks(
+    kind: MetricKind, label_opts: Mapping[str, Any], pts: PointSet, reps: list[int],
+    subs: list[dict[str, Any]], seeds: list[int], chunk: int, workers: int,
+) -> list[Task]:  # fmt: skip
+    """Tasks for the missing units (``reps``: one representative point per unit)."""
+    rep = np.asarray(reps, dtype=np.intp)
+    out = []
+    if kind.vectorised:
+        for i in range(0, rep.size, chunk):
+            sel = rep[i : i + chunk]
+            devs, idx = _compact(pts.devices, pts.device_index[sel])
+            params = {n: pts.params[n][sel] for n in kind.params}
+            out.append(Task(kind.name, dict(label_opts), devs, idx, params=params))
+        return out
+    per = max(1, min(MAX_POINTS_PER_TASK, math.ceil(rep.size / max(1, 4 * workers))))
+    for i in range(0, rep.size, per):
+        js = list(range(i, min(i + per, rep.size)))
+        devs, idx = _compact(pts.devices, pts.device_index[rep[js]])
+        out.append(
+            Task(
+                kind.name,
+                dict(label_opts),
+                devs,
+                idx,
+                items=tuple(subs[j] for j in js),
+                seeds=tuple(seeds[j] for j in js),
+            )
+        )
+    return out
+
+
+def run_sweep(
+    sweep: SweepFile,
+    *,
+    executor: Executor | None = None,
+    cache: SweepCache | None = None,
+    progress: ProgressFn | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> SweepResult:
+    """Evaluate every point of ``sweep`` (see the module docstring)."""
+    t0 = time.perf_counter()
+    own = executor is None
+    ex: Executor = executor if executor is not None else LocalExecutor(1)
+    cache = cache if cache is not None else SweepCache(None)
+    kinds = sweep.kinds()
+    pts = build_points(sweep, kinds)
+    plans = []
+    for spec, kind in zip(sweep.metrics, kinds, strict=True):
+        kid = kind_id(spec.label, kind, spec.options)
+        keys, subs = _unit_keys(pts, kind, kid)
+        first: dict[str, int] = {}
+        for p, k in enumerate(keys):
+            first.setdefault(k, p)
+        cached = cache.get_many(list(first))
+        missing = [k for k in first if k not in cached]
+        plans.append((spec, kind, keys, subs, first, cached, missing))
+    total = sum(len(p[6]) for p in plans)
+    done = 0
+    if progress:
+        progress(0, total)
+    columns: dict[str, NDArray[Any]] = dict(pts.inputs)
+    stats = []
+    try:
+        for spec, kind, keys, subs, first, cached, missing in plans:
+            tk = time.perf_counter()
+            values: dict[str, dict[str, Any]] = dict(cached)
+            reps = [first[k] for k in missing]
+            seeds = [_seed(sweep.sampling.seed, k) for k in missing]
+            tasks = _tasks(
+                kind,
+                spec.options,
+                pts,
+                reps,
+                [subs[r] for r in reps],
+                seeds,
+                chunk_size,
+                ex.workers,
+            )
+            offsets = np.cumsum([0] + [t.size for t in tasks])
+            for ti, result in ex.map_unordered(run_task, tasks):
+                new = list(zip(missing[offsets[ti] : offsets[ti + 1]], result, strict=True))
+                values.update(new)
+                cache.put_many(new)
+                done += len(new)
+                if progress:
+                    progress(done, total)
+            wanted = spec.columns or list(kind.metrics)
+            for m in wanted:
+                columns[f"{spec.label}.{m}"] = column([values[k].get(m, math.nan) for k in keys])
+            stats.append(
+                KindStats(spec.label, kind.name, not kind.vectorised, pts.n, len(first),
+                          len(cached), len(missing), len(tasks), time.perf_counter() - tk)
+            )  # fmt: skip
+    finally:
+        if own:
+            ex.close()
+    metric_names = tuple(c for c in columns if c not in pts.inputs)
+    post = [c for c in sweep.constraints if expr.names(c) & set(metric_names)]
+    if post:
+        env = {**pts.params, **columns}
+        needed = set().union(*(expr.names(c) for c in post)) - set(env)
+        env.update(device_columns(needed, pts.devices, pts.device_index))
+        ok = np.ones(pts.n, dtype=bool)
+        for c in post:
+            ok &= expr.evaluate(c, env, pts.n)
+        columns["feasible"] = ok
+    inputs = tuple(pts.inputs)
+    numeric_inputs = [
+        c for c in inputs if np.issubdtype(columns[c].dtype, np.number) and c != "point"
+    ]
+    sens = tuple(e for m in sweep.sensitivity for e in elasticities(columns, m, numeric_inputs))
+    units = sum(s.units for s in stats)
+    hits = sum(s.cache_hits for s in stats)
+    st = SweepStats(
+        points=pts.n,
+        total_points=pts.total,
+        dropped=pts.dropped,
+        units=units,
+        cache_hits=hits,
+        computed=units - hits,
+        wall_s=time.perf_counter() - t0,
+        executor=ex.describe(),
+        workers=ex.workers,
+        kinds=tuple(stats),
+    )
+    meta = {
+        "name": sweep.name,
+        "description": sweep.description or "",
+        "inputs": list(inputs),
+        "metrics": list(metric_names),
+        "hwsim_version": hwsim.__version__,
+        "base": sweep.base.model_dump(),
+        "workload": dict(sweep.workload),
+        "sampling": sweep.sampling.model_dump(),
+        "constraints": list(sweep.constraints),
+    }
+    return SweepResult(
+        name=sweep.name,
+        columns=columns,
+        inputs=inputs,
+        metrics=metric_names,
+        stats=st,
+        meta=meta,
+        warnings=pts.warnings,
+        sensitivity=sens,
+    )
