@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from pydantic import Field
 
-from hwsim.plan.gemm import GpuView, gpu_view
+from hwsim.plan.gpu_view import GpuView, gpu_view
 from hwsim.spec.device import DTYPE_BYTES, DTYPES, Device
 from hwsim.spec.errors import SpecError
 from hwsim.spec.profiles import load_profile, profile_key_used

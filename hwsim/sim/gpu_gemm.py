@@ -24,15 +24,8 @@ from collections.abc import Generator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from hwsim.plan.gemm import (
-    GemmPlan,
-    GemmProfile,
-    GpuView,
-    gemm_profile,
-    gpu_view,
-    merged,
-    plan_gemm,
-)
+from hwsim.plan.gemm import GemmPlan, GemmProfile, gemm_profile, merged, plan_gemm
+from hwsim.plan.gpu_view import GpuView, gpu_view
 from hwsim.sim.engine import Engine, TraceEvent
 from hwsim.spec.device import Device
 from hwsim.spec.load import load_device

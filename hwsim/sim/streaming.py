@@ -14,7 +14,7 @@ from collections.abc import Generator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from hwsim.plan.gemm import gpu_view
+from hwsim.plan.gpu_view import gpu_view
 from hwsim.plan.streaming import (
     OPS,
     ElementwiseProfile,
