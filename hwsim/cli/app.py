@@ -9,6 +9,7 @@ import typer
 
 from hwsim.cli import check as check_cli
 from hwsim.cli import devices, guard
+from hwsim.cli import explain as explain_cli
 from hwsim.cli import gemm as gemm_cli
 from hwsim.cli import roofline as roofline_cli
 from hwsim.cli import sweep as sweep_cli
@@ -27,6 +28,7 @@ check_cli.register(app)
 roofline_cli.register(app)
 sweep_cli.register(app)
 gemm_cli.register(app)
+explain_cli.register(app)
 
 
 def main() -> None:

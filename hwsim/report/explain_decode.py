@@ -1,0 +1,203 @@
+"""``hwsim explain decode``: one whole-model decode (or prefill) step, timed op by op by the
+what-if engine (:func:`hwsim.serve.step.simulate_step` through the device's mapper), taken apart
+like the single-kernel subjects of :mod:`hwsim.report.explain_subjects`.
+
+The step's time by resource is the time of its ops grouped by what bounds each op (the engine's
+``bound_shares``), and its bytes per memory level are the ops' bytes summed over one step of one
+device. What-ifs: bandwidth of the bounding level, a narrower weight dtype or KV-cache dtype,
+tensor parallelism over twice the devices (the parallel-layout lever), a bigger batch, and the
+matrix peak when the step is compute-bound.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from hwsim.report.explain import (
+    NO_CHANGE,
+    Candidate,
+    Change,
+    Outcome,
+    fmt_bytes,
+    fmt_pct,
+    fmt_time,
+)
+from hwsim.report.explain_subjects import NARROWER, _faster_dtype, _fill, _level_x2, _peak_path
+from hwsim.spec.errors import SpecError
+from hwsim.spec.load import load_device
+from hwsim.spec.overrides import apply_overrides
+
+_LAYOUT_KEYS = ("tp", "ep", "pp", "dp")
+
+
+def _engine() -> Any:
+    try:
+        from hwsim.serve import step
+    except ImportError as err:  # the what-if engine lands separately
+        raise SpecError(
+            f"whole-model steps need the what-if engine (hwsim.serve.step), not available: {err}"
+        ) from None
+    return step
+
+
+@dataclass(frozen=True)
+class DecodeSubject:
+    """``batch`` sequences with ``context`` tokens of KV cache, one decode step of ``model`` on
+    ``device`` with layout ``tp``/``ep``/``pp``/``dp`` (``phase="prefill"``: a prompt of
+    ``context`` tokens instead)."""
+
+    model: str
+    device: str
+    batch: int = 1
+    context: int = 4096
+    dtype: str = "bf16"
+    kv_dtype: str = "bf16"
+    tp: int = 1
+    ep: int = 1
+    pp: int = 1
+    dp: int = 1
+    phase: str = "decode"
+    kind = "decode"
+
+    def params(self) -> dict[str, Any]:
+        return dict(asdict(self))
+
+    def label(self) -> str:
+        from hwsim.spec.model import load_model_config
+
+        lay = ",".join(f"{k}={getattr(self, k)}" for k in _LAYOUT_KEYS if getattr(self, k) > 1)
+        return (
+            f"{self.phase.capitalize()} step of {load_model_config(self.model).name} (batch "
+            f"{self.batch}, {self.context} tokens of context, {self.dtype} weights) on "
+            f"{load_device(self.device).name}" + (f" with {lay}" if lay else "")
+        )
+
+    def run(self, change: Change = NO_CHANGE) -> Outcome:
+        from hwsim.plan.model_step import StepSpec
+        from hwsim.serve.layout import Layout
+        from hwsim.sim.mapper import mapper_for
+        from hwsim.spec.model import load_model_config
+
+        step = _engine()
+        d = apply_overrides(load_device(self.device), change.spec)
+        p = {**self.params(), **change.params}
+        model = load_model_config(str(p["model"]))
+        layout = Layout(**{k: int(p[k]) for k in _LAYOUT_KEYS})
+        phase = str(p["phase"])
+        if phase not in ("decode", "prefill"):
+            raise SpecError(f"phase must be decode or prefill, got {phase!r}", key="phase")
+        spec = StepSpec(
+            phase="decode" if phase == "decode" else "prefill",
+            batch=int(p["batch"]),
+            context=int(p["context"]),
+            dtype=str(p["dtype"]),
+            kv_dtype=str(p["kv_dtype"]),
+        )
+        r = step.simulate_step(model, mapper_for(d), layout, spec)
+        t = r.step_time_s
+        busy = {k: v * t for k, v in r.bound_shares.items()}
+        levels = [m.name for m in d.memory]
+        byts = dict.fromkeys(levels, 0.0)
+        flops = 0.0
+        for op in r.ops:
+            flops += op.timing.flops * op.count
+            for lvl, b in op.timing.bytes_by_level.items():
+                if lvl in byts:
+                    byts[lvl] += b * op.count
+        byts = {k: v for k, v in byts.items() if v > 0}
+        peak_dtype = "fp8" if str(p["dtype"]).startswith("fp8") else str(p["dtype"])
+        return Outcome(
+            time_s=t,
+            bound=r.bound,
+            busy_s=busy,
+            bytes=byts,
+            bandwidth_Bps={k: d.level_bandwidth_Bps(k) for k in byts},
+            work_flops=flops,
+            peak_flops=d.peak_flops(peak_dtype),
+            metric=("tokens/s per user", r.tokens_per_s_per_user),
+            details={
+                "weight_bytes": r.weight_bytes_per_device,
+                "kv_bytes": r.kv_bytes_per_device,
+                "capacity_bytes": r.capacity_bytes,
+                "memory_bytes": r.memory_per_device_bytes,
+                "breakdown_s": dict(r.breakdown_s),
+                "devices": r.devices,
+                "tokens_per_s_total": r.tokens_per_s_total,
+                "comm_exposed_s": r.comm_exposed_s,
+                "main_memory": d.main_memory.name,
+                "main_bw": d.level_bandwidth_Bps(d.main_memory.name),
+                "notes": list(r.notes),
+            },
+            result=r.to_dict(),
+        )
+
+    def describe(self, base: Outcome) -> list[str]:
+        x = base.details
+        main, bw = x["main_memory"], x["main_bw"]
+        w, kv = x["weight_bytes"], x["kv_bytes"]
+        floor = (w + kv) / bw
+        out = [
+            f"Every step reads the weights on this device ({fmt_bytes(w)}) and the KV cache "
+            f"({fmt_bytes(kv)}) from {main}: at {main}'s {fmt_bytes(bw)}/s that alone takes "
+            f"{fmt_time(floor)}, {fmt_pct(floor / base.time_s)} of the step. Batching more "
+            "sequences reuses the same weight bytes; the KV cache grows with every sequence.",
+        ]
+        cats = sorted(x["breakdown_s"].items(), key=lambda kv_: -kv_[1])
+        parts = ", ".join(f"{k} {fmt_time(v)}" for k, v in cats if v > 0)
+        out.append(f"By part of the model: {parts}.")
+        if x["comm_exposed_s"] > 0:
+            out.append(
+                f"Communication that nothing hides costs {fmt_time(x['comm_exposed_s'])} per step."
+            )
+        out += [f"Note: {n}." for n in x["notes"]]
+        return out
+
+    def candidates(self, base: Outcome) -> list[Candidate]:
+        d = load_device(self.device)
+        main = d.main_memory.name
+        pool: dict[str, Candidate] = {
+            "bw": _level_x2(main, f"weights and KV cache stream twice as fast from {main}"),
+            "tp": Candidate(
+                f"tp-{2 * self.tp}",
+                f"tensor parallel over {2 * self.tp} devices",
+                "layout",
+                (main, "hbm", "compute"),
+                Change(params={"tp": 2 * self.tp}),
+                "each device reads half the weights, at the cost of an all-reduce per layer",
+            ),
+        }
+        narrow = NARROWER.get(self.dtype)
+        if narrow and narrow in d.compute.peak:
+            pool["dtype"] = Candidate(
+                f"dtype-{narrow}",
+                f"{narrow} weights instead of {self.dtype}",
+                "dtype",
+                (main, "compute"),
+                Change(params={"dtype": narrow}),
+                "half the weight bytes per step"
+                + (" and a faster matrix peak" if _faster_dtype(d, self.dtype) else ""),
+            )
+        if self.kv_dtype != "fp8" and base.details["kv_bytes"] > 0.1 * base.details["weight_bytes"]:
+            pool["kv"] = Candidate(
+                "kv-fp8",
+                "fp8 KV cache",
+                "dtype",
+                (main,),
+                Change(params={"kv_dtype": "fp8"}),
+                "half the KV-cache bytes read per step",
+            )
+        pool["compute"] = Candidate(
+            "compute-x2",
+            "2× tensor-core rate",
+            "compute",
+            ("compute",),
+            Change(spec={_peak_path(d, self.dtype): "x2"}),
+            f"a chip with twice the {self.dtype} matrix peak",
+        )
+        order = {
+            main: ["bw", "dtype", "tp", "kv"],
+            "compute": ["dtype", "compute", "tp"],
+        }.get(base.bound, ["tp", "bw", "dtype"])
+        cands = [pool[k] for k in order if k in pool]
+        return _fill(cands, list(pool.values()))

@@ -1,0 +1,151 @@
+"""``hwsim explain`` on three canonical runs: a compute-bound GEMM, an HBM-bound decode step and
+a network-bound all-to-all. For each: the named bound, the top suggestion, and every quoted
+what-if re-simulated here from scratch with the simulator itself (not through explain)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from hwsim.cli.app import app
+from hwsim.spec.load import load_device
+from hwsim.spec.overrides import apply_overrides
+
+runner = CliRunner()
+
+#: The simulators are deterministic; a quoted time is the same float computed again, so the
+#: tolerance only absorbs the JSON round trip (repr of a float is exact; 1e-12 is headroom).
+SAME = 1e-12
+
+
+def _explain(*argv: str) -> dict[str, Any]:
+    res = runner.invoke(app, ["explain", *argv, "--json"])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)
+
+
+def _check_common(data: dict[str, Any], bound: str) -> dict[str, Any]:
+    assert data["bound"] == bound
+    assert any(f"{bound}-bound" in s for s in data["story"])
+    assert len(data["whatifs"]) >= 3
+    top = data["whatifs"][0]
+    assert data["top_suggestion"] == top["key"]
+    # the top suggestion relieves the named bound and actually helps
+    assert bound in top["relieves"]
+    assert top["delta"] < -0.05
+    times = [w["time_s"] for w in data["whatifs"]]
+    assert times == sorted(times)  # fastest first
+    for w in data["whatifs"]:  # every quoted delta is the quoted time over the base time
+        assert w["delta"] == pytest.approx(w["time_s"] / data["time_s"] - 1.0, rel=SAME)
+        assert any(w["title"] in s and w["change"]["spec"] is not None for s in data["story"])
+    return top
+
+
+def test_compute_bound_gemm() -> None:
+    from hwsim.plan.gemm import gemm_profile
+    from hwsim.sim.gpu_gemm import simulate_gemm
+
+    dev, m, n, k, dtype = "a100-sxm-80gb", 8192, 8192, 8192, "fp16"
+    data = _explain("gemm", "--device", dev, "--m", str(m), "--n", str(n), "--k", str(k),
+                    "--dtype", dtype)  # fmt: skip
+    top = _check_common(data, "compute")
+    assert top["lever"] in ("compute", "dtype")
+    base = simulate_gemm(load_device(dev), m, n, k, dtype)
+    assert data["time_s"] == pytest.approx(base.time_s, rel=SAME)
+    for w in data["whatifs"]:
+        ch = w["change"]
+        d = apply_overrides(load_device(dev), ch["spec"])
+        p = {"m": m, "n": n, "k": k, "dtype": dtype, **ch["params"]}
+        prof = apply_overrides(gemm_profile(d)[0], ch["profile"]) if ch["profile"] else None
+        fresh = simulate_gemm(d, p["m"], p["n"], p["k"], p["dtype"], profile=prof)
+        assert w["time_s"] == pytest.approx(fresh.time_s, rel=SAME), w["key"]
+
+
+def test_hbm_bound_decode() -> None:
+    pytest.importorskip("hwsim.serve.step", reason="the what-if engine has not landed")
+    from hwsim.plan.model_step import StepSpec
+    from hwsim.serve.layout import Layout
+    from hwsim.serve.step import simulate_step
+    from hwsim.sim.mapper import mapper_for
+    from hwsim.spec.model import load_model_config
+
+    model, dev = "llama-3.1-8b", "h100-sxm"
+    data = _explain("decode", "--model", model, "--device", dev, "--batch", "1",
+                    "--context", "4096")  # fmt: skip
+    top = _check_common(data, "hbm")
+    assert top["lever"] in ("bandwidth", "dtype", "layout")
+    cfg = load_model_config(model)
+    for w in [None, *data["whatifs"]]:
+        ch = w["change"] if w else {"spec": {}, "params": {}}
+        p = {"batch": 1, "context": 4096, "dtype": "bf16", "kv_dtype": "bf16", "tp": 1,
+             **ch["params"]}  # fmt: skip
+        d = apply_overrides(load_device(dev), ch["spec"])
+        spec = StepSpec(phase="decode", batch=p["batch"], context=p["context"],
+                        dtype=p["dtype"], kv_dtype=p["kv_dtype"])  # fmt: skip
+        fresh = simulate_step(cfg, mapper_for(d), Layout(tp=p["tp"]), spec)
+        quoted = w["time_s"] if w else data["time_s"]
+        assert quoted == pytest.approx(fresh.step_time_s, rel=SAME), w and w["key"]
+
+
+def test_network_bound_alltoall() -> None:
+    from hwsim.plan.moe import synthetic_dispatch_plan
+    from hwsim.sim.alltoall import simulate_alltoall
+    from hwsim.sim.topology import build_topology
+    from hwsim.spec.cluster import load_cluster
+
+    cluster, ep, tokens = "h800-deepseek", 32, 1024
+    data = _explain("moe", "--cluster", cluster, "--ep", str(ep), "--tokens", str(tokens))
+    top = _check_common(data, "rdma")
+    assert top["lever"] in ("layout", "bandwidth", "dtype")
+    for w in [None, *data["whatifs"]]:
+        ch = w["change"] if w else {"spec": {}, "params": {}}
+        p = {"ep": ep, "topk_groups": 4, "dtype": "fp8", **ch["params"]}
+        c = apply_overrides(load_cluster(cluster), ch["spec"])
+        plan, _, _ = synthetic_dispatch_plan(
+            p["ep"], tokens, 7168, 256, 8, p["topk_groups"], "deepep", 8, 0, 0,
+            dispatch_dtype=p["dtype"],
+        )  # fmt: skip
+        topo = build_topology(c, max(1, p["ep"] // 8))
+        fresh = simulate_alltoall(topo, plan, "normal", "dispatch", dtype=p["dtype"])
+        quoted = w["time_s"] if w else data["time_s"]
+        assert quoted == pytest.approx(fresh.time_s, rel=SAME), w and w["key"]
+
+
+def test_from_json_and_html(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["gemm", "--device", "h100-sxm", "--m", "16", "--n", "4096",
+                              "--k", "4096", "--dtype", "bf16", "--json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    saved = tmp_path / "gemm.json"
+    saved.write_text(res.stdout)
+    html = tmp_path / "explain.html"
+    out = runner.invoke(app, ["explain", "--from", str(saved), "--html", str(html), "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    assert data["params"] == {"device": "h100-sxm", "m": 16, "n": 4096, "k": 4096,
+                              "dtype": "bf16"}  # fmt: skip
+    page = html.read_text()
+    for title in ("roofline point", "Time by resource", "Bytes per memory level"):
+        assert title in page
+    # explain's own JSON explains again, to the same numbers
+    again = tmp_path / "explain.json"
+    again.write_text(out.stdout)
+    twice = runner.invoke(app, ["explain", "--from", str(again), "--json"])
+    assert json.loads(twice.stdout)["time_s"] == data["time_s"]
+
+
+def test_rich_output_and_bad_input(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["explain", "gemm", "--device", "h100-sxm", "--m", "512",
+                              "--n", "512", "--k", "512"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "re-simulated" in res.output and "What-ifs" in res.output
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"hello": 1}))
+    from hwsim.cli import guard
+
+    assert guard.run(app, ["explain", "--from", str(bad)]) == 2
+    assert guard.run(app, ["explain", "gemm", "--device", "nope", "--m", "1", "--n", "1",
+                           "--k", "1"]) == 2  # fmt: skip
