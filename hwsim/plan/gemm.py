@@ -36,6 +36,7 @@ from pydantic import Field
 from hwsim.plan.gpu_view import GpuView, gpu_view
 from hwsim.spec.device import DTYPE_BYTES, DTYPES, Device
 from hwsim.spec.errors import SpecError
+from hwsim.spec.fit import require_fits
 from hwsim.spec.profiles import load_profile, profile_key_used
 from hwsim.spec.quantity import Bytes, Count, Latency, Strict
 
@@ -376,6 +377,17 @@ def plan_gemm(
         )
     prof = profile if profile is not None else gemm_profile(device)[0]
     m, n, k = int(m), int(n), int(k)
+    in_b0, out_b0 = DTYPE_BYTES[dtype], DTYPE_BYTES[OUT_DTYPE[dtype]]
+    # refuse before building per-CTA arrays: a GEMM whose operands exceed the device memory
+    # has no meaningful time (and ~1e9 CTAs would exhaust host memory)
+    mem = device.main_memory
+    require_fits(
+        "GEMM operands A, B and C",
+        (m * k + k * n) * in_b0 + m * n * out_b0,
+        device.level_capacity_bytes(mem.name),
+        f"{device.name} {mem.name.upper()}",
+        hint="split the GEMM over more devices",
+    )
     gv = gpu_view(device, prof.register_file.value)
     in_b = int(DTYPE_BYTES[dtype])
     out_dtype = OUT_DTYPE[dtype]

@@ -29,6 +29,7 @@ from pydantic import Field
 from hwsim.plan.gpu_view import GpuView, gpu_view
 from hwsim.spec.device import DTYPE_BYTES, DTYPES, Device
 from hwsim.spec.errors import SpecError
+from hwsim.spec.fit import require_fits
 from hwsim.spec.profiles import load_profile, profile_key_used
 from hwsim.spec.quantity import Bytes, Count, Latency, Strict
 
@@ -188,6 +189,14 @@ def plan_stream(
     gv = gpu_view(device, _RF_UNUSED)
     b = DTYPE_BYTES[dtype]
     elements = m * nn
+    mem = device.main_memory
+    require_fits(
+        f"{op} input and output",
+        elements * b * (spec.inputs + spec.outputs),
+        device.level_capacity_bytes(mem.name),
+        f"{device.name} {mem.name.upper()}",
+        hint="split the tensor over more devices",
+    )
     if spec.row:
         limit = row_on_chip_bytes
         if limit is None:

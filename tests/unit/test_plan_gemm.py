@@ -122,6 +122,11 @@ def test_bad_inputs_raise_spec_error() -> None:
         plan_gemm(A100, 10, 10, 10, "fp64")
     with pytest.raises(SpecError, match="tile 96x96"):
         plan_gemm(A100, 10, 10, 10, tile=(96, 96))
+    # refused before any per-CTA array is built: 2 x 10^14 B of fp16 operands on an 80 GB GPU
+    with pytest.raises(SpecError, match="does not fit"):
+        plan_gemm(A100, 10_000_000, 10_000_000, 10_000_000)
+    with pytest.raises(SpecError, match="does not fit"):
+        plan_stream(A100, "gelu", 2**34, None, "fp16")
 
 
 def test_streaming_plan_by_hand() -> None:
