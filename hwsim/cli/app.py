@@ -12,6 +12,7 @@ from hwsim.cli import devices, guard
 from hwsim.cli import explain as explain_cli
 from hwsim.cli import gemm as gemm_cli
 from hwsim.cli import roofline as roofline_cli
+from hwsim.cli import serve as serve_cli
 from hwsim.cli import sweep as sweep_cli
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ roofline_cli.register(app)
 sweep_cli.register(app)
 gemm_cli.register(app)
 explain_cli.register(app)
+serve_cli.register(app)
 
 
 def main() -> None:

@@ -7,15 +7,20 @@ NICs), with the one-hop latency of each. Times (seconds) for ``n`` ranks and ``S
 rank, bandwidth ``B`` and latency ``α`` of the scope (Thakur, Rabenseifner & Gropp, "Optimization
 of collective communication operations in MPICH", IJHPCA 2005; ring algorithms as in NCCL)::
 
-    all-reduce      2 (n-1)/n · S / B + 2 (n-1) α        (ring: reduce-scatter + all-gather)
-    all-gather      (n-1)/n · S / B + (n-1) α
-    reduce-scatter  (n-1)/n · S / B + (n-1) α
+    all-reduce      2 (n-1)/n · S / B + min(2 (n-1), 2 ⌈log2 n⌉) α
+    all-gather      (n-1)/n · S / B + min(n-1, ⌈log2 n⌉) α
+    reduce-scatter  (n-1)/n · S / B + min(n-1, ⌈log2 n⌉) α
     all-to-all      (n-1)/n · S / B + α                  (all pairs at once, one hop)
     p2p             S / B + α
+
+The latency term takes the better of a ring (``n - 1`` steps) and a tree or recursive doubling
+(``⌈log2 n⌉`` steps), as NCCL switches to trees for small messages; the bandwidth term is the
+ring's, which is optimal.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -120,10 +125,11 @@ def collective_time(op: Collective, fabric: Fabric) -> OpTiming:
     lat = fabric.inter_latency_s if inter else fabric.intra_latency_s
     kind = fabric.inter_kind if inter else fabric.intra_kind
     frac = (n - 1) / n
+    log_n = math.ceil(math.log2(n))
     if op.kind == "all-reduce":
-        wire, steps = 2 * frac * s, 2 * (n - 1)
+        wire, steps = 2 * frac * s, 2 * min(n - 1, log_n)
     elif op.kind in ("all-gather", "reduce-scatter"):
-        wire, steps = frac * s, n - 1
+        wire, steps = frac * s, min(n - 1, log_n)
     elif op.kind == "all-to-all":
         wire, steps = frac * s, 1
     else:

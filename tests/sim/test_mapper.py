@@ -94,9 +94,13 @@ def test_moe_touches_only_routed_experts() -> None:
 
 def test_alpha_beta_collectives() -> None:
     f = Fabric(100e9, 1e-6, 50e9, 2e-6, 8)
-    # ring all-reduce of 8 MB over 8: 2*(7/8)*8e6/100e9 + 14 us = 140 us + 14 us
+    # all-reduce of 8 MB over 8: ring bytes 2*(7/8)*8e6/100e9 = 140 us; latency the tree's
+    # 2*log2(8) = 6 steps of 1 us (fewer than the ring's 14)
     t = collective_time(Collective("all-reduce", 8e6, 8), f)
-    assert t.time_s == pytest.approx(140e-6 + 14e-6, rel=1e-12)
+    assert t.time_s == pytest.approx(140e-6 + 6e-6, rel=1e-12)
+    # 3 ranks: ring 2*2 = 4 steps, tree 2*2 = 4 steps
+    t = collective_time(Collective("all-reduce", 0.0 + 3e6, 3), f)
+    assert t.time_s == pytest.approx(2 * 2 / 3 * 3e6 / 100e9 + 4e-6, rel=1e-12)
     t = collective_time(Collective("all-to-all", 8e6, 8, "inter"), f)
     assert t.time_s == pytest.approx(7 / 8 * 8e6 / 50e9 + 2e-6, rel=1e-12)
     assert collective_time(Collective("p2p", 0, 2), f).time_s == 0

@@ -1,0 +1,370 @@
+"""``hwsim decode``, ``prefill``, ``size``, ``compare`` and ``whatif``: whole-model serving steps
+on devices and clusters (the what-if engine, :mod:`hwsim.serve`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from hwsim.cli.common import console, print_json
+from hwsim.serve.api import make_target, serve_step
+from hwsim.serve.capacity import min_devices
+from hwsim.serve.compare import compare
+from hwsim.serve.size import SizedCluster, size_cluster
+from hwsim.serve.step import StepResult
+from hwsim.serve.whatif import whatif
+from hwsim.spec.device import DTYPES
+from hwsim.spec.errors import SpecError
+from hwsim.spec.fit import human_bytes
+from hwsim.spec.model import load_model_config
+
+Model = Annotated[str, typer.Option(help="model name (workloads/models) or HF config.json")]
+Device = Annotated[str, typer.Option(help="device name (devices/*.yaml) or YAML path")]
+Devices = Annotated[str, typer.Option(help="device count, or 'auto' (fewest that hold it)")]
+Batch = Annotated[int, typer.Option(help="concurrent sequences in the whole deployment")]
+Context = Annotated[int, typer.Option(help="decode: tokens in the KV cache; prefill: prompt")]
+DType = Annotated[str, typer.Option(help="weights and GEMMs: bf16 | fp8 (also fp16, int8)")]
+KvDType = Annotated[str, typer.Option("--kv-dtype", help="KV-cache dtype")]
+LayoutOpt = Annotated[str | None, typer.Option(help="parallel layout, e.g. tp=8,ep=1,pp=1,dp=1")]
+Mtp = Annotated[int, typer.Option(help="MTP/speculative draft tokens per step (decode)")]
+MtpAcc = Annotated[float, typer.Option("--mtp-acceptance", help="draft acceptance rate")]
+Overlap = Annotated[str, typer.Option(help="auto | none | dual (dual micro-batch overlap)")]
+Json = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+Ops = Annotated[bool, typer.Option("--ops", help="include every op's timing")]
+
+
+def _dtype(d: str) -> str:
+    if d not in DTYPES:
+        raise SpecError(f"--dtype {d!r}: expected one of {', '.join(DTYPES)}")
+    return d
+
+
+def _fmt_s(t: float) -> str:
+    return f"{t * 1e3:.3f} ms" if t < 1 else f"{t:.3f} s"
+
+
+def _print_step(r: StepResult) -> None:
+    t = Table(title=f"{r.phase}: {r.model} on {r.devices} × {r.device} ({r.layout})")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    rows: list[tuple[str, str]] = [
+        ("batch × context", f"{r.batch} × {r.context}"),
+        ("dtype", r.dtype),
+    ]
+    if r.phase == "decode":
+        rows += [
+            ("time per token (per user)", _fmt_s(r.time_per_token_s)),
+            ("tokens/s per user", f"{r.tokens_per_s_per_user:,.1f}"),
+            ("tokens/s total", f"{r.tokens_per_s_total:,.1f}"),
+            ("tokens/s per device", f"{r.tokens_per_s_total / r.devices:,.1f}"),
+            ("accepted tokens per step", f"{r.accepted_tokens_per_step:.3f}"),
+        ]
+    else:
+        rows += [("TTFT", _fmt_s(r.ttft_s)), ("tokens/s", f"{r.tokens_per_s_total:,.0f}")]
+    rows += [
+        ("memory per device", f"{human_bytes(r.memory_per_device_bytes)} of "
+         f"{human_bytes(r.capacity_bytes)} (weights {human_bytes(r.weight_bytes_per_device)}, "
+         f"KV {human_bytes(r.kv_bytes_per_device)})"),
+        ("micro-batches", str(r.micro_batches)),
+        ("communication exposed / hidden",
+         f"{_fmt_s(r.comm_exposed_s)} / {_fmt_s(r.comm_hidden_s)}"),
+        ("bound", r.bound + "  (" + ", ".join(
+            f"{k} {v:.0%}" for k, v in r.bound_shares.items()) + ")"),
+    ]  # fmt: skip
+    for name, text in rows:
+        t.add_row(name, text)
+    console.print(t)
+    b = Table(title="busy time per step, one device")
+    b.add_column("category")
+    b.add_column("time", justify="right")
+    b.add_column("share of step", justify="right")
+    for k, v in r.breakdown_s.items():
+        b.add_row(k, _fmt_s(v), f"{v / r.stage_time_s:.0%}" if r.stage_time_s else "")
+    console.print(b)
+    for n in r.notes:
+        console.print(f"[dim]note: {n}[/]")
+
+
+def _step(phase: str, **kw: Any) -> None:
+    json_out, ops = kw.pop("json_out"), kw.pop("ops")
+    _dtype(kw["dtype"])
+    _dtype(kw["kv_dtype"])
+    r = serve_step(kw.pop("model"), kw.pop("device"), phase, **kw)
+    if json_out:
+        print_json(r.to_dict(ops=ops))
+    else:
+        _print_step(r)
+
+
+def decode_cmd(
+    model: Model,
+    device: Device,
+    devices: Devices = "auto",
+    batch: Batch = 1,
+    context: Context = 2048,
+    dtype: DType = "bf16",
+    kv_dtype: KvDType = "bf16",
+    layout: LayoutOpt = None,
+    mtp: Mtp = 0,
+    mtp_acceptance: MtpAcc = 0.85,
+    overlap: Overlap = "auto",
+    json_out: Json = False,
+    ops: Ops = False,
+) -> None:
+    """One decode step of a whole model on a device or cluster: tokens/s per user and in
+    total, time per token, memory per device, breakdown by layer kind, and the bound.
+
+    Example: hwsim decode --model llama-3.1-70b --device h100-sxm --layout tp=8 --batch 1 --json
+    """
+    _step("decode", **locals())
+
+
+def prefill_cmd(
+    model: Model,
+    device: Device,
+    devices: Devices = "auto",
+    batch: Batch = 1,
+    context: Context = 2048,
+    dtype: DType = "bf16",
+    kv_dtype: KvDType = "bf16",
+    layout: LayoutOpt = None,
+    overlap: Overlap = "auto",
+    json_out: Json = False,
+    ops: Ops = False,
+) -> None:
+    """One prefill step (the prompts of a batch): time to first token and tokens/s.
+
+    Example: hwsim prefill --model deepseek-v3 --device h800 --layout tp=4,dp=8,ep=32 --batch 32
+    """
+    _step("prefill", mtp=0, mtp_acceptance=0.0, **locals())
+
+
+def _cluster_row(c: SizedCluster) -> list[str]:
+    return [
+        str(c.devices),
+        f"{c.instances} × {c.layout}",
+        str(c.batch_per_instance),
+        f"{c.tokens_per_s_per_user:,.1f}",
+        f"{c.tokens_per_s_total:,.0f}",
+        _fmt_s(c.ttft_s),
+        f"{c.power_W / 1e3:,.1f} kW",
+        f"${c.price_usd:,.0f}" if c.price_usd is not None else "-",
+        c.bound,
+    ]
+
+
+def size_cmd(
+    model: Model,
+    device: Device,
+    tokens_per_s_per_user: Annotated[float, typer.Option(help="SLO: output tokens/s per user")],
+    total_tokens_per_s: Annotated[float, typer.Option(help="SLO: output tokens/s in total")],
+    context: Context = 4096,
+    max_ttft: Annotated[float | None, typer.Option(help="SLO: max time to first token, s")] = None,
+    dtype: DType = "bf16",
+    kv_dtype: KvDType = "bf16",
+    mtp: Mtp = 0,
+    mtp_acceptance: MtpAcc = 0.85,
+    max_devices_per_instance: Annotated[int, typer.Option(help="largest model replica")] = 512,
+    json_out: Json = False,
+) -> None:
+    """Cheapest clusters of one device type that meet a serving SLO (per-user speed, total
+    throughput, TTFT): by devices, by power and by $ where prices are known.
+
+    Example: hwsim size --model deepseek-v3 --device h200 --tokens-per-s-per-user 50
+    --total-tokens-per-s 100000 --max-ttft 1.0
+    """
+    ans = size_cluster(
+        model, device, tokens_per_s_per_user=tokens_per_s_per_user,
+        total_tokens_per_s=total_tokens_per_s, context=context, max_ttft_s=max_ttft,
+        dtype=_dtype(dtype), kv_dtype=_dtype(kv_dtype), mtp=mtp, mtp_acceptance=mtp_acceptance,
+        max_devices_per_instance=max_devices_per_instance,
+    )  # fmt: skip
+    if json_out:
+        print_json(ans.to_dict())
+        return
+    if not ans.candidates:
+        raise SpecError(
+            f"no cluster of {device} up to {max_devices_per_instance} devices per replica meets "
+            f"{tokens_per_s_per_user} tokens/s per user for {ans.model}"
+        )
+    cols = ["pick", "devices", "instances × layout", "batch/inst", "tok/s/user", "tok/s total",
+            "TTFT", "power", "price", "bound"]  # fmt: skip
+    t = Table(title=f"{ans.model} on {device}: clusters meeting the SLO (best first)")
+    for c in cols:
+        left = ("pick", "instances × layout", "bound")
+        t.add_column(c, justify="left" if c in left else "right")
+    best = [("fewest devices", ans.by_devices), ("least power", ans.by_power),
+            ("lowest price", ans.by_price)]  # fmt: skip
+    for label, pick in best:
+        if pick is not None:
+            t.add_row(label, *_cluster_row(pick))
+    t.add_section()
+    for cand in ans.candidates[:10]:
+        t.add_row("", *_cluster_row(cand))
+    console.print(t)
+    console.print(f"[dim]{ans.evaluated} steps simulated[/]")
+    for n in ans.notes:
+        console.print(f"[dim]note: {n}[/]")
+
+
+def compare_cmd(
+    model: Model,
+    devices: Annotated[str, typer.Option(help="comma-separated device names")],
+    batch: Annotated[str, typer.Option(help="comma-separated batch sizes")] = "1,64",
+    context: Context = 2048,
+    phase: Annotated[str, typer.Option(help="decode | prefill")] = "decode",
+    dtype: DType = "bf16",
+    count: Annotated[str, typer.Option(help="devices each: node | auto | N")] = "node",
+    html: Annotated[Path | None, typer.Option(help="write plotly charts here")] = None,
+    json_out: Json = False,
+) -> None:
+    """The same model on several device types side by side: tokens/s per user vs total
+    (Pareto), cost and the bound; charts with --html.
+
+    Example: hwsim compare --model llama-3.1-70b --devices h200,mi300x,groq-lpu --batch 1,64
+    """
+    try:
+        batches = [int(b) for b in batch.split(",") if b.strip()]
+    except ValueError:
+        raise SpecError(f"--batch {batch!r}: expected integers like 1,64") from None
+    n: int | str = int(count) if count.isdigit() else count
+    cmp = compare(
+        model, [d.strip() for d in devices.split(",") if d.strip()], batches, phase=phase,
+        context=context, dtype=_dtype(dtype), count=n,
+    )  # fmt: skip
+    data = cmp.to_dict()
+    if html is not None:
+        from hwsim.report.page import Section, write_page
+        from hwsim.report.serve_figures import compare_sections
+
+        sections: list[Section] = compare_sections(cmp)
+        write_page(html, f"hwsim compare: {cmp.model}", "Devices side by side.", sections)
+        data["html"] = str(html)
+    if json_out:
+        print_json(data)
+        return
+    t = Table(title=f"{cmp.model} {phase}, context {context}, {dtype}")
+    cols = ["device", "batch", "devices", "layout", "tok/s/user", "tok/s total", "tok/s/device",
+            "tok/J", "$ / (tok/s)", "bound", "Pareto"]  # fmt: skip
+    for c in cols:
+        t.add_column(c, justify="left" if c in ("device", "layout", "bound") else "right")
+    rows: list[dict[str, Any]] = data["rows"]  # type: ignore[assignment]
+    for row in rows:
+        if "error" in row:
+            t.add_row(row["device"], str(row["batch"]), "-", row["error"][:60], *[""] * 7)
+            continue
+        usd = row.get("usd_per_million_tokens_per_s")
+        t.add_row(
+            row["device"], str(row["batch"]), str(row["devices"]), row["layout"],
+            f"{row['tokens_per_s_per_user']:,.1f}", f"{row['tokens_per_s_total']:,.0f}",
+            f"{row['tokens_per_s_per_device']:,.1f}", f"{row['tokens_per_joule']:.3f}",
+            f"{usd / 1e6:,.0f}" if usd is not None else "-", row["bound"],
+            "●" if row["pareto"] else "",
+        )  # fmt: skip
+    console.print(t)
+    if html is not None:
+        console.print(f"wrote {html}")
+
+
+def _sub_args(args: list[str]) -> tuple[str, dict[str, Any]]:
+    """Parse ``decode|prefill --model ... --batch ...`` after ``--``."""
+    if not args or args[0] not in ("decode", "prefill"):
+        raise SpecError("after '--' give the step to compare: decode ... or prefill ...")
+    p = argparse.ArgumentParser(prog=f"hwsim whatif ... -- {args[0]}", add_help=False)
+    p.add_argument("--model", required=True)
+    p.add_argument("--device")
+    p.add_argument("--devices", default="auto")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--context", type=int, default=2048)
+    p.add_argument("--dtype", default="bf16")
+    p.add_argument("--kv-dtype", dest="kv_dtype", default="bf16")
+    p.add_argument("--layout")
+    p.add_argument("--mtp", type=int, default=0)
+    p.add_argument("--mtp-acceptance", dest="mtp_acceptance", type=float, default=0.85)
+    p.add_argument("--overlap", default="auto")
+    try:
+        ns, rest = p.parse_known_args(args[1:])
+    except SystemExit:
+        raise SpecError(f"cannot parse the step options: {' '.join(args[1:])}") from None
+    if rest:
+        raise SpecError(f"unknown step options: {' '.join(rest)}")
+    kw = vars(ns)
+    kw.pop("device", None)
+    n = kw["devices"]
+    kw["devices"] = int(n) if str(n).isdigit() else n
+    return args[0], kw
+
+
+def whatif_cmd(
+    device: Device,
+    step: Annotated[list[str], typer.Argument(help="-- decode|prefill and its options")],
+    set_: Annotated[
+        list[str], typer.Option("--set", help="PATH=VALUE spec change, repeatable (x2, +20%)")
+    ],
+    json_out: Json = False,
+) -> None:
+    """Change device spec fields on the fly and compare a decode or prefill step with the
+    baseline (same layout).
+
+    Example: hwsim whatif --device h100-sxm --set hbm.bandwidth=x2 -- decode --model llama-3.1-70b
+    """
+    phase, kw = _sub_args(step)
+    w = whatif(device, set_, phase, **kw)
+    if json_out:
+        print_json(w.to_dict())
+        return
+    t = Table(title=f"what if {device}: {', '.join(set_)} ({phase}, {w.baseline.layout})")
+    for c in ("metric", "baseline", "what-if", "change"):
+        t.add_column(c, justify="left" if c == "metric" else "right")
+    for name, d in w.deltas().items():
+        good = (d["change"] < 0) == d["lower_is_better"]
+        colour = "green" if good and d["change"] else ("red" if d["change"] else "white")
+        fmt = _fmt_s if name.endswith("_s") else (
+            human_bytes if name.endswith("bytes") else (lambda v: f"{v:,.1f}"))  # fmt: skip
+        t.add_row(name, fmt(d["baseline"]), fmt(d["whatif"]), f"[{colour}]{d['change']:+.1%}[/]")
+    t.add_row("bound", w.baseline.bound, w.modified.bound, "")
+    console.print(t)
+    if not w.modified.fits:
+        console.print("[red]the what-if device no longer holds the model with this layout[/]")
+
+
+def capacity_cmd(
+    model: Model,
+    device: Device,
+    batch: Batch = 1,
+    context: Context = 2048,
+    dtype: DType = "bf16",
+    kv_dtype: KvDType = "bf16",
+    json_out: Json = False,
+) -> None:
+    """The fewest devices that hold a model's weights and KV cache, with the reasoning.
+
+    Example: hwsim capacity --model llama-3.1-70b --device groq-lpu --dtype fp8
+    """
+    tgt = make_target(device)
+    plan = min_devices(
+        load_model_config(model), tgt.mapper, batch=batch, context=context,
+        dtype=_dtype(dtype), kv_dtype=_dtype(kv_dtype), device_name=device,
+    )  # fmt: skip
+    if json_out:
+        print_json(plan.to_dict())
+        return
+    for line in plan.reasoning:
+        console.print(f"• {line}")
+    console.print(
+        f"[bold]{plan.devices} × {device}[/] ({plan.layout}); "
+        f"lower bound {plan.lower_bound_devices}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("decode")(decode_cmd)
+    app.command("prefill")(prefill_cmd)
+    app.command("size")(size_cmd)
+    app.command("compare")(compare_cmd)
+    app.command("whatif")(whatif_cmd)
+    app.command("capacity")(capacity_cmd)

@@ -1,0 +1,105 @@
+"""What-if: change spec fields of a device on the fly and compare a served step with the baseline.
+
+``hwsim whatif --device h100-sxm --set memory.hbm.bandwidth=x2 -- decode --model llama-3.1-70b``
+applies the overrides with :func:`hwsim.spec.overrides.apply_overrides` (the same mechanism the
+sweeps use: units, multipliers ``x2``, percentages ``+20%``, every new value validated and cited
+as an override), simulates the same step on the baseline and the modified device with the same
+layout, and reports both with the relative change of every metric.
+
+The layout is resolved once on the baseline (capacity planning), so that a what-if changes the
+hardware and nothing else; a change that makes the model no longer fit is reported, not hidden.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hwsim.serve.api import make_target, serve_step
+from hwsim.serve.step import StepResult
+from hwsim.spec.errors import SpecError
+from hwsim.spec.load import load_device
+from hwsim.spec.model import load_model_config
+
+#: Metrics compared, with the direction that is better.
+METRICS: tuple[tuple[str, str], ...] = (
+    ("time_per_token_s", "lower"),
+    ("tokens_per_s_per_user", "higher"),
+    ("tokens_per_s_total", "higher"),
+    ("ttft_s", "lower"),
+    ("memory_per_device_bytes", "lower"),
+    ("comm_exposed_s", "lower"),
+)
+
+
+@dataclass(frozen=True)
+class WhatIf:
+    """Baseline and modified runs of one step, and what changed."""
+
+    device: str
+    overrides: tuple[str, ...]
+    changed: dict[str, dict[str, float]]  #: path → {"before": SI, "after": SI}
+    baseline: StepResult
+    modified: StepResult
+
+    def deltas(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for name, better in METRICS:
+            a, b = getattr(self.baseline, name), getattr(self.modified, name)
+            rel = (b - a) / a if a else (0.0 if b == a else math.inf)
+            out[name] = {
+                "baseline": a,
+                "whatif": b,
+                "change": rel,
+                "lower_is_better": better == "lower",
+            }
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "overrides": list(self.overrides),
+            "changed": self.changed,
+            "deltas": self.deltas(),
+            "bound": {"baseline": self.baseline.bound, "whatif": self.modified.bound},
+            "breakdown": {
+                "baseline": self.baseline.breakdown_s,
+                "whatif": self.modified.breakdown_s,
+            },
+            "baseline": self.baseline.to_dict(),
+            "whatif": self.modified.to_dict(),
+        }
+
+
+def whatif(
+    device: str,
+    overrides: Sequence[str],
+    phase: str = "decode",
+    **step_args: Any,
+) -> WhatIf:
+    """Simulate ``phase`` with ``step_args`` (as :func:`hwsim.serve.api.serve_step`) on
+    ``device`` and on ``device`` with ``overrides`` (``"path=value"`` strings)."""
+    try:
+        from hwsim.spec.overrides import apply_overrides, resolve_overrides
+    except ImportError as err:  # pragma: no cover - the overrides module is part of spec
+        raise SpecError(f"spec overrides are not available: {err}") from None
+    if not overrides:
+        raise SpecError("give at least one --set PATH=VALUE", key="set")
+    base_dev = load_device(device)
+    new_dev = apply_overrides(base_dev, list(overrides))
+    changed = {
+        r.path: {"before": math.nan if r.old_value is None else r.old_value, "after": r.new_value}
+        for r, _ in resolve_overrides(base_dev, list(overrides))
+    }
+    base_t = make_target(base_dev, key=device)
+    new_t = make_target(new_dev, cluster=base_t.cluster, key=f"{device} (what-if)")
+    model = step_args.pop("model")
+    cfg = load_model_config(model) if isinstance(model, str) else model
+    step_args.pop("strict", None)
+    baseline = serve_step(cfg, base_t, phase, **step_args)
+    step_args["layout"] = baseline.layout
+    step_args.pop("devices", None)
+    modified = serve_step(cfg, new_t, phase, strict=False, **step_args)
+    return WhatIf(device, tuple(overrides), changed, baseline, modified)
