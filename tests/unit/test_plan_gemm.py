@@ -126,7 +126,7 @@ def test_bad_inputs_raise_spec_error() -> None:
     with pytest.raises(SpecError, match="does not fit"):
         plan_gemm(A100, 10_000_000, 10_000_000, 10_000_000)
     with pytest.raises(SpecError, match="does not fit"):
-        plan_stream(A100, "gelu", 2**34, None, "fp16")
+        plan_stream(A100, "gelu", 2**34, 4, "fp16")  # 2^36 elements, 275 GB
 
 
 def test_streaming_plan_by_hand() -> None:
