@@ -224,14 +224,36 @@ def class_rates_vectorized(
         return []
     lens = np.fromiter((len(c[0]) for c in classes), np.int64, n)
     total = int(lens.sum())
-    cls_of = np.repeat(np.arange(n), lens)
-    link_of = np.fromiter((li for c in classes for li in c[0]), np.int64, total)
-    w = np.fromiter((x for c in classes for x in c[1]), float, total)
+    rates = max_min_incidence(
+        np.repeat(np.arange(n), lens),
+        np.fromiter((li for c in classes for li in c[0]), np.int64, total),
+        np.fromiter((x for c in classes for x in c[1]), float, total),
+        np.asarray(capacity_Bps, dtype=float),
+        np.fromiter((c[2] for c in classes), float, n),
+    )
+    out: list[float] = rates.tolist()
+    return out
+
+
+def max_min_incidence(
+    cls_of: np.ndarray,
+    link_of: np.ndarray,
+    w: np.ndarray,
+    capacity_Bps: np.ndarray,
+    cap_Bps: np.ndarray,
+    active: np.ndarray | None = None,
+) -> np.ndarray:
+    """Weighted max-min fair rates from incidence arrays: incidence ``i`` says class
+    ``cls_of[i]`` loads link ``link_of[i]`` with ``w[i]`` per unit of its rate; ``cap_Bps[c]``
+    caps class ``c`` alone. Classes with ``active`` False get rate 0 and load nothing.
+    Callers that keep the arrays between solves (an all-to-all's fixed set of transfers) pay
+    only the numpy passes, one per bottleneck level."""
+    n = len(cap_Bps)
     cap0 = np.asarray(capacity_Bps, dtype=float)
     remaining = cap0.copy()
-    own = np.fromiter((c[2] for c in classes), float, n)
+    own = np.asarray(cap_Bps, dtype=float)
     rates = np.zeros(n)
-    active = np.ones(n, dtype=bool)
+    active = np.ones(n, dtype=bool) if active is None else active.copy()
     level = 0.0
     while active.any():
         inc = active[cls_of]
@@ -256,8 +278,7 @@ def class_rates_vectorized(
             break
         rates[hit] = level
         active &= ~hit
-    out: list[float] = rates.tolist()
-    return out
+    return rates
 
 
 class Engine:
