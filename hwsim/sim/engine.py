@@ -79,10 +79,12 @@ class _FlowClass:
         self.wsum = [0.0] * len(links)  #: Σ weights of the active flows, per link
         self.virtual_bytes = 0.0  #: progress (bytes) of a flow active since the class began
         self.rate_Bps = 0.0
-        self.heap: list[tuple[float, int, Flow]] = []
+        #: (finish level, sequence, flow) - or a milestone event of a flow, which fires when
+        #: the class reaches its level but moves no bytes of its own
+        self.heap: list[tuple[float, int, Flow | simpy.Event]] = []
 
 
-@dataclass
+@dataclass(slots=True)
 class Flow:
     """An active transfer: ``size_bytes`` of progress, loading link ``links[i]`` with
     ``weights[i]`` bytes per byte of progress."""
@@ -94,6 +96,9 @@ class Flow:
     label: str = ""
     start_s: float = 0.0
     finish_level: float = 0.0  #: the class's virtual bytes at which this flow is done
+    milestone_bytes: float = -1.0  #: fire ``milestone`` once this much has arrived (if ≥ 0)
+    milestone: simpy.Event | None = None
+    count: int = 1  #: identical flows this one stands for (a cohort of lockstep CTAs)
 
 
 @dataclass
@@ -284,21 +289,25 @@ def max_min_incidence(
 class Engine:
     """simpy environment with fluid links. One engine per simulated run (deterministic)."""
 
-    def __init__(self, trace: bool = False) -> None:
+    def __init__(self, trace: bool = False, log_rates: bool | None = None) -> None:
+        """``trace`` records one span per flow and link; ``log_rates`` (default: ``trace``)
+        records the carried rate of every link after each update (traffic over time)."""
         self.env = CountingEnvironment()
         self.links: list[Link] = []
         self._classes: dict[tuple[tuple[int, ...], float], _FlowClass] = {}
         self._active: list[_FlowClass] = []
         self._seq = itertools.count()
         self._last_update_s = 0.0
-        self._generation = 0
-        self._update_pending = False
+        self._wake_ev: simpy.Event | None = None  #: the one live wake-up timeout
+        self._wake_at = np.inf
         self.tracing = trace
+        self.logging_rates = trace if log_rates is None else log_rates
         self.trace: list[TraceEvent] = []
         #: (time_s, per-link carried rate in B/s) after every rate update, when tracing
         self.rate_log: list[tuple[float, tuple[float, ...]]] = []
         self.rate_recomputations = 0
         self.flows_started = 0
+        self._last_milestone: simpy.Event = self.env.event()
 
     # ---- construction ----------------------------------------------------------------------
     def link(self, name: str, bandwidth_Bps: float, latency_s: float = 0.0, kind: str = "") -> Link:
@@ -329,6 +338,7 @@ class Engine:
         max_rate_Bps: float = np.inf,
         label: str = "",
         weights: Sequence[float] | None = None,
+        _milestone: float = -1.0,
     ) -> simpy.Event:
         """Move ``nbytes`` over ``path``: wait the latency (sum of the links' latencies unless
         given), then flow at the max-min fair share. Returns an event that fires on arrival.
@@ -343,7 +353,6 @@ class Engine:
             ws = [float(w) for w in weights]
             if len(ws) != len(links) or min(ws, default=0.0) < 0:
                 raise ValueError(f"transfer: need one weight ≥ 0 per link, got {ws} for {links}")
-        done = self.env.event()
         lat = sum(lk.latency_s for lk in links) if latency_s is None else latency_s
         # merge repeated links, drop unused ones; sort so the class key is canonical
         merged: dict[int, float] = {}
@@ -351,16 +360,75 @@ class Engine:
             if w > 0:
                 merged[lk.index] = merged.get(lk.index, 0.0) + w
         idx = tuple(sorted(merged))
-        flow = Flow(idx, tuple(merged[i] for i in idx), float(nbytes), done, label)
-        if lat > 0:
-            self.env.timeout(lat).callbacks.append(lambda _: self._start(flow, float(max_rate_Bps)))
+        return self.send(
+            idx,
+            tuple(merged[i] for i in idx),
+            float(nbytes),
+            lat,
+            float(max_rate_Bps),
+            _milestone,
+            label,
+        )[1]
+
+    def send(
+        self,
+        links: tuple[int, ...],
+        weights: tuple[float, ...],
+        nbytes: float,
+        latency_s: float = 0.0,
+        max_rate_Bps: float = np.inf,
+        first_bytes: float = -1.0,
+        label: str = "",
+        count: int = 1,
+    ) -> tuple[simpy.Event | None, simpy.Event]:
+        """The fast path under :meth:`transfer` and :meth:`stream` for mappers that issue many
+        flows: ``links`` are sorted link indices, ``weights`` (> 0) align with them, nothing
+        is checked. Returns ``(milestone or None, done)``; the milestone (``first_bytes ≥ 0``)
+        fires once that many bytes have arrived. ``count`` makes the flow stand for that many
+        identical flows (each gets the fair share of one; links carry all of them)."""
+        done = self.env.event()
+        flow = Flow(links, weights, nbytes, done, label)
+        flow.count = count
+        first = None
+        if first_bytes >= 0:
+            flow.milestone_bytes = min(first_bytes, max(nbytes, 0.0))
+            flow.milestone = first = self._last_milestone = self.env.event()
+        if latency_s > 0:
+            self.env.timeout(latency_s).callbacks.append(lambda _: self._start(flow, max_rate_Bps))
         else:
-            self._start(flow, float(max_rate_Bps))
-        return done
+            self._start(flow, max_rate_Bps)
+        return first, done
+
+    def stream(
+        self,
+        path: Link | Iterable[Link],
+        nbytes: float,
+        first_bytes: float,
+        *,
+        latency_s: float | None = None,
+        max_rate_Bps: float = np.inf,
+        label: str = "",
+        weights: Sequence[float] | None = None,
+    ) -> tuple[simpy.Event, simpy.Event]:
+        """Like :meth:`transfer`, plus a milestone: returns ``(first, done)`` where ``first``
+        fires once the first ``first_bytes`` have arrived (a pipeline's first tile) and ``done``
+        when all of them have. Costs no extra rate solve."""
+        done = self.transfer(
+            path,
+            nbytes,
+            latency_s=latency_s,
+            max_rate_Bps=max_rate_Bps,
+            label=label,
+            weights=weights,
+            _milestone=min(max(first_bytes, 0.0), max(nbytes, 0.0)),
+        )
+        return self._last_milestone, done
 
     def _start(self, flow: Flow, cap: float) -> None:
         """A flow's first byte leaves: join its class and ask for a rate update."""
         if flow.size_bytes <= 0:
+            if flow.milestone is not None:
+                flow.milestone.succeed()
             flow.done.succeed()
             return
         self._advance()
@@ -373,16 +441,15 @@ class Engine:
             self._active.append(cls)
         flow.finish_level = cls.virtual_bytes + flow.size_bytes
         heapq.heappush(cls.heap, (flow.finish_level, next(self._seq), flow))
-        cls.n += 1
+        if flow.milestone is not None:
+            level = cls.virtual_bytes + flow.milestone_bytes
+            heapq.heappush(cls.heap, (level, next(self._seq), flow.milestone))
+        cls.n += flow.count
         wsum = cls.wsum
         for i, w in enumerate(flow.weights):
-            wsum[i] += w
+            wsum[i] += w * flow.count
         self.flows_started += 1
-        # many flows often start at one instant (a wave of CTAs): solve the rates once,
-        # after all of them, from a zero-delay update event
-        if not self._update_pending:
-            self._update_pending = True
-            self.env.timeout(0.0).callbacks.append(self._deferred_update)
+        self._solve()
 
     def run(self, until: float | simpy.Event | None = None) -> float:
         """Run to completion (or ``until``); returns the simulated time in seconds."""
@@ -399,11 +466,6 @@ class Engine:
         return sum(c.n for c in self._active)
 
     # ---- the fluid scheduler ---------------------------------------------------------------
-    def _deferred_update(self, _: object) -> None:
-        self._update_pending = False
-        self._advance()
-        self._reschedule()
-
     def _advance(self) -> None:
         """Integrate every active class's rate from the last update to now."""
         dt = self.env.now - self._last_update_s
@@ -418,23 +480,35 @@ class Engine:
             for li, w in zip(cls.links, cls.wsum, strict=True):
                 self.links[li].bytes_moved += w * dv
 
-    def _finish_due(self) -> None:
-        """Complete every flow whose class progress reached its finish level."""
+    def _finish_due(self) -> bool:
+        """Complete every flow whose class progress reached its finish level - or would reach it
+        in less time than the clock can resolve (else ``now + dt == now`` would loop forever).
+        Returns whether a flow (not just a milestone) left, i.e. whether rates must change."""
+        tol_s = 4 * np.spacing(self.env.now) + 1e-18
+        left = False
         for cls in self._active:
             heap = cls.heap
+            slack = _EPS + cls.rate_Bps * tol_s
             while heap and (
-                heap[0][0] - cls.virtual_bytes <= _EPS * heap[0][2].size_bytes
+                heap[0][0] - cls.virtual_bytes <= _EPS * max(heap[0][0], 1.0) + slack
                 or cls.rate_Bps == np.inf
             ):
                 _, _, f = heapq.heappop(heap)
+                if not isinstance(f, Flow):
+                    f.succeed()  # a milestone: no bytes of its own
+                    continue
+                left = True
                 # account the rounding residue (either sign) so bytes are conserved exactly
                 residue = f.finish_level - cls.virtual_bytes
-                cls.n -= 1
+                cls.n -= f.count
                 for i, (li, w) in enumerate(zip(f.links, f.weights, strict=True)):
-                    self.links[li].bytes_moved += w * residue
-                    cls.wsum[i] -= w
+                    self.links[li].bytes_moved += w * f.count * residue
+                    cls.wsum[i] -= w * f.count
                 if cls.n == 0:
-                    cls.wsum = [0.0] * len(cls.links)  # no drift across idle periods
+                    # no drift across idle periods, and small levels keep full precision
+                    cls.wsum = [0.0] * len(cls.links)
+                    if not heap:
+                        cls.virtual_bytes = 0.0
                 if self.tracing:
                     for li, w in zip(f.links, f.weights, strict=True):
                         self.trace.append(
@@ -443,51 +517,72 @@ class Engine:
                                 f.label or "transfer",
                                 f.start_s,
                                 self.env.now,
-                                {"bytes": w * f.size_bytes},
+                                {"bytes": w * f.size_bytes * f.count},
                             )
                         )
                 f.done.succeed()
-        self._active = [c for c in self._active if c.n > 0]
+        if left:
+            self._active = [c for c in self._active if c.n > 0]
+        return left
 
-    def _reschedule(self) -> None:
-        """Finish flows that are done, recompute fair rates, schedule the next completion."""
-        self._finish_due()
-        self._generation += 1
-        if not self._active:
-            for lk in self.links:
-                lk.rate_Bps = 0.0
-            if self.tracing:
-                self.rate_log.append((self.env.now, tuple(0.0 for _ in self.links)))
-            return
-        self.rate_recomputations += 1
-        rates = class_rates(
-            [(c.links, c.wsum, c.cap_Bps) for c in self._active],
-            [lk.bandwidth_Bps for lk in self.links],
-        )
-        for lk in self.links:
+    def _solve(self) -> None:
+        """Recompute the fair rates of all classes (after a flow joined or left)."""
+        links = self.links
+        for lk in links:
             lk.rate_Bps = 0.0
+        if self._active:
+            self.rate_recomputations += 1
+            if len(self._active) == 1:  # the common case: one class, closed form
+                c = self._active[0]
+                r = c.cap_Bps
+                for li, w in zip(c.links, c.wsum, strict=True):
+                    if w > 0:
+                        r = min(r, links[li].bandwidth_Bps / w)
+                rates = [r]
+            else:
+                rates = class_rates(
+                    [(c.links, c.wsum, c.cap_Bps) for c in self._active],
+                    [lk.bandwidth_Bps for lk in links],
+                )
+            for cls, r in zip(self._active, rates, strict=True):
+                cls.rate_Bps = r
+                for li, w in zip(cls.links, cls.wsum, strict=True):
+                    links[li].rate_Bps += w * r
+            for lk in links:
+                if lk.rate_Bps > lk.peak_rate_Bps:
+                    lk.peak_rate_Bps = lk.rate_Bps
+        if self.logging_rates:
+            self.rate_log.append((self.env.now, tuple(lk.rate_Bps for lk in links)))
+        self._schedule_wake()
+
+    def _schedule_wake(self) -> None:
+        """Make sure a wake-up fires at the next completion (flow or milestone). A pending
+        wake-up that fires no later is kept: it will simply look again (no stale events)."""
         dt = np.inf
-        for cls, r in zip(self._active, rates, strict=True):
-            cls.rate_Bps = r
-            for li, w in zip(cls.links, cls.wsum, strict=True):
-                self.links[li].rate_Bps += w * r
-            if r > 0:
+        for cls in self._active:
+            r = cls.rate_Bps
+            if r > 0 and cls.heap:
                 dt = min(dt, (cls.heap[0][0] - cls.virtual_bytes) / r)
-        for lk in self.links:
-            lk.peak_rate_Bps = max(lk.peak_rate_Bps, lk.rate_Bps)
-        if self.tracing:
-            self.rate_log.append((self.env.now, tuple(lk.rate_Bps for lk in self.links)))
         if not np.isfinite(dt):
+            if not self._active:
+                return
             dt = 0.0  # unbounded flows finish now
-        gen = self._generation
+        at = self.env.now + max(dt, 0.0)
+        if self._wake_ev is not None and self._wake_at <= at:
+            return
+        ev = self.env.timeout(max(dt, 0.0))
+        ev.callbacks.append(self._wake)
+        self._wake_ev, self._wake_at = ev, at
 
-        def wake(_: object) -> None:
-            if gen != self._generation:
-                return  # a flow arrived or left since; that update scheduled a fresh wake-up
-            self._advance()
-            self._reschedule()
-
-        self.env.timeout(max(dt, 0.0)).callbacks.append(wake)
+    def _wake(self, ev: simpy.Event) -> None:
+        if ev is not self._wake_ev:
+            return  # superseded by an earlier wake-up
+        self._wake_ev, self._wake_at = None, np.inf
+        self._advance()
+        if self._finish_due():
+            self._solve()
+        else:
+            self._schedule_wake()
 
     # ---- results ---------------------------------------------------------------------------
     def link_stats(self, elapsed_s: float | None = None) -> dict[str, dict[str, float | str]]:

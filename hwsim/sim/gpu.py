@@ -1,0 +1,593 @@
+"""GPU actors on the fluid engine: SMs, their copy engines, the shared L2 and HBM.
+
+Shared by every GPU mapper (attention here, GEMM and elementwise kernels elsewhere). A mapper
+describes one kernel launch as a :class:`CtaLaunch` - arrays over its CTAs (thread blocks): how
+many inner-loop steps each runs, what one step costs on an SM, which bytes it loads before it
+can start, streams per step and stores at the end, and which *reuse group* its streamed bytes
+belong to (e.g. the K/V of one head, read by every Q block of that head). :class:`GpuRun` then
+plays the launches on the device:
+
+* every SM runs ``slots_per_sm`` CTA *slots* (simpy processes), each with the SM's compute split
+  evenly among them; CTAs are assigned round-robin in issue order (``dynamic=False``, a static
+  persistent or a hardware grid schedule) or to whichever slot frees first (``dynamic=True``);
+* all bytes cross the shared L2 link; bytes that miss in L2 also cross the HBM link; each flow
+  is capped by the SM's own port bandwidth (the copy engine / TMA of that SM);
+* L2 reuse: a reuse group's bytes come from HBM for the first CTA that streams them; CTAs of the
+  same group that run while another of its CTAs is running, or while the group is still resident
+  (an LRU of groups over the usable L2 capacity), read them from L2 only.
+
+Two granularities, chosen per run:
+
+* ``detail="cta"`` (default): one flow per CTA carries all its bytes while the SM spends the
+  analytic compute time ``fill + steps·step + drain + overhead``; the CTA ends when both are
+  done. Cost grows with CTAs, never with tiles × steps.
+* ``detail="tile"``: a producer process (the copy engine) loads the first tile, then one tile per
+  step into a ring of ``stages`` buffers; the consumer (the MMA warps) waits for each tile,
+  computes the step and frees the buffer. For teaching and small problems.
+
+Times are seconds, sizes bytes, rates bytes/s.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import simpy
+
+from hwsim.sim.engine import Engine, Link, TraceEvent
+from hwsim.spec.device import Device
+
+Proc = Generator[Any, Any, None]
+
+
+@dataclass
+class GpuFabric:
+    """The links of one GPU inside an engine."""
+
+    device: Device
+    l2: Link  #: the shared on-chip cache every SM load and store crosses
+    hbm: Link  #: main memory
+    sm_port_Bps: float  #: one SM's load/store port (its copy engine's rate cap)
+    n_sms: int
+    l2_capacity_bytes: float
+    clock_Hz: float
+
+    def route(
+        self, hbm_share: float, l2_share: float = 1.0
+    ) -> tuple[tuple[int, ...], tuple[float, ...], float]:
+        """(link indices, weights, latency) of a flow of which the fraction ``l2_share`` of
+        its bytes crosses L2 (less than 1 when a cluster multicasts loads) and ``hbm_share``
+        also crosses HBM - the arguments of ``Engine.send``."""
+        if hbm_share <= 0:
+            return (self.l2.index,), (l2_share,), self.l2.latency_s
+        lat = self.l2.latency_s + self.hbm.latency_s
+        if self.l2.index < self.hbm.index:
+            return (self.l2.index, self.hbm.index), (l2_share, hbm_share), lat
+        return (self.hbm.index, self.l2.index), (hbm_share, l2_share), lat
+
+    @property
+    def hit_path(self) -> list[Link]:
+        return [self.l2]
+
+    @property
+    def miss_path(self) -> list[Link]:
+        return [self.l2, self.hbm]
+
+
+def build_gpu(eng: Engine, device: Device, l2_bandwidth_fraction: float = 1.0) -> GpuFabric:
+    """Add a GPU's shared links to ``eng``. ``l2_bandwidth_fraction`` scales the spec's L2
+    bandwidth to what a kernel's access pattern sustains (a calibrated profile value).
+
+    The shared cache is the largest ``per_chip`` on-chip level (L2; Infinity Cache where larger),
+    main memory is ``device.main_memory``, and the SM port is the bandwidth of the innermost
+    ``per_unit`` level (shared memory / LDS fill rate of one SM or CU).
+    """
+    main = device.main_memory
+    shared = [m for m in device.on_chip_levels if m.scope == "per_chip" and m is not main]
+    per_unit = [m for m in device.memory if m.scope == "per_unit"]
+    if not shared:
+        # no shared cache: a zero-latency pass-through at main-memory speed keeps one code path
+        l2 = eng.link("l2", main.bandwidth_Bps, 0.0, kind="cache")
+        l2_cap = 0.0
+    else:
+        lvl = max(shared, key=lambda m: m.capacity_bytes)
+        bw = lvl.bandwidth_Bps * l2_bandwidth_fraction
+        l2 = eng.link(lvl.name, bw, lvl.latency_s, kind="cache")
+        l2_cap = lvl.capacity_bytes
+    hbm = eng.link(main.name, main.bandwidth_Bps, main.latency_s, kind="memory")
+    port = per_unit[0].bandwidth_Bps if per_unit else np.inf
+    return GpuFabric(
+        device=device,
+        l2=l2,
+        hbm=hbm,
+        sm_port_Bps=port,
+        n_sms=device.compute.units_count,
+        l2_capacity_bytes=l2_cap,
+        clock_Hz=device.compute.clock_Hz,
+    )
+
+
+@dataclass(frozen=True)
+class CtaLaunch:
+    """One kernel launch as arrays over its CTAs (scalars broadcast). Times are for a CTA that
+    has the whole SM; with ``slots_per_sm = k`` each resident CTA runs k times slower."""
+
+    name: str
+    steps: np.ndarray  #: inner-loop steps per CTA
+    step_s: np.ndarray  #: one steady-state step
+    fill_s: np.ndarray  #: compute before the first steady step (pipeline fill)
+    drain_s: np.ndarray  #: compute after the last step (pipeline drain, epilogue)
+    overhead_s: np.ndarray  #: fixed per-CTA cost (scheduler, barriers, setup)
+    first_bytes: np.ndarray  #: loaded from HBM before compute can start (e.g. the Q tile)
+    step_bytes: np.ndarray  #: streamed per step and shared within the reuse group (K/V tile)
+    store_bytes: np.ndarray  #: written to HBM at the end (e.g. the O tile)
+    group: np.ndarray  #: reuse group of the streamed bytes (-1: never reused)
+    group_bytes: np.ndarray  #: footprint of each reuse group (indexed by group id)
+    order: np.ndarray  #: CTA issue order
+    dynamic: bool = False
+    slots_per_sm: int = 1
+    prefetch: bool = True  #: the next CTA's first loads overlap this CTA's drain
+    stages: int = 2  #: step buffers in flight (tile detail)
+    launch_overhead_s: float = 0.0
+    label: Callable[[int], str] | None = None  #: CTA name in traces
+    step_unique_bytes: np.ndarray | float = 0.0  #: per step, never reused (e.g. naive S, P)
+    multicast: int = 1  #: CTAs of a cluster that receive each shared step load from L2 once
+
+    @property
+    def n_ctas(self) -> int:
+        return len(self.order)
+
+
+@dataclass(frozen=True)
+class LaunchResult:
+    name: str
+    start_s: float
+    end_s: float
+    ctas: int
+    reuse_hits: int
+    first_bytes: float
+    streamed_bytes: float
+    store_bytes: float
+    hbm_stream_bytes: float  #: streamed bytes that missed in L2
+
+    @property
+    def time_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+class _L2Reuse:
+    """Which reuse groups are resident in (or streaming through) the shared cache."""
+
+    def __init__(self, capacity_bytes: float) -> None:
+        self.capacity = capacity_bytes
+        self.active: dict[int, int] = {}
+        self.lru: OrderedDict[int, float] = OrderedDict()
+        self.used = 0.0
+
+    def acquire(self, g: int, footprint: float) -> bool:
+        if g < 0:
+            return False
+        hit = self.active.get(g, 0) > 0 or g in self.lru
+        if g in self.lru:
+            self.lru.move_to_end(g)
+        elif footprint <= self.capacity:
+            self.lru[g] = footprint
+            self.used += footprint
+            while self.used > self.capacity and len(self.lru) > 1:
+                _, b = self.lru.popitem(last=False)
+                self.used -= b
+        self.active[g] = self.active.get(g, 0) + 1
+        return hit
+
+    def release(self, g: int) -> None:
+        if g >= 0:
+            self.active[g] -= 1
+
+
+def _as_list(a: np.ndarray | float, n: int, dtype: type = float) -> list[Any]:
+    return np.broadcast_to(np.asarray(a, dtype=dtype), (n,)).tolist()
+
+
+@dataclass
+class _Cta:
+    """Per-CTA values as Python lists (fast scalar access in the simpy processes)."""
+
+    steps: list[int]
+    step: list[float]
+    fill: list[float]
+    drain: list[float]
+    over: list[float]
+    first: list[float]
+    sbytes: list[float]
+    ubytes: list[float]
+    store: list[float]
+    group: list[int]
+    gbytes: list[float]
+
+
+@dataclass
+class _Cohorts:
+    """CTAs grouped into cohorts of ``k`` consecutive CTAs in issue order, played in lockstep on
+    ``k`` SMs (one flow with ``count = k``, the members' mean compute time). ``k = 1`` is
+    exact; larger ``k`` keeps the cost of huge launches bounded (see ``GpuRun.max_cohorts``)."""
+
+    members: list[list[int]]
+    compute: list[float]  #: mean fill + steps·step
+    step: list[float]  #: mean step (the last step after a memory-bound stream)
+    tail: list[float]  #: mean drain + overhead
+    first: list[float]  #: mean bytes until the first tile is in
+
+
+def _cohorts(ln: CtaLaunch, k: int) -> _Cohorts:
+    n = ln.n_ctas
+    order = np.asarray(ln.order, dtype=np.int64)
+    slots = ln.slots_per_sm
+
+    def per(a: np.ndarray | float) -> np.ndarray:
+        return np.broadcast_to(np.asarray(a, dtype=float), (n,))[order]
+
+    steps = per(ln.steps)
+    comp = (per(ln.fill_s) + steps * per(ln.step_s)) * slots
+    tail = (per(ln.drain_s) + per(ln.overhead_s)) * slots
+    first = per(ln.first_bytes) + np.minimum(steps, 1) * (
+        per(ln.step_bytes) + per(ln.step_unique_bytes)
+    )
+    starts = np.arange(0, n, k)
+    cnt = np.diff(np.append(starts, n)).astype(float)
+
+    def mean(a: np.ndarray) -> list[float]:
+        return (np.add.reduceat(a, starts) / cnt).tolist() if n else []
+
+    return _Cohorts(
+        members=[order[a : a + k].tolist() for a in starts],
+        compute=mean(comp),
+        step=mean(per(ln.step_s) * slots),
+        tail=mean(tail),
+        first=mean(first),
+    )
+
+
+def cohort_size(n_ctas: int, n_slots: int, max_cohorts: int) -> int:
+    """Smallest divisor ``k`` of ``n_slots`` with at most ``max_cohorts`` cohorts (1 if
+    ``max_cohorts`` ≤ 0): a divisor, so that a wave of identical CTAs stays a whole number of
+    cohorts and wave quantisation is kept exactly."""
+    if max_cohorts <= 0 or n_ctas <= max_cohorts:
+        return 1
+    for k in range(1, n_slots + 1):
+        if n_slots % k == 0 and -(-n_ctas // k) <= max_cohorts:
+            return k
+    return n_slots
+
+
+@dataclass
+class GpuRun:
+    """Plays kernel launches on a GPU fabric; records spans for the SMs in ``trace_sms``."""
+
+    eng: Engine
+    fabric: GpuFabric
+    l2_usable_fraction: float = 0.5
+    trace_sms: frozenset[int] = frozenset()
+    #: at CTA detail, CTAs are played in lockstep cohorts so that a launch has at most this
+    #: many (0: never group); tile detail never groups
+    max_cohorts: int = 0
+    spans: list[TraceEvent] = field(default_factory=list)
+    results: list[LaunchResult] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.reuse = _L2Reuse(self.fabric.l2_capacity_bytes * self.l2_usable_fraction)
+        self._hits = 0
+        self._hbm_stream = 0.0
+        self._multicast = 1
+
+    # ---- public -----------------------------------------------------------------------------
+    def run(self, launches: list[CtaLaunch], detail: str = "cta") -> float:
+        """Run the launches back to back (one stream); returns the simulated end time."""
+        if detail not in ("cta", "tile"):
+            raise ValueError(f"detail must be 'cta' or 'tile', got {detail!r}")
+        self.eng.env.process(self._stream(launches, detail))
+        return self.eng.run()
+
+    # ---- kernel level -----------------------------------------------------------------------
+    def _stream(self, launches: list[CtaLaunch], detail: str) -> Proc:
+        env = self.eng.env
+        for ln in launches:
+            start = env.now
+            self._hits, self._hbm_stream = 0, 0.0
+            self._multicast = max(int(ln.multicast), 1)
+            yield self.eng.delay(ln.launch_overhead_s)
+            n = ln.n_ctas
+            c = _Cta(
+                _as_list(ln.steps, n, int),
+                _as_list(ln.step_s * ln.slots_per_sm, n),
+                _as_list(ln.fill_s * ln.slots_per_sm, n),
+                _as_list(ln.drain_s * ln.slots_per_sm, n),
+                _as_list(ln.overhead_s * ln.slots_per_sm, n),
+                _as_list(ln.first_bytes, n),
+                _as_list(ln.step_bytes, n),
+                _as_list(ln.step_unique_bytes, n),
+                _as_list(ln.store_bytes, n),
+                _as_list(ln.group, n, int),
+                np.asarray(ln.group_bytes, dtype=float).tolist(),
+            )
+            n_slots = self.fabric.n_sms * ln.slots_per_sm
+            n_sms = self.fabric.n_sms
+            k = cohort_size(n, n_slots, self.max_cohorts) if detail == "cta" else 1
+            n_cs = n_slots // k
+            if detail == "cta":
+                coh = _cohorts(ln, k)
+                ids = list(range(len(coh.members)))
+                cq = (
+                    [deque(ids)] * n_cs
+                    if ln.dynamic
+                    else [deque(ids[s::n_cs]) for s in range(n_cs)]
+                )
+                procs = [
+                    env.process(
+                        self._slot_cta(ln, c, coh, [(s * k + m) % n_sms for m in range(k)], cq[s])
+                    )
+                    for s in range(min(n_cs, max(len(ids), 1)))
+                ]
+            else:
+                order = np.asarray(ln.order).tolist()
+                queues: list[deque[int]]
+                if ln.dynamic:
+                    shared = deque(order)
+                    queues = [shared] * n_slots
+                else:
+                    queues = [deque(order[s::n_slots]) for s in range(n_slots)]
+                procs = [
+                    env.process(self._slot_tile(ln, c, s % n_sms, queues[s]))
+                    for s in range(min(n_slots, max(n, 1)))
+                ]
+            yield simpy.AllOf(env, procs)
+            self.results.append(
+                LaunchResult(
+                    ln.name,
+                    start,
+                    env.now,
+                    n,
+                    self._hits,
+                    float(np.sum(np.broadcast_to(ln.first_bytes, (n,)))),
+                    float(
+                        np.sum(
+                            np.broadcast_to((ln.step_bytes + ln.step_unique_bytes) * ln.steps, (n,))
+                        )
+                    ),
+                    float(np.sum(np.broadcast_to(ln.store_bytes, (n,)))),
+                    self._hbm_stream,
+                )
+            )
+            if self.trace_sms:
+                self.spans.append(TraceEvent("kernels", ln.name, start, env.now, {"ctas": n}))
+
+    def _span(self, sm: int, track: str, name: str, t0: float, **args: float) -> None:
+        if sm in self.trace_sms:
+            self.spans.append(TraceEvent(f"SM {sm:03d}{track}", name, t0, self.eng.env.now, args))
+
+    def _name(self, ln: CtaLaunch, i: int) -> str:
+        return ln.label(i) if ln.label else f"{ln.name} cta {i}"
+
+    def _weights(
+        self, c: _Cta, i: int, hit: bool, steps: int, multicast: int
+    ) -> tuple[float, float, float]:
+        """(bytes, of which via L2, of which from HBM) of one CTA's flow: the first tile, the
+        store and never-reused bytes always cross L2 and HBM; shared step bytes come from HBM
+        (through L2) on a miss, else from L2 once per multicast cluster."""
+        first = c.first[i] + c.store[i]
+        shared = steps * c.sbytes[i]
+        unique = steps * c.ubytes[i]
+        total = first + shared + unique
+        l2 = first + unique + (shared / multicast if hit else shared)
+        hbm = first + unique + (0.0 if hit else shared)
+        return total, l2, hbm
+
+    # ---- CTA granularity --------------------------------------------------------------------
+    def _slot_cta(
+        self, ln: CtaLaunch, c: _Cta, coh: _Cohorts, sms: list[int], queue: deque[int]
+    ) -> Proc:
+        """One cohort slot at CTA granularity. Per cohort one flow (``count`` = its CTAs)
+        carries all their bytes (first tile, K/V stream, store) with a milestone when the first
+        tile is in; the SMs compute ``fill + steps·step`` from that milestone, then drain.
+        Warp-specialised kernels (``prefetch``) issue the next flow when this one drains."""
+        eng = self.eng
+        env = eng.env
+        nxt = self._issue(c, coh, queue)
+        while nxt is not None:
+            j, hits, first, done, t_issue = nxt
+            nxt = None
+            t0 = env.now
+            if not first.processed:
+                yield first  # Q and the first K/V step have arrived
+            rest = coh.compute[j]
+            if rest > 0:
+                yield eng.delay(rest)
+            if not done.processed:
+                yield done  # memory-bound: the last step waits for its data
+                yield eng.delay(coh.step[j])
+            if ln.prefetch:
+                nxt = self._issue(c, coh, queue)
+            yield eng.delay(coh.tail[j])
+            members = coh.members[j]
+            for i in members:
+                self.reuse.release(c.group[i])
+            if self.trace_sms:
+                for m, i in enumerate(members):
+                    sm = sms[m]
+                    if sm in self.trace_sms:
+                        name = "load" + (" (L2 hit)" if hits[m] else "")
+                        self.spans.append(TraceEvent(f"SM {sm:03d} · copy", name, t_issue, env.now))
+                        self._span(sm, "", self._name(ln, i), t0, steps=c.steps[i])
+            if not ln.prefetch:
+                nxt = self._issue(c, coh, queue)
+
+    def _issue(
+        self, c: _Cta, coh: _Cohorts, queue: deque[int]
+    ) -> tuple[int, list[bool], simpy.Event, simpy.Event, float] | None:
+        """Take the next cohort and issue one flow for all its CTAs' bytes."""
+        if not queue:
+            return None
+        fab = self.fabric
+        j = queue.popleft()
+        members = coh.members[j]
+        total = l2 = hbm = 0.0
+        hits = []
+        for i in members:
+            g = c.group[i]
+            hit = self.reuse.acquire(g, c.gbytes[g] if g >= 0 else 0.0)
+            hits.append(hit)
+            self._hits += hit
+            steps = c.steps[i]
+            if not hit:
+                self._hbm_stream += c.sbytes[i] * steps
+            t_b, l2_b, hbm_b = self._weights(c, i, hit, steps, self._multicast)
+            total += t_b
+            l2 += l2_b
+            hbm += hbm_b
+        k = len(members)
+        idx, w, lat = fab.route(hbm / total, l2 / total) if total > 0 else fab.route(0.0)
+        first, done = self.eng.send(
+            idx, w, total / k, lat, fab.sm_port_Bps, coh.first[j], "cta", count=k
+        )
+        assert first is not None
+        return j, hits, first, done, self.eng.env.now
+
+    # ---- tile granularity -------------------------------------------------------------------
+    def _slot_tile(self, ln: CtaLaunch, c: _Cta, sm: int, queue: deque[int]) -> Proc:
+        """One CTA slot at tile granularity: a producer issuing loads, the SM's copy engine
+        moving them in order, and a consumer computing step by step."""
+        env = self.eng.env
+        cta_q: simpy.Store = simpy.Store(env)
+        full: simpy.Store = simpy.Store(env)
+        copies: simpy.Store = simpy.Store(env)
+        free = simpy.Container(env, capacity=max(ln.stages, 1), init=max(ln.stages, 1))
+        q_free = simpy.Container(env, capacity=1, init=1)
+        prod = env.process(self._producer(c, queue, cta_q, full, free, q_free, copies))
+        cons = env.process(self._consumer(ln, c, sm, cta_q, full, free, q_free, copies))
+        dma = env.process(self._copy_engine(sm, copies))
+        yield simpy.AllOf(env, [prod, cons])
+        copies.put(None)
+        yield dma
+
+    def _copy(
+        self, copies: simpy.Store, nbytes: float, l2_bytes: float, hbm_bytes: float, name: str
+    ) -> simpy.Event:
+        """Queue a copy on the SM's copy engine; the event fires when its bytes have arrived."""
+        done = self.eng.env.event()
+        copies.put((nbytes, l2_bytes, hbm_bytes, self.eng.env.now, done, name))
+        return done
+
+    def _copy_engine(self, sm: int, copies: simpy.Store) -> Proc:
+        """The SM's copy engine (TMA): copies complete in issue order; the latency of a copy
+        overlaps the transfer of the ones before it, so a busy engine never idles."""
+        eng = self.eng
+        while True:
+            req = yield copies.get()
+            if req is None:
+                return
+            nbytes, l2_bytes, hbm_bytes, t_issue, done, name = req
+            fab = self.fabric
+            if nbytes > 0:
+                idx, w, lat = fab.route(hbm_bytes / nbytes, l2_bytes / nbytes)
+            else:
+                idx, w, lat = fab.route(0.0)
+            wait = t_issue + lat - eng.env.now
+            if wait > 0:
+                yield eng.delay(wait)
+            t0 = eng.env.now
+            if nbytes > 0:
+                yield eng.send(idx, w, nbytes, 0.0, fab.sm_port_Bps, label=name)[1]
+            self._span(sm, " · copy", name, t0, bytes=nbytes)
+            done.succeed()
+
+    def _producer(
+        self,
+        c: _Cta,
+        queue: deque[int],
+        cta_q: simpy.Store,
+        full: simpy.Store,
+        free: simpy.Container,
+        q_free: simpy.Container,
+        copies: simpy.Store,
+    ) -> Proc:
+        fab = self.fabric
+        while True:
+            yield q_free.get(1)
+            if not queue:
+                yield cta_q.put(None)
+                return
+            i = queue.popleft()
+            g = c.group[i]
+            hit = self.reuse.acquire(g, c.gbytes[g] if g >= 0 else 0.0)
+            self._hits += hit
+            if not hit:
+                self._hbm_stream += c.sbytes[i] * c.steps[i]
+            # the first tile (Q) is fetched alongside the K/V stream, not queued behind it
+            q_ev = self.eng.transfer(
+                fab.miss_path, c.first[i], max_rate_Bps=fab.sm_port_Bps, label="load first"
+            )
+            yield cta_q.put((i, hit, q_ev))
+            name = "load" + (" (L2 hit)" if hit else "")
+            mc = self._multicast
+            nbytes = c.sbytes[i] + c.ubytes[i]
+            l2 = c.ubytes[i] + (c.sbytes[i] / mc if hit else c.sbytes[i])
+            hbm = c.ubytes[i] + (0.0 if hit else c.sbytes[i])
+            for _ in range(c.steps[i]):
+                yield free.get(1)
+                yield full.put(self._copy(copies, nbytes, l2, hbm, name))
+
+    def _consumer(
+        self,
+        ln: CtaLaunch,
+        c: _Cta,
+        sm: int,
+        cta_q: simpy.Store,
+        full: simpy.Store,
+        free: simpy.Container,
+        q_free: simpy.Container,
+        copies: simpy.Store,
+    ) -> Proc:
+        eng, fab = self.eng, self.fabric
+        env = eng.env
+        stores = []
+        while True:
+            item = yield cta_q.get()
+            if item is None:
+                break
+            i, _hit, q_ev = item
+            t0 = env.now
+            yield q_ev
+            steps = c.steps[i]
+            for j in range(steps):
+                ev = yield full.get()
+                yield ev
+                if j == 0:
+                    t1 = env.now
+                    yield eng.delay(c.fill[i])
+                    self._span(sm, " · pipe", "fill", t1)
+                t1 = env.now
+                yield eng.delay(c.step[i])
+                self._span(sm, " · pipe", f"step {j}", t1)
+                yield free.put(1)
+            if steps == 0:
+                yield eng.delay(c.fill[i])
+            if ln.prefetch:
+                yield q_free.put(1)
+            t1 = env.now
+            yield eng.delay(c.drain[i])
+            self._span(sm, " · pipe", "drain", t1)
+            # stores leave through their own queue: they never wait behind the next loads
+            st = eng.transfer(
+                fab.miss_path, c.store[i], max_rate_Bps=fab.sm_port_Bps, label="store"
+            )
+            stores.append(st)
+            yield eng.delay(c.over[i])
+            if not ln.prefetch:
+                yield st
+                yield q_free.put(1)
+            self.reuse.release(c.group[i])
+            self._span(sm, "", self._name(ln, i), t0, steps=steps)
+        yield simpy.AllOf(env, stores)
