@@ -89,6 +89,8 @@ def parse(expr: str) -> ast.Expression:
             ok = False
         if isinstance(node, ast.Attribute) and _dotted(node) is None:
             ok = False
+        if isinstance(node, ast.Name | ast.Attribute) and "__" in (_dotted(node) or ""):
+            ok = False  # names are column lookups anyway; dunders are never columns
         if isinstance(node, ast.Call) and not (
             isinstance(node.func, ast.Name) and node.func.id in _FUNCS and not node.keywords
         ):

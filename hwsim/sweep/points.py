@@ -9,9 +9,7 @@ values, never per point, so 10,000 points over 100 spec combinations validate 10
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,9 +22,10 @@ from hwsim.spec.device import Device
 from hwsim.spec.errors import SpecError
 from hwsim.spec.load import load_device
 from hwsim.spec.model import load_model_config
-from hwsim.spec.overrides import apply_overrides, get_value, path_dim, spec_fingerprint
+from hwsim.spec.overrides import apply_overrides, get_value, path_dim
 from hwsim.sweep import expr
-from hwsim.sweep.kinds import MetricKind, model_params
+from hwsim.sweep.kinds import MetricKind
+from hwsim.sweep.model_kinds import model_params
 from hwsim.sweep.spec import LAYOUT_KEYS, Range, SweepFile, parse_layout, range_end
 
 
@@ -48,7 +47,6 @@ class PointSet:
     params: dict[str, NDArray[Any]]  #: every workload parameter, per point
     device_index: NDArray[np.intp]
     devices: tuple[Device, ...]
-    device_fps: tuple[str, ...]
     dropped: int  #: points removed by input-only constraints
     total: int  #: points before constraints
     warnings: tuple[str, ...] = field(default=())
@@ -138,11 +136,14 @@ def _sample(sweep: SweepFile, axes: list[Axis], base: Device) -> list[list[Any]]
 
 def column(values: list[Any]) -> NDArray[Any]:
     """A numpy column: int64, float64 or bool when the values allow, else object (strings)."""
-    if all(isinstance(v, bool | np.bool_) for v in values):
+    types = {type(v) for v in values}
+    if types <= {bool, np.bool_}:
         return np.array(values, dtype=bool)
-    if all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in values):
+    if all(issubclass(t, int | np.integer) and not issubclass(t, bool | np.bool_) for t in types):
         return np.array(values, dtype=np.int64)
-    if all(isinstance(v, int | float | np.number) and not isinstance(v, bool) for v in values):
+    if all(
+        issubclass(t, int | float | np.number) and not issubclass(t, bool | np.bool_) for t in types
+    ):
         return np.array(values, dtype=float)
     return np.array(values, dtype=object)
 
@@ -161,19 +162,17 @@ def build_points(sweep: SweepFile, kinds: list[MetricKind]) -> PointSet:
     # one validated device per distinct (base device, spec values)
     combos: dict[tuple[Any, ...], int] = {}
     devices: list[Device] = []
-    fps: list[str] = []
     caught: list[str] = []
-    base_fp: dict[str, tuple[Device, str]] = {}
+    bases: dict[str, Device] = {}
     device_index = np.empty(n_all, dtype=np.intp)
     spec_cols = [by_name[a.name] for a in spec_axes]
     for p in range(n_all):
         combo = (dev_names[p], *(c[p] for c in spec_cols))
         idx = combos.get(combo)
         if idx is None:
-            if combo[0] not in base_fp:
-                dev0 = load_device(combo[0])
-                base_fp[combo[0]] = (dev0, spec_fingerprint(dev0))
-            dev0, fp0 = base_fp[combo[0]]
+            if combo[0] not in bases:
+                bases[combo[0]] = load_device(combo[0])
+            dev0 = bases[combo[0]]
             overrides = {a.name: v for a, v in zip(spec_axes, combo[1:], strict=True)}
             with warnings.catch_warnings(record=True) as got:
                 warnings.simplefilter("always")
@@ -181,11 +180,6 @@ def build_points(sweep: SweepFile, kinds: list[MetricKind]) -> PointSet:
             caught += [str(w.message) for w in got]
             idx = combos[combo] = len(devices)
             devices.append(dev)
-            fps.append(
-                hashlib.sha256(
-                    (fp0 + json.dumps([[k, repr(v)] for k, v in overrides.items()])).encode()
-                ).hexdigest()[:32]
-            )
         device_index[p] = idx
 
     inputs: dict[str, NDArray[Any]] = {"device": np.array(dev_names, dtype=object)}
@@ -219,7 +213,6 @@ def build_points(sweep: SweepFile, kinds: list[MetricKind]) -> PointSet:
         params={k: v[sel] for k, v in params.items()},
         device_index=device_index[sel],
         devices=tuple(devices),
-        device_fps=tuple(fps),
         dropped=int(n_all - sel.size),
         total=n_all,
         warnings=tuple(dict.fromkeys(caught)),

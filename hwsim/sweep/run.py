@@ -12,6 +12,7 @@ executor, then are spread back to the points; fresh and cached values take the s
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -138,16 +139,64 @@ def kind_id(spec_label: str, kind: MetricKind, options: Mapping[str, Any]) -> st
     )
 
 
-def _unit_keys(pts: PointSet, kind: MetricKind, kid: str) -> tuple[list[str], list[dict[str, Any]]]:
-    """Per point: its unit key and its sub-problem parameters."""
+def _strip_text(obj: Any) -> Any:
+    """A spec dump without the human text of sourced numbers (text, source, derived, note):
+    ``x2`` and ``6.7 TB/s`` are the same number and must hit the same cache entry."""
+    if isinstance(obj, dict):
+        if "dim" in obj and "value" in obj:
+            return obj["value"]
+        return {k: _strip_text(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_strip_text(v) for v in obj]
+    return obj
+
+
+def device_fingerprints(devices: Sequence[Device], fields: tuple[str, ...] | None) -> list[str]:
+    """Per device, a hash of the numbers a kind reads (``fields``: top-level spec sections;
+    None: all but citations and descriptions)."""
+    skip = {"sources", "description", "vendor"}
+    out = []
+    for d in devices:
+        include = set(fields) if fields is not None else set(type(d).model_fields) - skip
+        data = _strip_text(d.model_dump(include=include, mode="json"))
+        out.append(hashlib.sha256(canonical_dump(data).encode()).hexdigest()[:32])
+    return out
+
+
+def canonical_dump(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _unit_keys(
+    pts: PointSet, kind: MetricKind, kid: str, fps: Sequence[str]
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Per point: its unit key and (point kinds) its sub-problem parameters."""
     names = list(kind.params)
+    dev_fp = [fps[i] for i in pts.device_index.tolist()]
+    if kind.vectorised and type(kind).subproblem is MetricKind.subproblem:
+        # analytic kinds: all their parameters matter; format column by column (fast)
+        texts = [_column_texts(n, pts.params[n]) for n in names]
+        rows = ["|".join(t) for t in zip(*texts, strict=True)] if texts else [""] * pts.n
+        return [unit_key(kid, f, r) for f, r in zip(dev_fp, rows, strict=True)], []
     cols = [pts.params[n].tolist() for n in names]
     keys, subs = [], []
     for p, vals in enumerate(zip(*cols, strict=True) if cols else [()] * pts.n):
         sub = kind.subproblem(dict(zip(names, vals, strict=True)))
-        keys.append(unit_key(kid, pts.device_fps[pts.device_index[p]], canonical_json(sub)))
+        keys.append(unit_key(kid, dev_fp[p], canonical_json(sub)))
         subs.append(sub)
     return keys, subs
+
+
+def _column_texts(name: str, col: NDArray[Any]) -> list[str]:
+    """``name=value`` per point; whole floats print as ints so 8 and 8.0 key alike."""
+    if np.issubdtype(col.dtype, np.floating):
+        whole = np.isfinite(col) & (col == np.round(col)) & (np.abs(col) < 2**53)
+        vals = [
+            str(int(v)) if w else repr(v) for v, w in zip(col.tolist(), whole.tolist(), strict=True)
+        ]
+    else:
+        vals = [repr(v) for v in col.tolist()]
+    return [f"{name}={v}" for v in vals]
 
 
 def _seed(sweep_seed: int, key: str) -> int:
@@ -211,7 +260,8 @@ def run_sweep(
     plans = []
     for spec, kind in zip(sweep.metrics, kinds, strict=True):
         kid = kind_id(spec.label, kind, spec.options)
-        keys, subs = _unit_keys(pts, kind, kid)
+        fps = device_fingerprints(pts.devices, kind.device_fields)
+        keys, subs = _unit_keys(pts, kind, kid, fps)
         first: dict[str, int] = {}
         for p, k in enumerate(keys):
             first.setdefault(k, p)
@@ -229,17 +279,10 @@ def run_sweep(
             tk = time.perf_counter()
             values: dict[str, dict[str, Any]] = dict(cached)
             reps = [first[k] for k in missing]
-            seeds = [_seed(sweep.sampling.seed, k) for k in missing]
-            tasks = _tasks(
-                kind,
-                spec.options,
-                pts,
-                reps,
-                [subs[r] for r in reps],
-                seeds,
-                chunk_size,
-                ex.workers,
-            )
+            point_kind = not kind.vectorised
+            seeds = [_seed(sweep.sampling.seed, k) for k in missing] if point_kind else []
+            items = [subs[r] for r in reps] if point_kind else []
+            tasks = _tasks(kind, spec.options, pts, reps, items, seeds, chunk_size, ex.workers)
             offsets = np.cumsum([0] + [t.size for t in tasks])
             for ti, result in ex.map_unordered(run_task, tasks):
                 new = list(zip(missing[offsets[ti] : offsets[ti + 1]], result, strict=True))
@@ -249,8 +292,13 @@ def run_sweep(
                 if progress:
                     progress(done, total)
             wanted = spec.columns or list(kind.metrics)
+            order = list(first)  # unique keys; spread back to the points with one gather
+            where = {k: i for i, k in enumerate(order)}
+            inverse = np.fromiter((where[k] for k in keys), dtype=np.intp, count=len(keys))
+            rows = [values[k] for k in order]
             for m in wanted:
-                columns[f"{spec.label}.{m}"] = column([values[k].get(m, math.nan) for k in keys])
+                col = column([r.get(m, math.nan) for r in rows])
+                columns[f"{spec.label}.{m}"] = col[inverse]
             stats.append(
                 KindStats(spec.label, kind.name, not kind.vectorised, pts.n, len(first),
                           len(cached), len(missing), len(tasks), time.perf_counter() - tk)

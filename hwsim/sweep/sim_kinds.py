@@ -25,6 +25,9 @@ _SIM_CODE = (
     "devices/profiles",
 )
 
+#: what the GPU simulators read: compute units and rates, the memory hierarchy, the arch
+_SIM_DEVICE = ("kind", "arch", "compute", "memory")
+
 
 class AttentionSimOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -48,6 +51,7 @@ class AttentionSim(MetricKind):
         "roofline_time_s": "the simulator's own roofline time, s",
     }
     code_paths = _SIM_CODE
+    device_fields = _SIM_DEVICE
     Options: ClassVar[type[BaseModel]] = AttentionSimOptions
 
     def subproblem(self, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -109,6 +113,7 @@ class GemmSim(MetricKind):
         "tflops": "2mnk / time_s / 1e12",
     }
     code_paths = _SIM_CODE
+    device_fields = _SIM_DEVICE
 
     def subproblem(self, params: Mapping[str, Any]) -> dict[str, Any]:
         tp, n = int(params["tp"]), int(params["n"])

@@ -48,7 +48,8 @@ from hwsim.spec.model import load_model_config
 from hwsim.spec.overrides import canonical_path, path_dim, resolve_overrides
 from hwsim.spec.units import Dim, UnitError, parse_quantity
 from hwsim.sweep import expr
-from hwsim.sweep.kinds import KINDS, MetricKind, _load_builtin, get_kind, model_params
+from hwsim.sweep.kinds import KINDS, MetricKind, _load_builtin, get_kind
+from hwsim.sweep.model_kinds import model_params
 
 #: Built-in sweep files.
 SWEEPS_DIR = Path(__file__).resolve().parents[2] / "workloads" / "sweeps"
