@@ -251,39 +251,63 @@ def max_min_incidence(
     """Weighted max-min fair rates from incidence arrays: incidence ``i`` says class
     ``cls_of[i]`` loads link ``link_of[i]`` with ``w[i]`` per unit of its rate; ``cap_Bps[c]``
     caps class ``c`` alone. Classes with ``active`` False get rate 0 and load nothing.
-    Callers that keep the arrays between solves (an all-to-all's fixed set of transfers) pay
-    only the numpy passes, one per bottleneck level."""
+
+    Progressive filling with incremental bookkeeping: each level costs O(links) plus the
+    incidences of the classes it freezes, so a solve is O(levels x links + incidences) even
+    when every class has its own bottleneck (hundreds of levels in an all-to-all)."""
     n = len(cap_Bps)
+    n_links = len(capacity_Bps)
     cap0 = np.asarray(capacity_Bps, dtype=float)
-    remaining = cap0.copy()
     own = np.asarray(cap_Bps, dtype=float)
     rates = np.zeros(n)
-    active = np.ones(n, dtype=bool) if active is None else active.copy()
+    act = np.ones(n, dtype=bool) if active is None else np.asarray(active, dtype=bool).copy()
+    by_cls = np.argsort(cls_of, kind="stable")
+    c_ptr = np.searchsorted(cls_of[by_cls], np.arange(n + 1))
+    by_link = np.argsort(link_of, kind="stable")
+    l_ptr = np.searchsorted(link_of[by_link], np.arange(n_links + 1))
+    inc = act[cls_of]
+    coef = np.bincount(link_of[inc], weights=w[inc], minlength=n_links)
+    users = np.bincount(link_of[inc], minlength=n_links)
+    remaining = cap0.copy()
     level = 0.0
-    while active.any():
-        inc = active[cls_of]
-        coef = np.bincount(link_of[inc], weights=w[inc], minlength=len(cap0))
-        used = coef > 0
+    tiny = _EPS * np.maximum(cap0, 1.0)
+    while act.any():
+        used = users > 0
         step = (
             float((np.maximum(remaining[used], 0.0) / coef[used]).min()) if used.any() else np.inf
         )
-        step = min(step, float((own[active] - level).min()))
+        step = min(step, float((own[act] - level).min()))
         if not np.isfinite(step):
-            rates[active] = np.inf
+            rates[act] = np.inf
             break
         level += step
         remaining -= step * coef
-        saturated = used & (remaining <= _EPS * np.maximum(cap0, 1.0))
+        sat = np.flatnonzero(used & (remaining <= tiny))
         hit = np.zeros(n, dtype=bool)
-        hit[cls_of[inc & saturated[link_of]]] = True
+        if sat.size:
+            hit[cls_of[by_link[_ranges(l_ptr[sat], l_ptr[sat + 1])]]] = True
         hit |= np.isfinite(own) & (own - level <= _EPS * np.maximum(own, 1.0))
-        hit &= active
+        hit &= act
         if not hit.any():  # numerical stall: freeze everyone at this level
-            rates[active] = level
+            rates[act] = level
             break
         rates[hit] = level
-        active &= ~hit
+        act &= ~hit
+        gone = by_cls[_ranges(c_ptr[:-1][hit], c_ptr[1:][hit])]
+        coef -= np.bincount(link_of[gone], weights=w[gone], minlength=n_links)
+        users -= np.bincount(link_of[gone], minlength=n_links)
+        coef[users == 0] = 0.0  # no floating residue on links nobody uses any more
     return rates
+
+
+def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(s, e)`` for every (s, e) pair, without a Python loop."""
+    lens = ends - starts
+    total = int(lens.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.repeat(starts - np.cumsum(lens) + lens, lens)
+    return offsets + np.arange(total)
 
 
 class Engine:
