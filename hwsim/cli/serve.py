@@ -312,6 +312,9 @@ def whatif_cmd(
 
     Example: hwsim whatif --device h100-sxm --set hbm.bandwidth=x2 -- decode --model llama-3.1-70b
     """
+    if "--json" in step:  # given after '--' it still means this command's --json
+        step = [a for a in step if a != "--json"]
+        json_out = True
     phase, kw = _sub_args(step)
     w = whatif(device, set_, phase, **kw)
     if json_out:

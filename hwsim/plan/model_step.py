@@ -226,6 +226,8 @@ def _moe_ops(
         gated=model.ffn.activation == "swiglu",
         dtype=spec.dtype,
         wire_dtype=spec.wire_dtype or spec.dtype,
+        combine_dtype=spec.act_dtype,
+        topk_groups=moe.topk_groups if moe.n_groups > 1 else None,
         scope=_scope(deg.ep, 1, per_node),
         name="moe",
     )

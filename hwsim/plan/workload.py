@@ -142,6 +142,22 @@ class Elementwise:
 
 
 @dataclass(frozen=True)
+class MoeTraffic:
+    """What an MoE all-to-all carries, so that a mapper with a cluster can route it token by
+    token (:func:`hwsim.plan.moe.synthetic_dispatch_plan`): ``tokens_per_rank`` tokens of
+    ``hidden`` values, each sent to its ``top_k`` of ``n_experts`` experts within
+    ``topk_groups`` node groups; ``phase`` dispatch or combine, on the wire at ``dtype``."""
+
+    tokens_per_rank: int
+    hidden: int
+    n_experts: int
+    top_k: int
+    topk_groups: int | None
+    phase: Literal["dispatch", "combine"]
+    dtype: str = "fp8"
+
+
+@dataclass(frozen=True)
 class Collective:
     """A collective over ``group`` devices. ``bytes`` per rank: the tensor reduced (all-reduce,
     reduce-scatter input), the gathered output (all-gather), what each rank sends (all-to-all,
@@ -152,6 +168,7 @@ class Collective:
     group: int
     scope: CommScope = "intra"
     name: str = ""
+    traffic: MoeTraffic | None = None  #: MoE dispatch/combine routing, when known
 
     def __post_init__(self) -> None:
         if self.kind not in COLLECTIVE_KINDS:
@@ -180,6 +197,8 @@ class MoE:
     gated: bool = True
     dtype: str = "bf16"
     wire_dtype: str = "bf16"
+    combine_dtype: str = "bf16"
+    topk_groups: int | None = None
     scope: CommScope = "intra"
     touched: float | None = None
     name: str = "moe"
@@ -231,18 +250,41 @@ class MoE:
         up = (2 if self.gated else 1) * i
         act = "swiglu" if self.gated else "gelu"
         wire = self.routed_tokens * h * DTYPE_BYTES[self.wire_dtype]
+        back = self.routed_tokens * h * DTYPE_BYTES[self.combine_dtype]
+
+        def traffic(phase: Literal["dispatch", "combine"], dtype: str) -> MoeTraffic:
+            return MoeTraffic(t, h, self.n_experts, self.top_k, self.topk_groups, phase, dtype)
+
         out: list[Gemm | Elementwise | Collective] = [
             Gemm(t, self.n_experts, h, self.dtype, name="router")
         ]
         if self.ep > 1:
-            out.append(Collective("all-to-all", wire, self.ep, self.scope, name="dispatch"))
+            out.append(
+                Collective(
+                    "all-to-all",
+                    wire,
+                    self.ep,
+                    self.scope,
+                    "dispatch",
+                    traffic("dispatch", self.wire_dtype),
+                )
+            )
         out += [
             Gemm(m_e, up, h, self.dtype, count=count, name="experts up"),
             Elementwise(act, count * m_e, i, self.dtype, name="experts act"),
             Gemm(m_e, h, i, self.dtype, count=count, name="experts down"),
         ]
         if self.ep > 1:
-            out.append(Collective("all-to-all", wire, self.ep, self.scope, name="combine"))
+            out.append(
+                Collective(
+                    "all-to-all",
+                    back,
+                    self.ep,
+                    self.scope,
+                    "combine",
+                    traffic("combine", self.combine_dtype),
+                )
+            )
         if self.shared_intermediate:
             s = self.shared_intermediate
             out += [

@@ -79,6 +79,12 @@ __all__ = [
     "registered_kinds",
 ]
 
+#: Largest EP group whose all-to-all the GPU mapper simulates flow by flow (EP64 takes about a
+#: second; EP320 about half a minute per phase, too slow inside a sizing search).
+ALLTOALL_SIM_MAX_RANKS = 64
+#: DeepEP's low-latency kernels serve decode batches up to this many tokens per rank.
+LOW_LATENCY_TOKENS = 128
+
 #: What one device of each kind is called in messages.
 UNIT_NAMES: dict[str, str] = {
     "gpu": "GPU",
@@ -188,6 +194,8 @@ class RooflineMapper:
         self.fabric = fabric_for(device, cluster)
         self._notes: tuple[str, ...] = (note,) if note else ()
         self._cache: dict[Op, OpTiming] = {}
+        self._topologies: dict[int, Any] = {}
+        self._plans: dict[tuple[int | None, ...], Any] = {}
 
     @property
     def kind(self) -> str:
@@ -304,6 +312,8 @@ class GpuMapper(RooflineMapper):
                 return self._attention(op)
             if isinstance(op, Elementwise):
                 return self._elementwise(op)
+            if isinstance(op, Collective) and op.kind == "all-to-all" and op.traffic:
+                return self._alltoall(op)
         except _Fallback as fb:
             base = super()._time(op)
             return _with_notes(base, (fb.note,))
@@ -379,6 +389,52 @@ class GpuMapper(RooflineMapper):
             best.events,
             tuple(notes),
             "sim:gpu_attention",
+        )
+
+    def _alltoall(self, op: Collective) -> OpTiming:
+        """MoE dispatch/combine routed token by token on the cluster graph (DeepEP kernels:
+        low-latency for decode-sized batches across nodes, normal otherwise)."""
+        tr = op.traffic
+        assert tr is not None
+        if self.cluster is None:
+            raise _Fallback("no cluster given: all-to-all by the alpha-beta model")
+        if op.group > ALLTOALL_SIM_MAX_RANKS:
+            raise _Fallback(
+                f"EP{op.group} all-to-all by the alpha-beta model (the flow simulator takes tens "
+                f"of seconds per phase beyond EP{ALLTOALL_SIM_MAX_RANKS}; hwsim moe runs it)"
+            )
+        sim = _load("hwsim.sim.alltoall", "simulate_alltoall")
+        plan_fn = _load("hwsim.plan.moe", "synthetic_dispatch_plan")
+        topo_fn = _load("hwsim.sim.topology", "build_topology")
+        per = max(1, self.fabric.devices_per_node)
+        nodes = math.ceil(op.group / per)
+        kernel = (
+            "low-latency" if (tr.tokens_per_rank <= LOW_LATENCY_TOKENS and nodes > 1) else "normal"
+        )
+        key = (op.group, tr.tokens_per_rank, tr.hidden, tr.n_experts, tr.top_k, tr.topk_groups)
+        try:
+            if nodes not in self._topologies:
+                self._topologies[nodes] = topo_fn(self.cluster, nodes)
+            if key not in self._plans:
+                self._plans[key] = plan_fn(
+                    op.group, tr.tokens_per_rank, tr.hidden, tr.n_experts, tr.top_k,
+                    tr.topk_groups, routing="deepep", gpus_per_node=min(per, op.group),
+                    n_redundant=max(0, op.group - tr.n_experts),
+                )[0]  # fmt: skip
+            r = sim(self._topologies[nodes], self._plans[key], kernel, tr.phase, dtype=tr.dtype)
+        except SpecError as err:
+            raise _Fallback(f"all-to-all simulator: {err}; alpha-beta used") from None
+        top = max(r.links, key=lambda lk: lk.utilization, default=None)
+        bound = top.kind if top is not None and top.utilization >= 0.5 else "latency"
+        return OpTiming(
+            op.name or op.kind,
+            r.time_s,
+            bound,
+            dict(r.bytes_by_link_kind),
+            0.0,
+            r.events,
+            (f"DeepEP {kernel} kernel, EP{op.group} on {nodes} node(s): flow simulation",),
+            "sim:alltoall",
         )
 
 

@@ -1,0 +1,105 @@
+"""``hwsim decode/prefill/size/compare/whatif/capacity`` through the typer app (in-process)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from hwsim.cli.app import app
+
+runner = CliRunner()
+
+
+def _json(args: list[str]) -> dict:  # type: ignore[type-arg]
+    res = runner.invoke(app, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)  # type: ignore[no-any-return]
+
+
+def test_decode_json_contract() -> None:
+    d = _json(
+        ["decode", "--model", "llama-3.1-8b", "--device", "h100-sxm", "--batch", "1",
+         "--context", "1024", "--layout", "tp=1"]
+    )  # fmt: skip
+    for key in (
+        "tokens_per_s_per_user",
+        "tokens_per_s_total",
+        "time_per_token_s",
+        "devices",
+        "memory_per_device_bytes",
+        "breakdown",
+        "bound",
+    ):
+        assert key in d, key
+    assert d["devices"] == 1 and d["bound"] == "hbm"
+    assert {"attention", "ffn", "lm_head"} <= set(d["breakdown"])
+    # per-user and total agree at batch 1 (same number, 1e-12)
+    assert (
+        abs(d["tokens_per_s_total"] - d["tokens_per_s_per_user"]) <= 1e-12 * d["tokens_per_s_total"]
+    )
+
+
+def test_decode_auto_devices_and_table() -> None:
+    res = runner.invoke(
+        app, ["decode", "--model", "llama-3.1-70b", "--device", "h100-sxm", "--devices", "auto"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "tokens/s per user" in res.output and "2 × h100-sxm" in res.output
+
+
+def test_prefill_json_contract() -> None:
+    d = _json(
+        ["prefill", "--model", "llama-3.1-8b", "--device", "h100-sxm", "--batch", "2",
+         "--context", "512", "--devices", "1"]
+    )  # fmt: skip
+    assert d["ttft_s"] > 0 and d["tokens_per_s"] > 0
+    assert abs(d["tokens_per_s"] * d["ttft_s"] - 1024) < 1e-6  # 2 prompts × 512 tokens
+
+
+def test_size_finds_a_cluster() -> None:
+    d = _json(
+        ["size", "--model", "llama-3.1-8b", "--device", "h100-sxm", "--tokens-per-s-per-user",
+         "50", "--total-tokens-per-s", "2000", "--context", "1024", "--max-devices-per-instance",
+         "1"]
+    )  # fmt: skip
+    best = d["by_devices"]
+    assert best is not None and best["tokens_per_s_per_user"] >= 50
+    assert best["tokens_per_s_total"] >= 2000
+    assert d["by_price"] is not None  # the H100 spec has a price
+
+
+def test_compare_and_html(tmp_path: Path) -> None:
+    out = tmp_path / "cmp.html"
+    d = _json(
+        ["compare", "--model", "llama-3.1-8b", "--devices", "h100-sxm,h200", "--batch", "1,8",
+         "--context", "512", "--html", str(out)]
+    )  # fmt: skip
+    assert len(d["rows"]) == 4 and any(r["pareto"] for r in d["rows"])
+    assert out.exists() and "plotly" in out.read_text(encoding="utf-8")[:200000].lower()
+
+
+def test_whatif_doubles_bandwidth() -> None:
+    d = _json(
+        ["whatif", "--device", "h100-sxm", "--set", "memory.hbm.bandwidth=x2", "--", "decode",
+         "--model", "llama-3.1-8b", "--layout", "tp=1", "--context", "512"]
+    )  # fmt: skip
+    assert d["changed"]["memory.hbm.bandwidth"]["after"] == 2 * 3.35e12
+    # a weight-streaming step gets faster, but by less than 2x (fixed latencies remain)
+    change = d["deltas"]["time_per_token_s"]["change"]
+    assert -0.5 <= change < -0.2
+
+
+def test_capacity_reasoning() -> None:
+    d = _json(["capacity", "--model", "llama-3.1-70b", "--device", "h100-sxm"])
+    assert d["lower_bound_devices"] == 2 and d["devices"] == 2
+    assert any("141.1 GB" in line for line in d["reasoning"])
+
+
+def test_bad_input_is_one_line_error() -> None:
+    res = runner.invoke(
+        app, ["decode", "--model", "llama-3.1-8b", "--device", "h100-sxm", "--layout", "tp=3"]
+    )
+    assert res.exit_code != 0
+    assert "heads" in str(res.exception) or "heads" in res.output
