@@ -86,7 +86,7 @@ def cost_figure(cmp: Comparison) -> go.Figure:
     fig.add_trace(
         go.Bar(
             x=labels,
-            y=[u / 1e6 if u is not None else None for u in usd],
+            y=[float(u) / 1e6 if isinstance(u, int | float) else None for u in usd],
             name="hardware $ per (token/s)",
             yaxis="y2",
             opacity=0.6,
