@@ -38,7 +38,11 @@ def require_fits(
         raise SpecError(f"{what}: size is not a finite number of bytes ({need_bytes!r}){tail}")
     if need_bytes <= have_bytes:
         return
-    ratio = f"{need_bytes / have_bytes:.3g}x too much" if have_bytes > 0 else "none available"
+    if have_bytes > 0:
+        over = need_bytes / have_bytes
+        ratio = f"{over:.3g}x too much" if over < 1000 else f"{over:,.0f}x too much"
+    else:
+        ratio = "none available"
     raise SpecError(
         f"{what} does not fit on {device_name}: needs {human_bytes(need_bytes)}, "
         f"has {human_bytes(have_bytes)} ({ratio}){tail}"

@@ -88,15 +88,9 @@ def hwsim_limited(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hwsim gemm with m = n = k = 10^7 (200 TB of fp16 operands on an 80 GB GPU) is not "
-    "refused: plan_gemm accepts dimensions up to 2^24 and builds per-CTA arrays (~6e9 CTAs), "
-    "exhausting memory (OOM-killed without a limit). It should call "
-    "hwsim.spec.fit.require_fits and hwsim.sim.budget.check_budget first. Reported to the GEMM "
-    "owner.",
-)
 def test_gemm_too_large_for_the_device_is_refused() -> None:
+    """Under a 4 GiB limit: a plan that built per-CTA arrays first would die of MemoryError
+    (this was a bug: 10^7-cubed GEMMs were OOM-killed); the fit check must come first."""
     p = hwsim_limited("gemm", "--device", "h100-sxm", "--m", "10000000", "--n", "10000000",
                       "--k", "10000000")  # fmt: skip
     assert p.returncode == 2, p.stderr[-500:]

@@ -1,0 +1,198 @@
+"""Invariants over random cases of the simulators built on the engine: GEMM and streaming ops on
+GPUs, and flow-level network transfers on cluster topologies.
+
+Each simulator is used only through its public API. For every random case: time > 0 and
+finite, no resource over 100 %, fields sane by unit suffix, the analytic roofline is a lower
+bound on the simulated kernel time, operands are read from HBM at least once, network bytes
+are conserved link by link, results are byte-identical on a rerun, and a device with twice
+the bandwidth or FLOP/s (or a network with every link twice as fast) is never slower.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from hwsim.sim import invariants as inv
+from hwsim.spec.device import DTYPE_BYTES, Device
+from hwsim.spec.errors import SpecError
+from hwsim.spec.load import list_devices, load_device
+
+CASES = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def yaml_form(data: Any, scale: dict[str, float] | None = None) -> Any:
+    """A dumped spec back in YAML form, with the quantities of the dimensions in ``scale``
+    (``{"B/s": 2}``) multiplied: the way a what-if changes a device."""
+    scale = scale or {}
+    if isinstance(data, dict):
+        if {"value", "dim", "text", "source"} <= set(data):
+            factor = scale.get(data["dim"])
+            value = data["text"] if factor is None else f"{data['value'] * factor!r} {data['dim']}"
+            extra = {k: data[k] for k in ("derived", "note") if data.get(k) is not None}
+            return {"value": value, "source": data["source"], **extra}
+        return {k: yaml_form(v, scale) for k, v in data.items()}
+    if isinstance(data, list):
+        return [yaml_form(v, scale) for v in data]
+    return data
+
+
+@cache
+def scaled(name: str, dim: str | None = None, factor: float = 1.0) -> Device:
+    dev = load_device(name)
+    if dim is None:
+        return dev
+    data = dev.model_dump(mode="json", exclude_none=True)
+    return Device.model_validate(yaml_form(data, {dim: factor}))
+
+
+GPUS = [n for n in list_devices() if load_device(n).kind == "gpu"]
+DIMS = st.integers(1, 16384)
+
+
+# ---- GEMM ----------------------------------------------------------------------------------
+gpu_gemm = pytest.importorskip("hwsim.sim.gpu_gemm")
+ops = pytest.importorskip("hwsim.roofline.ops")
+analytic = pytest.importorskip("hwsim.roofline.analytic")
+
+
+def _gemm(name: str, m: int, n: int, k: int, dtype: str, dim: str | None = None) -> Any:
+    try:
+        return gpu_gemm.simulate_gemm(scaled(name, dim, 2.0), m, n, k, dtype)
+    except SpecError as err:  # a refusal is fine if it is one clean line
+        assert "\n" not in str(err)
+        assume(False)
+
+
+@CASES
+@given(st.sampled_from(GPUS), DIMS, DIMS, DIMS, st.sampled_from(["fp16", "bf16", "fp32", "fp8"]))
+def test_gemm_invariants(name: str, m: int, n: int, k: int, dtype: str) -> None:
+    r = _gemm(name, m, n, k, dtype)
+    what = f"gemm {m}x{n}x{k} {dtype} on {name}"
+    inv.check_result(r.to_dict(), what)
+    inv.check_time(r.time_s, what)
+    inv.check_time(r.kernel_s, what)
+    inv.check_roofline_bound(r.roofline_s, r.kernel_s, what + " (its own roofline)")
+    dev = load_device(name)
+    rl = analytic.roofline(ops.gemm(m, n, k, dev, dtype), dev)
+    inv.check_roofline_bound(rl.time_s, r.kernel_s, what + " (hierarchical roofline)")
+    # every operand byte starts in HBM and the result ends there: A + B + C at least once
+    compulsory = (m * k + k * n + m * n) * DTYPE_BYTES[dtype]
+    assert r.bytes["hbm"] >= compulsory * (1 - 1e-9), what  # 1e-9: float sums of tile bytes
+
+
+@CASES
+@given(st.sampled_from(GPUS), DIMS, DIMS, DIMS)
+def test_gemm_deterministic(name: str, m: int, n: int, k: int) -> None:
+    inv.check_deterministic(lambda: _gemm(name, m, n, k, "fp16").to_dict(), what=name)
+
+
+@CASES
+@given(st.sampled_from(GPUS), DIMS, DIMS, DIMS, st.sampled_from(["B/s", "FLOP/s"]))
+def test_gemm_monotone(name: str, m: int, n: int, k: int, dim: str) -> None:
+    slow = _gemm(name, m, n, k, "fp16")
+    fast = _gemm(name, m, n, k, "fp16", dim)
+    inv.check_monotone(
+        lambda f: (fast if f > 1 else slow).time_s,
+        (1.0, 2.0),
+        f"gemm {m}x{n}x{k} on {name} with 2x {dim}",
+    )
+
+
+# ---- streaming (memory-bound) operators -----------------------------------------------------
+streaming = pytest.importorskip("hwsim.sim.streaming")
+OPS = ["softmax", "layernorm", "rmsnorm", "gelu", "swiglu", "add"]
+
+
+def _op(name: str, op: str, m: int, n: int, dim: str | None = None) -> Any:
+    try:
+        return streaming.simulate_op(scaled(name, dim, 2.0), op, m, n, "fp16")
+    except SpecError as err:
+        assert "\n" not in str(err)
+        assume(False)
+
+
+@CASES
+@given(st.sampled_from(GPUS), st.sampled_from(OPS), DIMS, DIMS, st.sampled_from(["B/s", "FLOP/s"]))
+def test_streaming_op_invariants(name: str, op: str, m: int, n: int, dim: str) -> None:
+    r = _op(name, op, m, n)
+    what = f"{op} {m}x{n} on {name}"
+    inv.check_result(r.to_dict() if hasattr(r, "to_dict") else r, what)
+    inv.check_time(r.time_s, what)
+    inv.check_roofline_bound(r.roofline_s, r.kernel_s, what)
+    fast = _op(name, op, m, n, dim)
+    inv.check_monotone(lambda f: (fast if f > 1 else r).time_s, (1.0, 2.0), f"{what}, 2x {dim}")
+    inv.check_deterministic(lambda: _op(name, op, m, n).to_dict(), what=what)
+
+
+# ---- network transfers on a cluster topology ------------------------------------------------
+topology = pytest.importorskip("hwsim.sim.topology")
+network = pytest.importorskip("hwsim.sim.network")
+
+
+@cache
+def _topo(cluster: str, nodes: int) -> Any:
+    return topology.build_topology(cluster, nodes=nodes)
+
+
+def _transfers(topo: Any, seed: int) -> list[Any]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(int(rng.integers(1, 12))):
+        src, dst = (int(x) for x in rng.integers(0, topo.ranks, size=2))
+        nbytes = float(rng.uniform(1e3, 1e8))
+        loads = network.route_loads(topo, [network.Flow(src, dst, "x", nbytes)])
+        if not loads:
+            continue
+        after = (int(rng.integers(0, len(out))),) if out and rng.random() < 0.3 else ()
+        out.append(
+            network.Transfer(
+                f"t{i}", src, nbytes, loads, latency_s=float(rng.uniform(0, 2e-6)), after=after
+            )
+        )
+    return out
+
+
+def _run(topo: Any, transfers: list[Any], scale: float = 1.0) -> Any:
+    kinds = {lk.kind for lk in topo.links}
+    return network.run_transfers(topo, transfers, link_scale={k: scale for k in kinds})
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    st.sampled_from([("dgx-h100", 2), ("mi300x-8", 1), ("h800-deepseek", 2)]), st.integers(0, 2**31)
+)
+def test_network_invariants(cluster: tuple[str, int], seed: int) -> None:
+    topo = _topo(*cluster)
+    transfers = _transfers(topo, seed)
+    assume(transfers)
+    run = _run(topo, transfers)
+    what = f"{cluster} seed {seed}"
+    inv.check_time(run.time_s, what)
+    inv.check_utilization({lk.name: {"utilization": lk.utilization, "peak_rate_fraction": lk.peak}
+                           for lk in run.links}, what)  # fmt: skip
+    # bytes conserved link by link: what each link carried = what the routes put on it
+    expected: dict[str, float] = {}
+    for tr in transfers:
+        for li, b in tr.loads.items():
+            name = topo.links[li].name
+            expected[name] = expected.get(name, 0.0) + b
+    inv.check_bytes_conserved({lk.name: lk.bytes for lk in run.links}, expected, what, rtol=1e-9)
+    # no link moved its bytes faster than its bandwidth
+    bw = {lk.name: lk.bandwidth_Bps for lk in topo.links}
+    bound = max(b / bw[name] for name, b in expected.items())
+    inv.check_roofline_bound(bound, run.time_s, what)
+    inv.check_monotone(lambda f: _run(topo, transfers, f).time_s, (1.0, 2.0), what)
+
+    def again() -> dict[str, Any]:
+        r = _run(topo, transfers)
+        return {"time_s": r.time_s, "finish_s": r.finish_s, "links": r.links, "events": r.events}
+
+    inv.check_deterministic(again, what=what)
+    assert math.isfinite(run.time_s)
