@@ -1,0 +1,309 @@
+"""The wafer-scale mapper (Cerebras WSE-3): operators on rectangular regions of a 2-D mesh of
+cores, weights resident in their SRAM or streamed from MemoryX, activations over the mesh.
+
+What the mapper assumes (S. Lie, "Cerebras Architecture Deep Dive", Hot Chips 34, 2022 and IEEE
+Micro 43(3), 2023; Cerebras Hot Chips 2024 inference talk: Llama-3.1-8B on one CS-3 and 70B
+pipelined over four; Cerebras weight-streaming white paper; ALCF AI-testbed material):
+
+* **Regions.** Each operator (a layer's QKV projection, its attention, its FFN …) owns a
+  near-square region of ``P`` cores, sized so that its resident data (weights, or KV cache)
+  fills ``weight_fill`` of each core's 48 KB (``devices/profiles/wafer.yaml``). Layers are laid
+  out one after another across the wafer (:func:`place_regions`) and the wafer runs them as a
+  pipeline: region after region, a token's activations flow over the mesh.
+* **Latency of one token through a region** (batch 1): each core reads its slice of the
+  weights from its own SRAM and does its FMACs (``max`` of SRAM time and arithmetic time at
+  ``matrix_efficiency`` of the core's peak), the input row is broadcast along the region's
+  rows and the partial sums are reduced along its columns: ``(rows + cols)`` hops of
+  ``mesh.hop_latency`` plus the bytes that cross the region's edge at ``mesh.link_bandwidth``
+  per link.
+* **Throughput.** Every region works at once on a different token, so ``m`` rows cost one row's
+  latency plus ``(m - 1)/m`` of the op's FLOPs at the rate of the whole wafer
+  (a balanced pipeline over all its cores). Summed over a model this gives the fill latency of
+  the pipeline plus its throughput bound.
+* **Weight streaming.** ``Gemm(weights="streamed")`` (or a mapper made with
+  ``weight_streaming=True``): the weights flow from MemoryX over SwarmX while the whole wafer
+  computes, double-buffered in chunks; the engine plays the overlap. Decode is then bound by
+  the ~150 GB/s of system I/O, which is why Cerebras serves inference resident.
+* **Several wafers** are a pipeline: the serving layer puts ``pp`` stages on ``pp`` wafers and
+  the activation sends between them cross SwarmX/Ethernet (``Collective("p2p")``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
+
+from hwsim.plan.workload import Attention, Elementwise, Gemm, Op, OpTiming
+from hwsim.sim.engine import Engine
+from hwsim.sim.mapper import register_mapper
+from hwsim.sim.spatial import (
+    ROW_REDUCTIONS,
+    Links,
+    SpatialMapper,
+    elementwise_flops,
+)
+from hwsim.spec.device import DTYPE_BYTES, Device
+from hwsim.spec.errors import SpecError
+from hwsim.spec.quantity import Count, Strict, WholeCount
+
+if TYPE_CHECKING:
+    from hwsim.spec.cluster import Cluster
+
+#: Chunks a streamed weight matrix is split into (double-buffered: chunk i+1 arrives while
+#: chunk i is computed); more chunks only shave the first chunk's exposed transfer.
+STREAM_CHUNKS = 8
+
+
+class WaferProfile(Strict):
+    """Per-architecture wafer parameters (``devices/profiles/wafer.yaml``)."""
+
+    description: str
+    weight_fill: Count = Field(description="fraction of a core's SRAM holding a region's data")
+    matrix_efficiency: Count = Field(description="fraction of the cores' FMAC peak sustained")
+    stream_chunks: WholeCount | None = None
+
+
+@dataclass(frozen=True)
+class Region:
+    """A rectangle of cores (``rows × cols``, top-left at ``row, col``) running one op."""
+
+    name: str
+    row: int
+    col: int
+    rows: int
+    cols: int
+    bytes: float
+    time_s: float = 0.0
+
+    @property
+    def cores(self) -> int:
+        return self.rows * self.cols
+
+
+class WaferMapper(SpatialMapper):
+    """Wafer-scale engine (see the module docstring)."""
+
+    family = "wafer"
+
+    def __init__(
+        self, device: Device, cluster: Cluster | None = None, weight_streaming: bool = False
+    ) -> None:
+        self.weight_streaming = weight_streaming
+        super().__init__(device, cluster)
+
+    def _setup(self) -> None:
+        self.profile, self.profile_key = self.load(WaferProfile)
+        d = self.device
+        if d.mesh is None:
+            raise SpecError(f"{d.name}: a wafer-scale device needs a 'mesh' section")
+        self.cores = d.compute.units_count
+        self.mesh_rows = int(d.mesh.rows.value)
+        self.mesh_cols = int(d.mesh.cols.value)
+        self.hop_s = d.mesh.hop_latency.value
+        self.link_Bps = d.mesh.link_bandwidth.value
+        sram = d.main_memory
+        self.core_bytes = (
+            sram.capacity_bytes if sram.scope == "per_unit" else (sram.capacity_bytes / self.cores)
+        )
+        self.core_Bps = d.level_bandwidth_Bps(sram.name) / self.cores
+        self.fill = self.profile.weight_fill.value
+        self.eff = self.profile.matrix_efficiency.value
+        if self.weight_streaming:
+            self._notes = ("wafer: weight streaming from MemoryX",)
+
+    # ---- capacity --------------------------------------------------------------------------
+    @property
+    def capacity_bytes(self) -> float:
+        """On-wafer SRAM; in weight-streaming mode the weights live in MemoryX instead."""
+        if self.weight_streaming:
+            return self.device.level_capacity_bytes(self.device.memory[-1].name)
+        return self.device.level_capacity_bytes(self.device.main_memory.name)
+
+    def resident_capacity_bytes(self, op: Op) -> float:
+        sram = self.device.level_capacity_bytes(self.device.main_memory.name)
+        if isinstance(op, Attention) or not self.weight_streaming:
+            return sram  # the KV cache always stays on the wafer
+        return self.capacity_bytes
+
+    def capacity_message(self, what: str, need: float, capacity: float | None = None) -> str:
+        msg = super().capacity_message(what, need, capacity)
+        if what.startswith("weights") and not self.weight_streaming:
+            msg += "; or stream them from MemoryX (weights='streamed')"
+        return msg
+
+    # ---- network ---------------------------------------------------------------------------
+    def _links(self) -> Links:
+        d = self.device
+        sw = next((p for p in d.interconnect if p.kind == "swarmx"), None)
+        bw = sw.total_bandwidth_Bps if sw is not None else 1.0
+        lat = sw.latency.value if sw is not None else 0.0
+        source = f"{d.name} SwarmX ports"
+        cl = self.cluster
+        if cl is not None and cl.nics is not None:
+            n = cl.nics
+            bw = n.per_device.value * n.bandwidth.value / n.wire_factor()
+            s = getattr(cl.network, "switch_latency", None)
+            lat = 2 * n.latency.value + (s.value if s is not None else 0.0)
+            source = f"cluster {cl.name}"
+        # one wafer per system: every collective leaves the device over system I/O
+        return Links(bw, bw, lat, 1, bw, lat, "swarmx", "swarmx", source)
+
+    # ---- regions ---------------------------------------------------------------------------
+    def region_cores(self, nbytes: float) -> int:
+        """Cores whose SRAM holds ``nbytes`` at the profile's fill (at least 1, at most all)."""
+        return int(min(self.cores, max(1, math.ceil(nbytes / (self.fill * self.core_bytes)))))
+
+    def region_shape(self, cores: int) -> tuple[int, int]:
+        """A near-square ``rows × cols`` rectangle of at least ``cores`` cores on the mesh."""
+        rows = min(self.mesh_rows, max(1, math.isqrt(cores)))
+        cols = min(self.mesh_cols, math.ceil(cores / rows))
+        return rows, cols
+
+    def _core_rate(self, dtype: str) -> float:
+        return self.rate(dtype) / self.cores
+
+    # ---- ops -------------------------------------------------------------------------------
+    def _gemm(self, op: Gemm) -> OpTiming:
+        if op.weights == "streamed" or (self.weight_streaming and op.weights == "resident"):
+            return self._streamed_gemm(op)
+        e = DTYPE_BYTES[op.dtype]
+        stationary = float(op.count) * op.n * op.k * e  # weights (or the B activation)
+        p = self.region_cores(stationary)
+        rows, cols = self.region_shape(p)
+        row_flops = 2.0 * op.n * op.k * op.count
+        t_sram = stationary / (p * self.core_Bps)
+        t_fma = row_flops / (p * self._core_rate(op.dtype) * self.eff)
+        t_mesh = (rows + cols) * self.hop_s + op.count * (
+            op.k * e / (rows * self.link_Bps) + op.n * e / (cols * self.link_Bps)
+        )
+        t_share = op.flops / (self.rate(op.dtype) * self.eff)
+        t_rest = (op.m - 1) / op.m * t_share
+        parts = {"sram": t_sram, "compute": t_fma + t_rest, "mesh": t_mesh}
+        bound = max(parts, key=lambda k: parts[k])
+        act = float(op.count) * op.m * (op.k + op.n) * e
+        return OpTiming(
+            op.name,
+            max(t_sram, t_fma) + t_mesh + t_rest,
+            bound,
+            {"sram": stationary * op.m + act, "mesh": act},
+            op.flops,
+            notes=(f"{op.name}: region of {p} cores ({rows}×{cols})",),
+            source="wafer:region",
+        )
+
+    def _streamed_gemm(self, op: Gemm) -> OpTiming:
+        """Weights stream from MemoryX over SwarmX, double-buffered, while the whole wafer
+        computes; played on the engine."""
+        w = op.weight_bytes or float(op.count) * op.n * op.k * DTYPE_BYTES[op.dtype]
+        outer = self.device.memory[-1]
+        bw = min(outer.bandwidth_Bps, self.links.outer_Bps)
+        chunks = (
+            int(self.profile.stream_chunks.value) if self.profile.stream_chunks else (STREAM_CHUNKS)
+        )
+        rate = self.rate(op.dtype) * self.eff
+        eng = Engine()
+        link = eng.link("swarmx", bw, outer.latency_s, "swarmx")
+        arrived = [eng.env.event() for _ in range(chunks)]
+
+        def stream() -> Generator[Any, Any, None]:
+            for i in range(chunks):
+                yield eng.transfer([link], w / chunks, label=f"chunk {i}")
+                arrived[i].succeed()
+
+        def compute() -> Generator[Any, Any, None]:
+            for i in range(chunks):
+                yield arrived[i]
+                yield eng.compute(op.flops / chunks, rate)
+
+        eng.env.process(stream())
+        eng.env.process(compute())
+        t = eng.run()
+        t_io = w / bw
+        return OpTiming(
+            op.name,
+            t,
+            outer.name if t_io >= op.flops / rate else "compute",
+            {outer.name: w, "sram": w},
+            op.flops,
+            events=eng.events,
+            notes=(f"{op.name}: weights streamed from {outer.name} at {bw / 1e9:.0f} GB/s",),
+            source="wafer:streaming",
+        )
+
+    def _attention(self, op: Attention) -> OpTiming:
+        s = op.shape
+        kv = op.kv_bytes
+        dtype = "fp8" if s.dtype.startswith("fp8") else s.dtype
+        rate = self.rate(dtype) * self.eff
+        exps = float(s.batch) * s.heads * s.seqlen_q * s.seqlen_kv
+        if s.causal and s.seqlen_q > 1:
+            exps /= 2
+        row_flops = op.flops / max(1, s.seqlen_q)
+        # the region gives each core as much work as a GEMM core at the same fill: sized by
+        # the KV bytes or, when query heads share a KV head (GQA, MLA), by the FLOPs per row
+        # expressed as weight-equivalent bytes (a GEMM does 2 FLOPs per weight element)
+        p = self.region_cores(max(kv, row_flops / 2 * s.elem_bytes))
+        rows, cols = self.region_shape(p)
+        # every sequence's KV sits on its own cores: one query row per sequence is read in
+        # parallel; softmax max/sum and the output are reduced across the region (2 passes)
+        t_sram = kv / (p * self.core_Bps)
+        t_fma = row_flops / (p * rate / self.cores)
+        t_mesh = 2 * (rows + cols) * self.hop_s
+        t_share = op.flops / rate + exps / self.vector_rate()
+        t_lat = max(t_sram, t_fma) + t_mesh
+        t = max(t_lat, t_share) if op.phase == "decode" else t_lat + t_share
+        parts = {"sram": t_sram, "compute": max(t_fma, t_share), "mesh": t_mesh}
+        return OpTiming(
+            op.name,
+            t,
+            max(parts, key=lambda k: parts[k]),
+            {"sram": kv, "mesh": float(s.batch) * s.heads * s.seqlen_q * s.dv * s.elem_bytes},
+            op.flops,
+            notes=(f"{op.name}: KV cache on {p} cores ({rows}×{cols})",),
+            source="wafer:region",
+        )
+
+    def _elementwise(self, op: Elementwise) -> OpTiming:
+        # a row of activations is spread along one mesh row; reductions cross it and back
+        fl = elementwise_flops(op)
+        width = min(self.mesh_cols, op.cols)
+        core_v = self.vector_rate() / self.cores
+        t_row = fl / op.rows / (width * core_v)
+        t_hops = (2 * width if op.op in ROW_REDUCTIONS else 1) * self.hop_s
+        t_rest = (op.rows - 1) / op.rows * fl / self.vector_rate()
+        t = t_row + t_hops + t_rest
+        return OpTiming(
+            op.name or op.op,
+            t,
+            "mesh" if t_hops > t_row + t_rest else "vector",
+            {"sram": op.stream_bytes},
+            fl,
+            source="wafer:region",
+        )
+
+    # ---- placement -------------------------------------------------------------------------
+    def place_regions(self, items: list[tuple[str, float, float]]) -> list[Region]:
+        """Shelf-pack ``(name, bytes, time_s)`` regions in order, left to right, shelves top to
+        bottom (the layer pipeline snakes across the wafer); raises SpecError past the wafer."""
+        out: list[Region] = []
+        row = col = shelf = 0
+        for name, nbytes, t in items:
+            rows, cols = self.region_shape(self.region_cores(nbytes))
+            if col + cols > self.mesh_cols:
+                row, col, shelf = row + shelf, 0, 0
+            if row + rows > self.mesh_rows:
+                raise SpecError(
+                    f"regions of {len(items)} ops do not fit one wafer "
+                    f"({self.mesh_rows}×{self.mesh_cols} cores at fill {self.fill:.0%})"
+                )
+            out.append(Region(name, row, col, rows, cols, nbytes, t))
+            col += cols
+            shelf = max(shelf, rows)
+        return out
+
+
+register_mapper("wafer_scale", WaferMapper)
