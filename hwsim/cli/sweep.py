@@ -28,10 +28,15 @@ from hwsim.sweep import expr
 from hwsim.sweep.cache import SweepCache
 from hwsim.sweep.executors import EXECUTORS, make_executor
 from hwsim.sweep.run import DEFAULT_CHUNK, SweepResult, run_sweep
-from hwsim.sweep.sensitivity import elasticities, pareto_mask
+from hwsim.sweep.sensitivity import elasticities
 from hwsim.sweep.spec import kinds_table, load_sweep
 
 PLOT_KINDS = ("all", "parallel", "pareto", "heatmap", "sensitivity")
+
+
+def _py(v: Any) -> Any:
+    """numpy scalar → Python scalar."""
+    return v.item() if hasattr(v, "item") else v
 
 
 def _fmt(v: Any) -> str:
@@ -272,20 +277,14 @@ def plot_cmd(
         show = [c for c in [*var_in, xc, yc] if c in cols]
         show = list(dict.fromkeys(show))
         order = np.flatnonzero(front)[np.argsort(np.asarray(cols[xc], dtype=float)[front])]
-        rows = [
-            [_fmt(cols[c][i].item() if hasattr(cols[c][i], "item") else cols[c][i]) for c in show]
-            for i in order
-        ]
+        raw = [[_py(cols[c][i]) for c in show] for i in order]
+        rows = [[_fmt(v) for v in r] for r in raw]
         sections.append(Section("Pareto front", (
             f"Every point, {yc} against {xc}; the black line joins the points no other point "
             f"beats on both ({x_goal} {xc}, {y_goal} {yc}). Designs off the line are dominated."
             ), fig, html_table(show, rows[:50])))  # fmt: skip
-        out_json["pareto"] = [dict(zip(show, r, strict=True)) for r in rows]
-        out_json["pareto_points"] = int(
-            pareto_mask(
-                np.asarray(cols[xc], dtype=float), np.asarray(cols[yc], dtype=float), x_goal, y_goal
-            ).sum()
-        )
+        out_json["pareto"] = [dict(zip(show, r, strict=True)) for r in raw]
+        out_json["pareto_points"] = int(front.sum())
     if kind in ("all", "heatmap"):
         hx, hy = (xc, yc) if xc in inputs and yc in inputs else [*var_in, None, None][:2]
         z = cc or yc

@@ -148,6 +148,7 @@ def _load_builtin() -> None:
     # the model-level and simulator-backed kinds register themselves on import
     importlib.import_module("hwsim.sweep.model_kinds")
     importlib.import_module("hwsim.sweep.sim_kinds")
+    importlib.import_module("hwsim.sweep.serve_kinds")
 
 
 # ---- devices as arrays -------------------------------------------------------------------------

@@ -303,3 +303,21 @@ def test_expr_is_safe_and_vectorised() -> None:
     for bad in ("a.__class__", "[x for x in a]", "open('f')", "lambda: 1"):
         with pytest.raises(SpecError):
             expr.names(bad)
+
+
+def test_serve_step_kind_agrees_with_decode_roofline(tmp_path: Path) -> None:
+    """The what-if engine's decode step (a point kind) against the analytic decode roofline:
+    both HBM-bound at batch 1, and the roofline is an upper bound on throughput."""
+    data = _with(
+        base={"device": "h100-sxm", "model": "llama-3.1-8b"},
+        workload={"context": 1024},
+        axes={"spec": {"price.usd": ["20000 USD", "30000 USD"]}, "workload": {"batch": [1]}},
+        metrics=[{"kind": "serve_step"}, {"kind": "decode_roofline"}],
+    )
+    r = run_sweep(load_sweep(_write(tmp_path, data)))
+    assert [k.units for k in r.stats.kinds] == [1, 1]  # price reaches neither kind
+    assert set(r.columns["serve_step.bound"].tolist()) == {"hbm"}
+    assert set(r.columns["decode_roofline.bound"].tolist()) == {"hbm"}
+    serve = r.columns["serve_step.tokens_per_s_per_user"]
+    roof = r.columns["decode_roofline.tokens_per_s_per_user"]
+    assert np.all(serve <= roof) and np.all(serve > 0.5 * roof)  # within 2x of the bound

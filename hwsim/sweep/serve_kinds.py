@@ -1,0 +1,120 @@
+"""The what-if engine as a metric kind: one simulated whole-model prefill or decode step
+(:func:`hwsim.serve.api.serve_step`) per unique (device, model, batch, context, layout).
+
+It reads the layout axis (``tp``, ``ep``, ``pp``, ``dp``), so a sweep over spec overrides ×
+batch × layout reproduces ``hwsim whatif``/``hwsim decode`` point by point, cached and spread over
+the executor's workers. The serve layer is imported when a point is evaluated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hwsim.spec.device import Device
+from hwsim.sweep.kinds import MetricKind, Scalar, register_kind
+
+
+class ServeOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    phase: Literal["decode", "prefill"] = "decode"
+    cluster: str | None = Field("default", description="cluster name; 'default': the device's")
+    overlap: Literal["auto", "none", "dual"] = "auto"
+    mtp: int = Field(0, ge=0, description="speculative draft tokens per step")
+    mtp_acceptance: float = Field(0.85, ge=0.0, le=1.0)
+
+
+@register_kind
+class ServeStep(MetricKind):
+    """A whole-model step from the serve layer (layer graph, overlap, collectives)."""
+
+    name = "serve_step"
+    description = "whole-model prefill/decode step simulated by the what-if engine (hwsim decode)"
+    vectorised = False
+    params: ClassVar[dict[str, Scalar | None]] = {
+        "model": None,
+        "batch": 1,
+        "context": 2048,
+        "dtype": "bf16",
+        "tp": 1,
+        "ep": 1,
+        "pp": 1,
+        "dp": 1,
+    }
+    metrics: ClassVar[dict[str, str]] = {
+        "step_time_s": "one decode round / the prefill TTFT, s",
+        "time_per_token_s": "per user (decode), s",
+        "tokens_per_s_per_user": "token/s",
+        "tokens_per_s_total": "whole deployment, token/s",
+        "bound": "dominant resource of the step",
+        "devices": "devices in the layout",
+        "memory_per_device_bytes": "weights + KV cache per device, B",
+        "fits": "fits the device's memory",
+        "comm_exposed_s": "communication not hidden under compute, s",
+    }
+    code_paths = (
+        "hwsim/serve",
+        "hwsim/sim",
+        "hwsim/plan",
+        "hwsim/spec",
+        "hwsim/sweep/serve_kinds.py",
+        "devices/profiles",
+        "devices/clusters",
+    )
+    Options: ClassVar[type[BaseModel]] = ServeOptions
+    #: everything a step reads from the device (not its price or citations)
+    device_fields = (
+        "kind",
+        "arch",
+        "compute",
+        "memory",
+        "interconnect",
+        "power",
+        "mesh",
+        "tiles",
+        "lpu",
+    )
+
+    def subproblem(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        lay = ",".join(f"{k}={int(params[k])}" for k in ("tp", "ep", "pp", "dp"))
+        return {
+            "model": str(params["model"]),
+            "batch": int(params["batch"]),
+            "context": int(params["context"]),
+            "dtype": str(params["dtype"]),
+            "layout": lay,
+        }
+
+    def evaluate_point(
+        self, device: Device, params: Mapping[str, Any], seed: int
+    ) -> dict[str, Any]:
+        from hwsim.serve.api import serve_step
+
+        o = self.options
+        assert isinstance(o, ServeOptions)
+        r = serve_step(
+            params["model"],
+            device,
+            o.phase,
+            batch=params["batch"],
+            context=params["context"],
+            layout=params["layout"],
+            dtype=params["dtype"],
+            mtp=o.mtp,
+            mtp_acceptance=o.mtp_acceptance,
+            overlap=o.overlap,
+            cluster=o.cluster,
+        )
+        return {
+            "step_time_s": r.step_time_s,
+            "time_per_token_s": r.time_per_token_s,
+            "tokens_per_s_per_user": r.tokens_per_s_per_user,
+            "tokens_per_s_total": r.tokens_per_s_total,
+            "bound": r.bound,
+            "devices": r.devices,
+            "memory_per_device_bytes": r.memory_per_device_bytes,
+            "fits": r.fits,
+            "comm_exposed_s": r.comm_exposed_s,
+        }
