@@ -247,10 +247,12 @@ def max_min_incidence(
     capacity_Bps: np.ndarray,
     cap_Bps: np.ndarray,
     active: np.ndarray | None = None,
+    index: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Weighted max-min fair rates from incidence arrays: incidence ``i`` says class
     ``cls_of[i]`` loads link ``link_of[i]`` with ``w[i]`` per unit of its rate; ``cap_Bps[c]``
     caps class ``c`` alone. Classes with ``active`` False get rate 0 and load nothing.
+    ``index`` (from :func:`incidence_index`) saves re-sorting fixed incidence arrays.
 
     Progressive filling with incremental bookkeeping: each level costs O(links) plus the
     incidences of the classes it freezes, so a solve is O(levels x links + incidences) even
@@ -261,10 +263,7 @@ def max_min_incidence(
     own = np.asarray(cap_Bps, dtype=float)
     rates = np.zeros(n)
     act = np.ones(n, dtype=bool) if active is None else np.asarray(active, dtype=bool).copy()
-    by_cls = np.argsort(cls_of, kind="stable")
-    c_ptr = np.searchsorted(cls_of[by_cls], np.arange(n + 1))
-    by_link = np.argsort(link_of, kind="stable")
-    l_ptr = np.searchsorted(link_of[by_link], np.arange(n_links + 1))
+    by_cls, c_ptr, by_link, l_ptr = index or incidence_index(cls_of, link_of, n, n_links)
     inc = act[cls_of]
     coef = np.bincount(link_of[inc], weights=w[inc], minlength=n_links)
     users = np.bincount(link_of[inc], minlength=n_links)
@@ -298,6 +297,18 @@ def max_min_incidence(
         users -= np.bincount(link_of[gone], minlength=n_links)
         coef[users == 0] = 0.0  # no floating residue on links nobody uses any more
     return rates
+
+
+def incidence_index(
+    cls_of: np.ndarray, link_of: np.ndarray, n_classes: int, n_links: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Incidences grouped by class and by link: (order by class, class pointers, order by
+    link, link pointers), as :func:`max_min_incidence` uses them."""
+    by_cls = np.argsort(cls_of, kind="stable")
+    c_ptr = np.searchsorted(cls_of[by_cls], np.arange(n_classes + 1))
+    by_link = np.argsort(link_of, kind="stable")
+    l_ptr = np.searchsorted(link_of[by_link], np.arange(n_links + 1))
+    return by_cls, c_ptr, by_link, l_ptr
 
 
 def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
