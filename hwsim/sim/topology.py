@@ -83,8 +83,10 @@ class Topology:
     devices: tuple[str, ...]
     links: tuple[LinkSpec, ...]
     _node_ix: dict[str, int] = field(default_factory=dict, repr=False)
-    _dist: dict[str, NDArray[np.float64]] = field(default_factory=dict, repr=False)
-    _memo: dict[tuple[str, str], Route] = field(default_factory=dict, repr=False)
+    _dist: dict[int, list[float]] = field(default_factory=dict, repr=False)
+    _memo: dict[tuple[int, int], Route] = field(default_factory=dict, repr=False)
+    _succ: list[list[tuple[int, int, float]]] = field(default_factory=list, repr=False)
+    _transit: list[bool] = field(default_factory=list, repr=False)
 
     @property
     def name(self) -> str:
@@ -110,92 +112,135 @@ class Topology:
     # ---- routing ---------------------------------------------------------------------------
     def route(self, src: int | str, dst: int | str) -> Route:
         """ECMP route between two ranks (or element names)."""
-        s = self.devices[src] if isinstance(src, int) else src
-        d = self.devices[dst] if isinstance(dst, int) else dst
+        s = self._ix(src)
+        d = self._ix(dst)
         if s == d:
             return Route(np.zeros(0, np.int64), np.zeros(0), 0.0, 0)
         return self._route_from(s, d, first=True)
 
     def distance(self, src: int | str, dst: int | str) -> float:
         """Hop count of the shortest route (``inf`` when there is none)."""
-        s = self.devices[src] if isinstance(src, int) else src
-        d = self.devices[dst] if isinstance(dst, int) else dst
-        return self._dist_from(s, d, first=True)
+        return self._dist_from(self._ix(src), self._ix(dst), first=True)
 
     def prepare(self, destinations: Iterable[int | str]) -> None:
         """Batch the breadth-first searches for many destinations (one scipy call)."""
-        names = [self.devices[x] if isinstance(x, int) else x for x in destinations]
-        todo = [n for n in dict.fromkeys(names) if n not in self._dist]
+        todo = [n for n in dict.fromkeys(self._ix(x) for x in destinations) if n not in self._dist]
         if not todo:
             return
-        rev = self._reverse_transit_csr()
-        idx = [self._node_ix[n] for n in todo]
-        dist = shortest_path(rev, directed=True, unweighted=True, indices=idx)
+        dist = shortest_path(
+            self._reverse_transit_csr(), directed=True, unweighted=True, indices=todo
+        )
         for n, row in zip(todo, np.atleast_2d(dist), strict=True):
-            self._dist[n] = row
+            self._dist[n] = row.tolist()
+
+    def _ix(self, x: int | str) -> int:
+        """Graph index of a rank (int) or an element name (str)."""
+        name = self.devices[x] if isinstance(x, int) else x
+        try:
+            return self._node_ix[name]
+        except KeyError:
+            raise SpecError(f"no element named {name!r} in cluster '{self.name}'") from None
+
+    def _tables(self) -> None:
+        """Integer adjacency: successors with (edge index, latency); transit flags."""
+        if self._succ:
+            return
+        names = list(self._node_ix)
+        self._transit = [bool(self.graph.nodes[n]["transit"]) for n in names]
+        self._succ = [
+            [
+                (self._node_ix[v], int(e["index"]), float(e["latency_s"]))
+                for v, e in self.graph.adj[n].items()
+            ]
+            for n in names
+        ]
 
     def _reverse_transit_csr(self) -> csr_matrix:
-        cached = getattr(self, "_rev_csr", None)
-        if cached is not None:
-            return cached
+        self._tables()
         n = len(self._node_ix)
         rows, cols = [], []
-        for u, v in self.graph.edges():
-            if self.transit(u):  # only forwarding elements may sit in the middle of a path
-                rows.append(self._node_ix[v])
-                cols.append(self._node_ix[u])
-        mat = csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
-        self._rev_csr = mat
-        return mat
+        for u, nbrs in enumerate(self._succ):
+            if self._transit[u]:  # only forwarding elements may sit in the middle of a path
+                for v, _, _ in nbrs:
+                    rows.append(v)
+                    cols.append(u)
+        return csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
 
-    def _dist_to(self, d: str) -> NDArray[np.float64]:
-        if d not in self._dist:
-            self.prepare([d])
-        return self._dist[d]
+    def _dist_row(self, d: int) -> list[float]:
+        row = self._dist.get(d)
+        if row is None:
+            self.prepare([self._names()[d]])
+            row = self._dist[d]
+        return row
 
-    def _dist_from(self, x: str, d: str, first: bool) -> float:
+    def _names(self) -> list[str]:
+        return list(self._node_ix)
+
+    def _dist_from(self, x: int, d: int, first: bool) -> float:
         if x == d:
             return 0.0
-        dist = self._dist_to(d)
-        if first and not self.transit(x):
-            best = math.inf
-            for y in self.graph.successors(x):
-                best = min(best, 1.0 + (0.0 if y == d else float(dist[self._node_ix[y]])))
-            return best
-        return float(dist[self._node_ix[x]])
+        self._tables()
+        dist = self._dist_row(d)
+        if first and not self._transit[x]:
+            return min(
+                (1.0 + (0.0 if y == d else dist[y]) for y, _, _ in self._succ[x]),
+                default=math.inf,
+            )
+        return dist[x]
 
-    def _route_from(self, x: str, d: str, first: bool = False) -> Route:
+    def _route_from(self, x: int, d: int, first: bool = False) -> Route:
         key = (x, d)
         hit = self._memo.get(key)
         if hit is not None:
             return hit
         here = self._dist_from(x, d, first)
         if not math.isfinite(here):
+            names = self._names()
             raise SpecError(
-                f"no route from {x} to {d} in cluster '{self.name}' with {self.nodes} node(s)",
+                f"no route from {names[x]} to {names[d]} in cluster '{self.name}' with "
+                f"{self.nodes} node(s)",
                 file=cluster_file(self.cluster.name),
                 key="network",
             )
+        dist = self._dist_row(d)
+        transit = self._transit
         nxt = [
-            y
-            for y in self.graph.successors(x)
-            if (y == d) or (self.transit(y) and self._dist_from(y, d, False) == here - 1)
+            (y, ei, lt)
+            for y, ei, lt in self._succ[x]
+            if y == d or (transit[y] and dist[y] == here - 1)
         ]
         share = 1.0 / len(nxt)
-        acc: dict[int, float] = {}
+        if len(nxt) == 1:  # the common case: one next hop, nothing to merge
+            y, ei, lt = nxt[0]
+            if y == d:
+                route = Route(np.array([ei], np.int64), np.array([1.0]), lt, int(here))
+            else:
+                sub = self._route_from(y, d)
+                route = Route(
+                    np.concatenate(([ei], sub.links)),
+                    np.concatenate(([1.0], sub.fractions)),
+                    lt + sub.latency_s,
+                    int(here),
+                )
+            self._memo[key] = route
+            return route
+        parts_l: list[IArr] = []
+        parts_f: list[FArr] = []
         lat = 0.0
-        for y in nxt:
-            e = self.graph.edges[x, y]
-            acc[e["index"]] = acc.get(e["index"], 0.0) + share
+        for y, ei, lt in nxt:
+            parts_l.append(np.array([ei], dtype=np.int64))
+            parts_f.append(np.array([share]))
             sub_lat = 0.0
             if y != d:
                 sub = self._route_from(y, d)
-                for li, f in zip(sub.links.tolist(), sub.fractions.tolist(), strict=True):
-                    acc[li] = acc.get(li, 0.0) + share * f
+                parts_l.append(sub.links)
+                parts_f.append(share * sub.fractions)
                 sub_lat = sub.latency_s
-            lat = max(lat, e["latency_s"] + sub_lat)
-        links = np.fromiter(acc.keys(), np.int64, len(acc))
-        route = Route(links, np.fromiter(acc.values(), float, len(acc)), lat, int(here))
+            lat = max(lat, lt + sub_lat)
+        # paths that split may meet again: merge repeated links
+        links, where = np.unique(np.concatenate(parts_l), return_inverse=True)
+        fracs = np.bincount(where, weights=np.concatenate(parts_f), minlength=len(links))
+        route = Route(links, fracs, lat, int(here))
         self._memo[key] = route
         return route
 
