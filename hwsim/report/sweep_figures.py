@@ -13,6 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 from numpy.typing import NDArray
 
+from hwsim.spec.units import Dim, format_quantity
 from hwsim.sweep.sensitivity import Elasticity, pareto_mask
 
 Columns = Mapping[str, NDArray[Any]]
@@ -201,8 +202,8 @@ def heatmap_figure(
     log = numeric and _spans_decades(grid[np.isfinite(grid)])
     trace: dict[str, Any] = {
         "z": np.log10(grid) if log else grid,
-        "x": [_fmt_tick(v) for v in xv],
-        "y": [_fmt_tick(v) for v in yv],
+        "x": [_fmt_tick(v, x) for v in xv],
+        "y": [_fmt_tick(v, y) for v in yv],
         "text": text,
         "texttemplate": "%{text}",
         "hovertemplate": f"{x}=%{{x}}<br>{y}=%{{y}}<br>{z}=%{{text}}<extra></extra>",
@@ -236,9 +237,29 @@ def _sort_key(v: Any) -> tuple[int, Any]:
     return (0, float(v)) if isinstance(v, int | float) else (1, str(v))
 
 
-def _fmt_tick(v: Any) -> str:
+#: column-name endings → the dimension their SI values have (for readable ticks)
+_DIMS: tuple[tuple[str, Dim], ...] = (
+    (".capacity", Dim.BYTES), ("_bytes", Dim.BYTES), (".bandwidth", Dim.BANDWIDTH),
+    ("_Bps", Dim.BANDWIDTH), (".latency", Dim.TIME), ("_s", Dim.TIME), ("_flops", Dim.RATE),
+    (".clock", Dim.FREQUENCY), (".tdp", Dim.POWER), ("_W", Dim.POWER), (".usd", Dim.MONEY),
+)  # fmt: skip
+
+
+def dim_of(name: str) -> Dim | None:
+    """The dimension of a column from its name (``memory.l2.capacity`` → bytes), or None."""
+    if name.startswith("compute.peak.") or name.endswith((".vector_fp32", ".special")):
+        return Dim.RATE
+    return next((d for suffix, d in _DIMS if name.endswith(suffix)), None)
+
+
+def _fmt_tick(v: Any, name: str = "") -> str:
     if isinstance(v, float):
-        return f"{v:.4g}"
+        dim = dim_of(name)
+        if dim is Dim.BYTES and v >= 1024 and v % 1024 == 0:  # sizes written in KiB/MiB/GiB
+            for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+                if v >= scale:
+                    return f"{v / scale:.4g} {unit}"
+        return format_quantity(v, dim) if dim is not None else f"{v:.4g}"
     return str(v)
 
 
