@@ -68,9 +68,6 @@ _timings: list[tuple[str, float]] = []
 
 
 def reset() -> None:
-    from _gen import reference
-
-    reference.reset()
     _facts.clear()
     _figures.clear()
     _timings.clear()
@@ -87,7 +84,7 @@ def timed(label: str, fn: Callable[[], Any]) -> Any:
 def timing_report() -> list[str]:
     total = sum(t for _, t in _timings)
     lines = [f"hwsim generators: {total:.1f} s in {len(_timings)} steps"]
-    lines += [f"  {t:6.2f} s  {label}" for label, t in sorted(_timings, key=lambda x: -x[1])]
+    lines += [f"  {t:6.2f} s  {label}" for label, t in sorted(_timings, key=lambda x: -x[1])[:12]]
     return lines
 
 

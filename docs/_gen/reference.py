@@ -215,45 +215,21 @@ def _pct(x: float) -> str:
     return f"{100 * x:+.1f}%" if math.isfinite(x) else "—"
 
 
-_suites: dict[str, dict[str, Any]] = {}
-
-
-def reset() -> None:
-    """Forget the previous build's suite results (a build computes each suite at most once)."""
-    _suites.clear()
-
-
-def _suite_names() -> list[str]:
+def _suite_dicts(suite: str | None) -> list[dict[str, Any]]:
+    if has_command("validate"):
+        data = run_json("validate", *(["--suite", suite] if suite else []))
+        if isinstance(data, dict) and "suites" in data:
+            data = data["suites"]
+        return list(data) if isinstance(data, list) else [data]
     import hwsim.validate.all  # noqa: F401  (registers the suites)
     from hwsim.validate.core import suites
 
-    return sorted(suites())
-
-
-def _suite_dict(name: str) -> dict[str, Any]:
-    """One suite's results, from ``hwsim validate --suite NAME --json`` when the command exists
-    (the registry otherwise), computed once per build even when several pages show it."""
-    if name not in _suites:
-        if has_command("validate"):
-            # exit 1 = a target is missed: the table shows it (the suite's tests enforce targets)
-            data = run_json("validate", "--suite", name, ok_codes=(0, 1))
-            if isinstance(data, dict) and "suites" in data:
-                data = data["suites"]
-            if isinstance(data, list):
-                data = next(d for d in data if (d.get("suite") or d.get("name")) == name)
-            _suites[name] = data
-        else:
-            from hwsim.validate.core import suites
-
-            _suites[name] = suites()[name]().to_dict()
-    return _suites[name]
-
-
-def _suite_dicts(suite: str | None) -> list[dict[str, Any]]:
-    names = _suite_names()
-    if suite is not None and suite not in names:
-        raise DocsError(f"validate: no suite {suite!r} (registered: {names})")
-    return [_suite_dict(n) for n in ([suite] if suite else names)]
+    reg = suites()
+    names = [suite] if suite else sorted(reg)
+    missing = [n for n in names if n not in reg]
+    if missing:
+        raise DocsError(f"validate: no suite {missing} (registered: {sorted(reg)})")
+    return [reg[n]().to_dict() for n in names]
 
 
 def validation_tables(*args: str) -> str:
@@ -295,8 +271,6 @@ def validation_tables(*args: str) -> str:
             summary += (
                 " (targets: " + ", ".join(f"{k} ≤ {100 * v:.0f}%" for k, v in targets.items()) + ")"
             )
-        if "meets_targets" in d:
-            summary += "; targets met" if d["meets_targets"] else "; **targets not met**"
         groups = d.get("group_mape") or {}
         if len(groups) > 1:
             summary += "; MAPE by group: " + ", ".join(

@@ -159,7 +159,8 @@ class WaferMapper(SpatialMapper):
 
     def region_shape(self, cores: int) -> tuple[int, int]:
         """A near-square ``rows × cols`` rectangle of at least ``cores`` cores on the mesh."""
-        rows = min(self.mesh_rows, max(1, math.isqrt(cores)))
+        rows = max(1, math.isqrt(cores), math.ceil(cores / self.mesh_cols))
+        rows = min(self.mesh_rows, rows)
         cols = min(self.mesh_cols, math.ceil(cores / rows))
         return rows, cols
 
@@ -293,6 +294,11 @@ class WaferMapper(SpatialMapper):
         row = col = shelf = 0
         for name, nbytes, t in items:
             rows, cols = self.region_shape(self.region_cores(nbytes))
+            if rows * cols * self.fill * self.core_bytes < nbytes:
+                raise SpecError(
+                    f"region {name!r} of {nbytes / 1e9:.1f} GB does not fit one wafer "
+                    f"({self.mesh_rows}×{self.mesh_cols} cores at fill {self.fill:.0%})"
+                )
             if col + cols > self.mesh_cols:
                 row, col, shelf = row + shelf, 0, 0
             if row + rows > self.mesh_rows:
