@@ -258,8 +258,9 @@ def run_sweep(
     kinds = sweep.kinds()
     pts = build_points(sweep, kinds)
     plans = []
-    for spec, kind in zip(sweep.metrics, kinds, strict=True):
-        kid = kind_id(spec.label, kind, spec.options)
+    options = [sweep.kind_options(i) for i in range(len(sweep.metrics))]
+    for spec, kind, opts in zip(sweep.metrics, kinds, options, strict=True):
+        kid = kind_id(spec.label, kind, opts)
         fps = device_fingerprints(pts.devices, kind.device_fields)
         keys, subs = _unit_keys(pts, kind, kid, fps)
         first: dict[str, int] = {}
@@ -267,22 +268,22 @@ def run_sweep(
             first.setdefault(k, p)
         cached = cache.get_many(list(first))
         missing = [k for k in first if k not in cached]
-        plans.append((spec, kind, keys, subs, first, cached, missing))
-    total = sum(len(p[6]) for p in plans)
+        plans.append((spec, kind, opts, keys, subs, first, cached, missing))
+    total = sum(len(p[-1]) for p in plans)
     done = 0
     if progress:
         progress(0, total)
     columns: dict[str, NDArray[Any]] = dict(pts.inputs)
     stats = []
     try:
-        for spec, kind, keys, subs, first, cached, missing in plans:
+        for spec, kind, opts, keys, subs, first, cached, missing in plans:
             tk = time.perf_counter()
             values: dict[str, dict[str, Any]] = dict(cached)
             reps = [first[k] for k in missing]
             point_kind = not kind.vectorised
             seeds = [_seed(sweep.sampling.seed, k) for k in missing] if point_kind else []
             items = [subs[r] for r in reps] if point_kind else []
-            tasks = _tasks(kind, spec.options, pts, reps, items, seeds, chunk_size, ex.workers)
+            tasks = _tasks(kind, opts, pts, reps, items, seeds, chunk_size, ex.workers)
             offsets = np.cumsum([0] + [t.size for t in tasks])
             for ti, result in ex.map_unordered(run_task, tasks):
                 new = list(zip(missing[offsets[ti] : offsets[ti + 1]], result, strict=True))

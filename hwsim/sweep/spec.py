@@ -42,6 +42,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from hwsim.spec.cluster import load_cluster
 from hwsim.spec.errors import FieldError, SpecError
 from hwsim.spec.load import load_device, read_yaml, validate
 from hwsim.spec.model import load_model_config
@@ -169,8 +170,18 @@ class SweepFile(_Strict):
             return list(self.axes.model)
         return [self.base.model]
 
+    def kind_options(self, i: int) -> dict[str, Any]:
+        """Options of metric ``i``; a kind with a ``cluster`` option gets ``base.cluster``
+        unless the entry sets it."""
+        m = self.metrics[i]
+        opts = dict(m.options)
+        fields = get_kind(m.kind).Options.model_fields
+        if self.base.cluster and "cluster" in fields and "cluster" not in opts:
+            opts["cluster"] = self.base.cluster
+        return opts
+
     def kinds(self) -> list[MetricKind]:
-        return [get_kind(m.kind)(m.options) for m in self.metrics]
+        return [get_kind(m.kind)(self.kind_options(i)) for i, m in enumerate(self.metrics)]
 
     def metric_columns(self) -> list[str]:
         out = []
@@ -192,7 +203,7 @@ class SweepFile(_Strict):
         labels: set[str] = set()
         for i, m in enumerate(self.metrics):
             try:
-                kind = get_kind(m.kind)(m.options)
+                kind = get_kind(m.kind)(self.kind_options(i))
             except SpecError as err:
                 raise FieldError(("metrics", i, "kind"), err.message) from None
             if m.label in labels:
@@ -225,6 +236,11 @@ class SweepFile(_Strict):
                     except SpecError as err:
                         end_key = "from" if end == "from_" else "to"
                         raise FieldError(("axes", "workload", key, end_key), err.message) from None
+        if self.base.cluster:
+            try:
+                load_cluster(self.base.cluster)
+            except SpecError as err:
+                raise FieldError(("base", "cluster"), err.message) from None
         self._check_specs()
         for i, text in enumerate(self.axes.layout or []):
             try:
