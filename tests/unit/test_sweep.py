@@ -321,3 +321,38 @@ def test_serve_step_kind_agrees_with_decode_roofline(tmp_path: Path) -> None:
     serve = r.columns["serve_step.tokens_per_s_per_user"]
     roof = r.columns["decode_roofline.tokens_per_s_per_user"]
     assert np.all(serve <= roof) and np.all(serve > 0.5 * roof)  # within 2x of the bound
+
+
+class FlakyKind(CountingKind):
+    """Fails on one sub-problem while ``fail`` is set: an interrupted sweep."""
+
+    name = "test_flaky"
+    fail: ClassVar[bool] = True
+
+    def evaluate_point(
+        self, device: Device, params: Mapping[str, Any], seed: int
+    ) -> dict[str, Any]:
+        if FlakyKind.fail and params["work"] == 8192:
+            raise SpecError("simulated crash")
+        return super().evaluate_point(device, params, seed)
+
+
+register_kind(FlakyKind)
+
+
+def test_interrupted_sweep_resumes_from_cache(tmp_path: Path) -> None:
+    data = _with(metrics=[{"kind": "test_flaky"}])
+    sweep = load_sweep(_write(tmp_path, data))
+    FlakyKind.fail = True
+    with SweepCache(tmp_path / "c.sqlite") as c, pytest.raises(SpecError, match="simulated crash"):
+        run_sweep(sweep, cache=c)
+    FlakyKind.fail = False
+    with SweepCache(tmp_path / "c.sqlite") as c:
+        r = run_sweep(sweep, cache=c)
+    # units run one per task in order (work 512, 2048, 8192 per device): the finished ones were
+    # committed before the crash, so only the failed sub-problems are computed again
+    s = r.stats.kinds[0]
+    assert s.cache_hits > 0 and s.computed < s.units
+    assert np.array_equal(
+        r.columns["test_flaky.value"], (r.columns["batch"] * r.columns["context"]).astype(float)
+    )
