@@ -68,6 +68,9 @@ _timings: list[tuple[str, float]] = []
 
 
 def reset() -> None:
+    from _gen import reference
+
+    reference.reset()
     _facts.clear()
     _figures.clear()
     _timings.clear()
@@ -84,7 +87,7 @@ def timed(label: str, fn: Callable[[], Any]) -> Any:
 def timing_report() -> list[str]:
     total = sum(t for _, t in _timings)
     lines = [f"hwsim generators: {total:.1f} s in {len(_timings)} steps"]
-    lines += [f"  {t:6.2f} s  {label}" for label, t in sorted(_timings, key=lambda x: -x[1])[:12]]
+    lines += [f"  {t:6.2f} s  {label}" for label, t in sorted(_timings, key=lambda x: -x[1])]
     return lines
 
 
@@ -263,6 +266,8 @@ def _blocks() -> dict[str, Callable[..., Any]]:
         "cli-reference": reference.cli_reference,
         "schema": reference.schema_reference,
         "validate": reference.validation_tables,
+        "validate-summary": reference.validation_summary,
+        "attention-tiles": reference.attention_tiles,
         "check": reference.check_table,
         "devices": reference.devices_table,
     }
