@@ -79,6 +79,8 @@ class AllToAllResult:
     links: tuple[LinkLoad, ...] = field(repr=False)
     leg_bytes: dict[str, FArr] = field(repr=False)  #: link kind → [R, R] sender→receiver bytes
     params: dict[str, Any] = field(default_factory=dict)
+    trace: tuple[Any, ...] = field(default=(), repr=False)  #: TraceEvent spans (trace=True)
+    rate_log: tuple[tuple[float, tuple[float, ...]], ...] = field(default=(), repr=False)
 
     def to_dict(self, links: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -421,4 +423,6 @@ def simulate_alltoall(
             "coupling": kp.coupling,
             "path": kp.path,
         },
+        trace=run.trace,
+        rate_log=run.rate_log,
     )

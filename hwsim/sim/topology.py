@@ -239,7 +239,9 @@ class Topology:
             lat = max(lat, lt + sub_lat)
         # paths that split may meet again: merge repeated links
         links, where = np.unique(np.concatenate(parts_l), return_inverse=True)
-        fracs = np.bincount(where, weights=np.concatenate(parts_f), minlength=len(links))
+        fracs: FArr = np.bincount(
+            where, weights=np.concatenate(parts_f), minlength=len(links)
+        ).astype(float)
         route = Route(links, fracs, lat, int(here))
         self._memo[key] = route
         return route

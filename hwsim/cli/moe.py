@@ -1,0 +1,322 @@
+"""``hwsim moe`` (one MoE dispatch/combine on a cluster) and ``hwsim topology`` (the graph)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from hwsim.cli.common import console, print_json
+from hwsim.plan.moe import synthetic_dispatch_plan
+from hwsim.sim.alltoall import AllToAllResult, simulate_alltoall
+from hwsim.sim.alltoall_profiles import KERNELS
+from hwsim.sim.topology import Topology, build_topology
+from hwsim.sim.trace import chrome_trace
+from hwsim.spec.cluster import list_clusters
+from hwsim.spec.errors import SpecError
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise SpecError(f"{name} must be one of {', '.join(allowed)}, got {value!r}", key=name)
+
+
+def _routing_ok(routing: str) -> None:
+    if routing in ("deepep", "uniform"):
+        return
+    if routing.startswith("zipf:"):
+        try:
+            if float(routing[5:]) > 0:
+                return
+        except ValueError:
+            pass
+    raise SpecError(
+        f"--routing must be deepep, uniform or zipf:S with S > 0 (e.g. zipf:1.2), got {routing!r}",
+        key="routing",
+    )
+
+
+def _write(path: Path, text: str, what: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise SpecError(f"cannot write the {what}: {err.strerror or err}", file=str(path)) from None
+
+
+def run_moe(
+    cluster: str,
+    ep: int,
+    tokens: int,
+    hidden: int,
+    experts: int,
+    topk: int,
+    topk_groups: int,
+    phase: str,
+    dtype: str | None,
+    kernel: str,
+    routing: str,
+    seed: int,
+    nodes: int | None = None,
+    redundant: int = 0,
+    sms: int | None = None,
+    trace: bool = False,
+) -> tuple[Topology, AllToAllResult, float]:
+    """Build the topology and the plan, simulate; returns (topology, result, plan wall s)."""
+    _check_choice("phase", phase, ("dispatch", "combine"))
+    _check_choice("kernel", kernel, KERNELS)
+    if dtype is not None:
+        _check_choice("dtype", dtype, ("fp8", "bf16"))
+    _routing_ok(routing)
+    for name, v in (
+        ("ep", ep),
+        ("tokens", tokens),
+        ("hidden", hidden),
+        ("experts", experts),
+        ("topk", topk),
+        ("topk-groups", topk_groups),
+    ):
+        if v < 1:
+            raise SpecError(f"--{name} must be at least 1, got {v}", key=name)
+    if topk > experts:
+        raise SpecError(f"--topk ({topk}) cannot exceed --experts ({experts})", key="topk")
+    probe = build_topology(cluster, 1)
+    per = probe.per_node
+    if ep > per and ep % per:
+        raise SpecError(
+            f"--ep {ep} is not a multiple of the {per} devices per node of '{cluster}'", key="ep"
+        )
+    need = max(1, math.ceil(ep / per))
+    n = need if nodes is None else nodes
+    if n < need:
+        raise SpecError(f"--ep {ep} needs at least {need} node(s), got --nodes {n}", key="nodes")
+    topo = build_topology(cluster, n)
+    t0 = time.perf_counter()
+    plan, _, _ = synthetic_dispatch_plan(
+        ep,
+        tokens,
+        hidden,
+        experts,
+        topk,
+        topk_groups,
+        routing,
+        min(per, ep),
+        redundant,
+        seed,
+        dispatch_dtype=dtype if (dtype and phase == "dispatch") else "fp8",
+    )
+    plan_s = time.perf_counter() - t0
+    res = simulate_alltoall(topo, plan, kernel, phase, dtype=dtype, comm_sms=sms, trace=trace)
+    return topo, res, plan_s
+
+
+def _table(res: AllToAllResult, wall_s: float) -> Table:
+    t = Table(title=f"{res.kernel} {res.phase} ({res.dtype}) on {res.cluster}, EP {res.ep}")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    rows = [
+        ("time", f"{res.time_s * 1e6:.1f} us"),
+        ("RDMA GB/s (DeepEP def.)", f"{res.rdma_gbps:.1f}"),
+        ("NVLink GB/s (DeepEP def.)", f"{res.nvlink_gbps:.1f}"),
+        ("LL GB/s (selections x msg)", f"{res.ll_gbps:.1f}"),
+        ("max link utilisation", f"{res.max_link_utilization:.0%}"),
+        ("imbalance (max/mean recv)", f"{res.imbalance:.2f}"),
+        ("flows / transfers", f"{res.flows} / {res.transfers}"),
+        ("events / rate updates", f"{res.events} / {res.rate_updates}"),
+        ("wall", f"{wall_s:.2f} s"),
+    ]
+    rows += [(f"bytes {k}", f"{v / 1e6:.1f} MB") for k, v in sorted(res.bytes_by_link_kind.items())]
+    for r in rows:
+        t.add_row(*r)
+    return t
+
+
+def moe_cmd(
+    cluster: Annotated[
+        str, typer.Option("--cluster", help="cluster name or YAML path")
+    ] = "h800-deepseek",
+    ep: Annotated[int, typer.Option("--ep", help="expert-parallel ranks")] = 32,
+    tokens: Annotated[int, typer.Option("--tokens", help="tokens per rank")] = 4096,
+    hidden: Annotated[int, typer.Option("--hidden", help="hidden size")] = 7168,
+    experts: Annotated[int, typer.Option("--experts", help="routed experts")] = 256,
+    topk: Annotated[int, typer.Option("--topk", help="experts per token")] = 8,
+    topk_groups: Annotated[int, typer.Option("--topk-groups", help="max nodes per token")] = 4,
+    phase: Annotated[str, typer.Option("--phase", help="dispatch | combine")] = "dispatch",
+    dtype: Annotated[
+        str | None, typer.Option("--dtype", help="fp8 | bf16 (default fp8 dispatch, bf16 combine)")
+    ] = None,
+    kernel: Annotated[str, typer.Option("--kernel", help="normal | low-latency | nccl")] = "normal",
+    routing: Annotated[str, typer.Option("--routing", help="deepep | uniform | zipf:S")] = "deepep",
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    nodes: Annotated[
+        int | None, typer.Option("--nodes", help="nodes (default: enough for --ep)")
+    ] = None,
+    redundant: Annotated[int, typer.Option("--redundant", help="redundant expert copies")] = 0,
+    sms: Annotated[
+        int | None, typer.Option("--sms", help="communication SMs (normal kernel)")
+    ] = None,
+    trace: Annotated[
+        Path | None, typer.Option("--trace", help="write a Perfetto trace here")
+    ] = None,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="write link-load figures here")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Simulate one MoE dispatch or combine on a cluster, flow by flow.
+
+    Routing is DeepEP's test distribution (abs(randn)+1, group-limited top-k), uniform or
+    Zipf-skewed; the plan is hwsim.plan.moe's, the kernels are DeepEP normal (two-hop
+    IB→NVLink), DeepEP low-latency (pure RDMA per expert) and a plain NCCL all-to-all.
+
+    Example: hwsim moe --cluster h800-deepseek --ep 32 --tokens 4096 --phase dispatch --json
+    """
+    t0 = time.perf_counter()
+    topo, res, plan_s = run_moe(
+        cluster,
+        ep,
+        tokens,
+        hidden,
+        experts,
+        topk,
+        topk_groups,
+        phase,
+        dtype,
+        kernel,
+        routing,
+        seed,
+        nodes,
+        redundant,
+        sms,
+        trace is not None,
+    )
+    wall = time.perf_counter() - t0
+    if trace is not None:
+        names = [lk.name for lk in res.links]
+        doc = chrome_trace(
+            res.trace,
+            res.rate_log,
+            names,
+            metadata={"title": f"{kernel} {phase} EP{ep} on {cluster}"},
+        )
+        _write(trace, json.dumps(doc), "trace")
+    if html is not None:
+        from hwsim.report.network_figures import link_load_figure, topology_figure
+        from hwsim.report.page import Section, render_page
+
+        page = render_page(
+            f"MoE {phase}: {kernel} on {cluster}, EP {ep}",
+            "Flow-level simulation of one MoE all-to-all (hwsim moe).",
+            [
+                Section(
+                    "Link loads on the cluster graph",
+                    "Every cable coloured by the average utilisation of its busier "
+                    "direction during the run.",
+                    topology_figure(topo, res.links),
+                ),
+                Section(
+                    "Bytes, busiest links and per-rank time",
+                    "Bytes per link kind, the most utilised links, and when each rank "
+                    "finished (the slowest rank sets the kernel time).",
+                    link_load_figure(res),
+                ),
+            ],
+        )
+        _write(html, page, "HTML page")
+    if json_out:
+        d: dict[str, Any] = res.to_dict()
+        d.update(
+            {
+                "wall_s": wall,
+                "sim_wall_s": res.wall_s,
+                "plan_wall_s": plan_s,
+                "tokens_per_rank": tokens,
+                "routing": routing,
+                "seed": seed,
+                "trace_file": str(trace) if trace else None,
+                "html_file": str(html) if html else None,
+            }
+        )
+        print_json(d)
+        return
+    console.print(_table(res, wall))
+
+
+def topology_cmd(
+    cluster: Annotated[str, typer.Argument(help="cluster name or YAML path")],
+    nodes: Annotated[
+        int | None, typer.Option("--nodes", help="node count (default: YAML's)")
+    ] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="write the graph figure here")] = None,
+    load: Annotated[
+        bool,
+        typer.Option("--load/--no-load", help="colour links by a DeepEP dispatch over all devices"),
+    ] = True,
+    kernel: Annotated[str, typer.Option("--kernel")] = "normal",
+    tokens: Annotated[
+        int, typer.Option("--tokens", help="tokens per rank for the load run")
+    ] = 4096,
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Build a cluster's graph; optionally run an all-to-all and colour links by load.
+
+    Example: hwsim topology h800-deepseek --nodes 4 --html out/topo.html
+    """
+    from hwsim.report.network_figures import graph_summary, topology_figure
+
+    topo = build_topology(cluster, nodes)
+    summary = graph_summary(topo)
+    res = None
+    if load and topo.ranks > 1:
+        ep = topo.ranks
+        _, res, _ = run_moe(
+            cluster,
+            ep,
+            tokens,
+            7168,
+            max(256, ep),
+            8,
+            4,
+            "dispatch",
+            None,
+            kernel,
+            "deepep",
+            0,
+            topo.nodes,
+        )
+        summary["run"] = res.to_dict()
+    if html is not None:
+        fig = topology_figure(topo, res.links if res else None)
+        _write(html, fig.to_html(include_plotlyjs=True, full_html=True), "HTML figure")
+        summary["html_file"] = str(html)
+    if json_out:
+        print_json(summary)
+        return
+    t = Table(title=f"{topo.name}: {topo.nodes} node(s) x {topo.per_node} {topo.cluster.device}")
+    t.add_column("link kind")
+    t.add_column("directed links", justify="right")
+    t.add_column("bandwidth", justify="right")
+    kinds = summary["link_kinds"]
+    assert isinstance(kinds, dict)
+    for k, v in sorted(kinds.items()):
+        lo, hi = v["bandwidth_Bps_min"] / 1e9, v["bandwidth_Bps_max"] / 1e9
+        t.add_row(
+            k, str(int(v["links"])), f"{lo:.1f} GB/s" if lo == hi else f"{lo:.1f}-{hi:.1f} GB/s"
+        )
+    console.print(t)
+    if res is not None:
+        console.print(
+            f"dispatch over all {res.ep} devices: {res.time_s * 1e6:.0f} us, max link "
+            f"utilisation {res.max_link_utilization:.0%}"
+        )
+    console.print(f"clusters: {', '.join(list_clusters())}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("moe")(moe_cmd)
+    app.command("topology")(topology_cmd)
