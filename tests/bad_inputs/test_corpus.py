@@ -122,7 +122,11 @@ def test_corpus_is_large_enough() -> None:
     """Issue 9 asks for at least 40 cases; every case has its expectation."""
     cases = [c for _, c in LOAD_CASES] + _cases("cli", ".argv")
     assert len(cases) >= 40
-    missing = [_rel(c) for c in cases if not c.with_suffix(".expected").exists()]
+    missing = [
+        _rel(c)
+        for c in cases
+        if not c.with_suffix(".expected").exists() and not c.with_suffix(".xfail").exists()
+    ]
     assert not missing, f"cases without .expected: {missing}"
 
 
@@ -164,14 +168,19 @@ def test_device_case_through_cli(case: Path) -> None:
 CLI_CASES = _cases("cli", ".argv")
 
 
-@pytest.mark.parametrize("case", CLI_CASES, ids=[c.stem for c in CLI_CASES])
-def test_cli_case(case: Path) -> None:
-    expected = _expected(case)
+@pytest.mark.parametrize(("area", "case"), [_param("cli", c) for c in CLI_CASES])
+def test_cli_case(area: str, case: Path) -> None:
     argv = shlex.split(case.read_text(encoding="utf-8"))
     code, stderr = cli_outcome(argv)
+    assert "Traceback" not in stderr
+    if case.with_suffix(".xfail").exists() and not case.with_suffix(".expected").exists():
+        # a known bug whose fixed message is not known yet: check the shape only (strict
+        # xfail: once it refuses with one error line, record the message, drop the .xfail)
+        assert code == 2 and stderr.startswith("error: ") and "\n" not in stderr, (code, stderr)
+        return
+    expected = _expected(case)
     assert stderr == expected
     assert code == (2 if expected.startswith("error:") else 0)
-    assert "Traceback" not in stderr
 
 
 # ---- recording expectations (run this file as a script) ---------------------------------------
@@ -185,6 +194,8 @@ def _record(force: bool) -> None:
         for case in _cases(area):
             _write(case, load_outcome(area, case), force)
     for case in _cases("cli", ".argv"):
+        if case.with_suffix(".expected").exists() and not force:
+            continue
         _write(case, cli_outcome(shlex.split(case.read_text(encoding="utf-8")))[1], force)
 
 
