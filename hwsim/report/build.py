@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hwsim.report import serve_sections
 from hwsim.report.figures import DevicePanel, bound_heatmap, results_table, roofline_figure
 from hwsim.report.page import Section, html_table, write_page
 from hwsim.roofline.analytic import RooflineResult, roofline
@@ -88,6 +89,12 @@ def roofline_sections(ctx: ReportContext) -> list[Section]:
 #: The main report, in page order: (progress label, builder).
 BUILDERS: list[tuple[str, SectionBuilder]] = [
     ("rooflines", roofline_sections),
+    ("FA3 on H100", serve_sections.fa3_sections),
+    ("attention timeline", serve_sections.attention_timeline_sections),
+    ("MoE all-to-all", serve_sections.moe_alltoall_sections),
+    ("DeepSeek-V3 deployment", serve_sections.deepseek_sections),
+    ("four device kinds", serve_sections.four_kinds_sections),
+    ("sizing", serve_sections.sizing_sections),
 ]
 
 REPORT_TITLE = "hwsim: what limits AI kernels on today's accelerators"

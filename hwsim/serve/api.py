@@ -146,6 +146,7 @@ def serve_step(
     overlap: str = "auto",
     cluster: str | None = "default",
     strict: bool = True,
+    timeline: bool = True,
 ) -> StepResult:
     """Simulate one prefill or decode step (see the module docstring)."""
     cfg = load_model_config(model) if isinstance(model, str) else model
@@ -191,6 +192,7 @@ def serve_step(
             mtp_acceptance=mtp_acceptance,
             strict=strict,
             device_name=target.key,
+            timeline=timeline,
         )
         if (
             best is None

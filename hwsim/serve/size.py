@@ -9,8 +9,9 @@ Search (exhaustive over a pruned space, bisection inside):
 
 1. instance sizes ``n``: the fewest devices that hold the model (capacity planning), then the
    powers of two above it up to ``max_devices_per_instance``;
-2. for each ``n``, up to ``layouts_per_size`` layouts that fit (fewest pipeline stages, then
-   most TP; MoE layouts spread experts over every device);
+2. for each ``n``, up to ``layouts_per_size`` layouts that fit, with the fewest pipeline
+   stages and the narrowest TP first (more DP replicas: more room for KV, larger batches; MoE
+   layouts spread the experts over every device);
 3. for each layout, the largest batch ``b`` whose per-user speed still meets the SLO and whose
    KV cache still fits, by bisection over ``b`` (per-user speed falls and memory grows
    monotonically with ``b``);
@@ -137,6 +138,7 @@ def size_cluster(
             return serve_step(
                 cfg, tgt, "decode", batch=b, context=context, layout=lay, dtype=dtype,
                 kv_dtype=kv_dtype, mtp=mtp, mtp_acceptance=mtp_acceptance, strict=False,
+                timeline=False,
             )  # fmt: skip
         except SpecError:
             return None
@@ -146,11 +148,15 @@ def size_cluster(
 
     for n in sizes:
         spec1 = StepSpec("decode", 1, context, dtype, kv_dtype, q_len=1 + mtp)
-        for lay in layouts_that_fit(cfg, tgt.mapper, n, spec1)[:layouts_per_size]:
+        fit = layouts_that_fit(cfg, tgt.mapper, n, spec1)
+        fewest_pp = min((lay.pp for lay in fit), default=1)
+        # throughput favours narrow TP (more DP replicas, more KV room): try those first
+        fit = sorted((lay for lay in fit if lay.pp == fewest_pp), key=lambda lay: lay.tp)
+        for lay in fit[:layouts_per_size]:
             if max_ttft_s is not None:
                 p = serve_step(
                     cfg, tgt, "prefill", batch=1, context=context, layout=lay, dtype=dtype,
-                    kv_dtype=kv_dtype, strict=False,
+                    kv_dtype=kv_dtype, strict=False, timeline=False,
                 )  # fmt: skip
                 evaluated += 1
                 if p.ttft_s > max_ttft_s:

@@ -176,11 +176,60 @@ def bound_class(t: OpTiming, stream: str, main_level: str, main_Bps: float) -> s
     return t.bound if t.bound in _MEMORY_BOUNDS else "latency"
 
 
-def _stage_sim(
+def _chains(
+    graph: tuple[Any, ...], timings: dict[int, OpTiming]
+) -> list[tuple[str, float, Any, int]]:
+    """The stage as one ordered list of (stream, seconds, step op, layer index)."""
+    out = []
+    layer = 0
+    for lg in graph:
+        for _ in range(lg.repeat):
+            out += [(so.stream, timings[id(so)].time_s, so, layer) for so in lg.ops]
+            layer += 1
+    return [c for c in out if c[1] > 0]
+
+
+def stage_schedule(
     graph: tuple[Any, ...], timings: dict[int, OpTiming], mb: int, keep_spans: bool
 ) -> tuple[float, float, float, list[Span]]:
-    """Play one stage: ``mb`` micro-batches, each running every op in order on its stream.
+    """Play one stage: ``mb`` micro-batches, each running every op in order on its stream (the
+    compute units or the communication engine), each stream serving requests first come first
+    served. An exact list schedule of what :func:`stage_engine` plays on the simpy engine (a
+    test holds the two equal), in microseconds of wall time per layer instead of milliseconds.
     Returns (makespan, compute busy, comm busy, spans)."""
+    ops = _chains(graph, timings)
+    if mb == 1 and not keep_spans:  # one chain: everything in order
+        comp = sum(t for st, t, _, _ in ops if st == "compute")
+        comm = sum(t for st, t, _, _ in ops if st == "comm")
+        return comp + comm, comp, comm, []
+    free = {"compute": 0.0, "comm": 0.0}
+    busy = {"compute": 0.0, "comm": 0.0}
+    ready = [0.0] * mb
+    nxt = [0] * mb
+    spans: list[Span] = []
+    n = len(ops)
+    while True:
+        # the next request in time order (ties: lower micro-batch, as simpy's event order)
+        m = min((i for i in range(mb) if nxt[i] < n), key=lambda i: (ready[i], i), default=-1)
+        if m < 0:
+            break
+        stream, t, so, layer = ops[nxt[m]]
+        start = max(ready[m], free[stream])
+        end = start + t
+        free[stream] = end
+        busy[stream] += t
+        ready[m] = end
+        nxt[m] += 1
+        if keep_spans and len(spans) < MAX_SPANS:
+            spans.append(Span(stream, op_name(so.op), so.category, m, layer, start, end))
+    return max(ready, default=0.0), busy["compute"], busy["comm"], spans
+
+
+def stage_engine(
+    graph: tuple[Any, ...], timings: dict[int, OpTiming], mb: int, keep_spans: bool
+) -> tuple[float, float, float, list[Span]]:
+    """The same stage played on the simpy engine, one process per micro-batch and one resource
+    per stream (the reference for :func:`stage_schedule`)."""
     eng = Engine()
     env = eng.env
     res = {"compute": simpy.Resource(env, 1), "comm": simpy.Resource(env, 1)}
@@ -221,9 +270,13 @@ def simulate_step(
     mtp_acceptance: float = 0.0,
     strict: bool = True,
     device_name: str | None = None,
+    engine: bool = False,
+    timeline: bool = True,
 ) -> StepResult:
     """Simulate one step (see the module docstring). ``strict``: raise SpecError when the
-    weights and KV cache do not fit the devices; otherwise report ``fits=False``."""
+    weights and KV cache do not fit the devices; otherwise report ``fits=False``. ``engine``
+    plays the stages on the simpy engine instead of the (equal, faster) list schedule;
+    ``timeline`` keeps the spans of the first stage (off for searches)."""
     check_layout(model, layout)
     graph: StepGraph = build_step(model, layout, spec)
     decode = spec.phase == "decode"
@@ -246,7 +299,10 @@ def simulate_step(
     stage_times, exposed, hidden, comm_total = [], 0.0, 0.0, 0.0
     spans: list[Span] = []
     for s, stage in enumerate(graph.stages):
-        make, busy_c, busy_m, sp = _stage_sim(stage, timings, mb if layout.pp == 1 else 1, s == 0)
+        play = stage_engine if engine else stage_schedule
+        make, busy_c, busy_m, sp = play(
+            stage, timings, mb if layout.pp == 1 else 1, timeline and s == 0
+        )
         stage_times.append(make)
         if s == 0:
             spans = sp

@@ -96,3 +96,28 @@ def test_compare_ranks_and_pareto() -> None:
     h100, h200 = by[("h100-sxm", 1)], by[("h200", 1)]
     assert h100 is not None and h200 is not None and h100.devices == h200.devices == 8
     assert h200.tokens_per_s_per_user > h100.tokens_per_s_per_user
+
+
+def test_list_schedule_equals_engine() -> None:
+    # the fast list schedule and the simpy engine play the same stage identically (1e-12)
+    from hwsim.plan.model_step import StepSpec
+    from hwsim.serve.layout import parse_layout
+    from hwsim.serve.step import simulate_step
+    from hwsim.spec.model import load_model_config
+
+    m = load_model_config("deepseek-v3")
+    tgt = make_target("h800")
+    spec = StepSpec("decode", 320 * 8, 2048, "fp8", q_len=2, micro_batches=2, mtp_depth=1)
+    lay = parse_layout("tp=4,dp=80,ep=320")
+    a = simulate_step(m, tgt.mapper, lay, spec, strict=False)
+    b = simulate_step(m, tgt.mapper, lay, spec, strict=False, engine=True)
+    assert a.step_time_s == pytest.approx(b.step_time_s, rel=1e-12)
+    assert a.comm_exposed_s == pytest.approx(b.comm_exposed_s, rel=1e-9, abs=1e-15)
+    # same spans (the engine records them as they end, the schedule as they start)
+    ends_a = [x for s in sorted(a.timeline, key=_key) for x in (s.start_s, s.end_s)]
+    ends_b = [x for s in sorted(b.timeline, key=_key) for x in (s.start_s, s.end_s)]
+    assert ends_a == pytest.approx(ends_b, rel=1e-12, abs=1e-15)
+
+
+def _key(s):  # type: ignore[no-untyped-def]
+    return (s.micro_batch, s.layer, s.start_s, s.name)
