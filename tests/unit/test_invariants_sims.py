@@ -297,3 +297,54 @@ def test_serve_busy_time_fits_in_the_device_schedule() -> None:
     busy_s = sum(v for k, v in r.breakdown_s.items() if k != "comm_exposed")
     # one device runs its stage once per micro-batch; 1e-9: float sums of op times
     assert busy_s <= r.micro_batches * r.stage_time_s * (1 + 1e-9)
+
+
+# ---- every device kind through its mapper ---------------------------------------------------
+mapper_mod = pytest.importorskip("hwsim.sim.mapper")
+workload = pytest.importorskip("hwsim.plan.workload")
+
+
+def _ops() -> list[Any]:
+    shape = attention_plan.AttentionShape
+    return [
+        workload.Gemm(4096, 4096, 4096),
+        workload.Gemm(16, 8192, 8192),
+        workload.Attention(shape(1, 32, 8, 1, 8192, 128), "decode"),
+        workload.Attention(shape(1, 32, 8, 2048, 2048, 128, causal=True), "prefill"),
+        workload.Elementwise("rmsnorm", 4096, 8192),
+    ]
+
+
+def _own_bound_s(dev: Device, t: Any) -> float:
+    """Physics for the bytes and FLOPs the timing itself reports: no level faster than its
+    bandwidth, no FLOP faster than the device's fastest rate (a generous compute bound)."""
+    rates = [q.value for q in dev.compute.peak.values()]
+    rates += [q.value for q in (dev.compute.vector_fp32, dev.compute.special) if q is not None]
+    names = {m.name for m in dev.memory}
+    levels = [b / dev.level_bandwidth_Bps(n) for n, b in t.bytes_by_level.items() if n in names]
+    return max([t.flops / max(rates), *levels])
+
+
+@pytest.mark.parametrize("name", list_devices())
+def test_mapper_timings_obey_physics(name: str) -> None:
+    """Every device kind (GPU simulators, wafer, dataflow, LPU mappers): time > 0, not faster
+    than the bytes and FLOPs it reports allow, never slower with 2x bandwidth or FLOP/s,
+    deterministic. (The unfused analytic roofline is not a bound for a dataflow chip that fuses
+    an elementwise op on chip; the mapper's own byte counts are.)"""
+    dev = scaled(name)
+    for op in _ops():
+        what = f"{op.name} on {name}"
+        try:
+            t = mapper_mod.mapper_for(dev).time(op)
+        except SpecError as err:  # refusing (does not fit, unsupported) is fine, in one line
+            assert "\n" not in str(err)
+            continue
+        inv.check_time(t.time_s, what)
+        inv.check_roofline_bound(_own_bound_s(dev, t), t.time_s, what)
+        for dim in ("B/s", "FLOP/s"):
+            fast = mapper_mod.mapper_for(scaled(name, dim, 2.0)).time(op)
+            inv.check_monotone(
+                lambda f, a=t, b=fast: (b if f > 1 else a).time_s, (1.0, 2.0), f"{what}, {dim}"
+            )
+        again = mapper_mod.mapper_for(load_device(name)).time(op)
+        assert inv.to_json(again) == inv.to_json(t), what
