@@ -11,6 +11,7 @@ from hwsim.cli import check as check_cli
 from hwsim.cli import devices, guard
 from hwsim.cli import explain as explain_cli
 from hwsim.cli import gemm as gemm_cli
+from hwsim.cli import mapping as mapping_cli
 from hwsim.cli import moe as moe_cli
 from hwsim.cli import roofline as roofline_cli
 from hwsim.cli import serve as serve_cli
@@ -33,6 +34,7 @@ gemm_cli.register(app)
 explain_cli.register(app)
 serve_cli.register(app)
 moe_cli.register(app)
+mapping_cli.register(app)
 
 
 def main() -> None:

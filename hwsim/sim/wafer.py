@@ -164,6 +164,17 @@ class WaferMapper(SpatialMapper):
         cols = min(self.mesh_cols, math.ceil(cores / rows))
         return rows, cols
 
+    def region_bytes(self, op: Op) -> float:
+        """The resident bytes a region is sized by: a GEMM's stationary operand, attention's
+        KV cache or its weight-equivalent work (see :meth:`_attention`); 0 for streaming ops."""
+        if isinstance(op, Gemm):
+            return float(op.count) * op.n * op.k * DTYPE_BYTES[op.dtype]
+        if isinstance(op, Attention):
+            s = op.shape
+            row_flops = op.flops / max(1, s.seqlen_q)
+            return max(op.kv_bytes, row_flops / 2 * s.elem_bytes)
+        return 0.0
+
     def _core_rate(self, dtype: str) -> float:
         return self.rate(dtype) / self.cores
 
@@ -247,7 +258,7 @@ class WaferMapper(SpatialMapper):
         # the region gives each core as much work as a GEMM core at the same fill: sized by
         # the KV bytes or, when query heads share a KV head (GQA, MLA), by the FLOPs per row
         # expressed as weight-equivalent bytes (a GEMM does 2 FLOPs per weight element)
-        p = self.region_cores(max(kv, row_flops / 2 * s.elem_bytes))
+        p = self.region_cores(self.region_bytes(op))
         rows, cols = self.region_shape(p)
         # every sequence's KV sits on its own cores: one query row per sequence is read in
         # parallel; softmax max/sum and the output are reduced across the region (2 passes)
@@ -287,28 +298,56 @@ class WaferMapper(SpatialMapper):
         )
 
     # ---- placement -------------------------------------------------------------------------
-    def place_regions(self, items: list[tuple[str, float, float]]) -> list[Region]:
-        """Shelf-pack ``(name, bytes, time_s)`` regions in order, left to right, shelves top to
-        bottom (the layer pipeline snakes across the wafer); raises SpecError past the wafer."""
-        out: list[Region] = []
-        row = col = shelf = 0
-        for name, nbytes, t in items:
-            rows, cols = self.region_shape(self.region_cores(nbytes))
-            if rows * cols * self.fill * self.core_bytes < nbytes:
+    def place_regions(
+        self, items: list[tuple[str, float, float]], fit: bool = False
+    ) -> list[Region]:
+        """Pack ``(name, bytes, time_s)`` regions in order into horizontal bands of the mesh,
+        left to right, bands top to bottom (the layer pipeline snakes across the wafer). A
+        region larger than the wafer is a SpecError; so is a set of regions that needs more
+        cores than the wafer has, unless ``fit``, which shrinks every region by one factor
+        (denser SRAM use) so that the set fits."""
+        cores = [self.region_cores(b) for _, b, _ in items]
+        for (name, nbytes, _), p in zip(items, cores, strict=True):
+            if p * self.fill * self.core_bytes < nbytes:
                 raise SpecError(
                     f"region {name!r} of {nbytes / 1e9:.1f} GB does not fit one wafer "
                     f"({self.mesh_rows}×{self.mesh_cols} cores at fill {self.fill:.0%})"
                 )
-            if col + cols > self.mesh_cols:
-                row, col, shelf = row + shelf, 0, 0
-            if row + rows > self.mesh_rows:
+        if not cores:
+            return []
+        band = min(self.mesh_rows, max(1, math.isqrt(sorted(cores)[len(cores) // 2])))
+        scale = 1.0
+        for _ in range(60):  # shrink until the bands hold every region (waste at band ends)
+            out = self._bands(items, [max(1, int(p * scale)) for p in cores], band)
+            if out is not None:
+                return out
+            if not fit:
                 raise SpecError(
-                    f"regions of {len(items)} ops do not fit one wafer "
-                    f"({self.mesh_rows}×{self.mesh_cols} cores at fill {self.fill:.0%})"
+                    f"regions of {len(items)} ops need {sum(cores):,} cores at fill "
+                    f"{self.fill:.0%}; they do not fit one wafer of {self.cores:,}"
                 )
+            scale *= 0.97
+        raise SpecError(f"could not pack {len(items)} regions on one wafer")
+
+    def _bands(
+        self, items: list[tuple[str, float, float]], cores: list[int], band: int
+    ) -> list[Region] | None:
+        out: list[Region] = []
+        row = col = 0
+        for (name, nbytes, t), p in zip(items, cores, strict=True):
+            rows = min(band, p, self.mesh_rows)
+            cols = math.ceil(p / rows)
+            if cols > self.mesh_cols:
+                rows = min(self.mesh_rows, math.ceil(p / self.mesh_cols))
+                cols = math.ceil(p / rows)
+            if col + cols > self.mesh_cols:
+                row, col = row + band, 0
+            if row + rows > self.mesh_rows:
+                return None
             out.append(Region(name, row, col, rows, cols, nbytes, t))
             col += cols
-            shelf = max(shelf, rows)
+            if rows > band:  # a tall region takes whole bands
+                row, col = row + rows, 0
         return out
 
 

@@ -1,0 +1,88 @@
+"""``hwsim map`` lays models out on the three non-GPU kinds (JSON and --html), and a non-GPU
+attention problem answers in the GPU attention result's JSON shape."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from hwsim.cli.app import app
+from hwsim.plan.attention import AttentionShape
+from hwsim.sim.spatial_attention import simulate_attention_spatial
+from hwsim.spec.errors import SpecError
+from hwsim.spec.load import load_device
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    ("device", "extra", "kind"),
+    [
+        ("groq-lpu", ["--dtype", "fp8", "--kv-dtype", "fp8"], "lpu"),
+        ("cerebras-wse3", [], "wafer_scale"),
+        ("sambanova-sn40l", ["--layout", "tp=8"], "dataflow"),
+    ],
+)
+def test_map_json_and_html(tmp_path, device, extra, kind) -> None:  # type: ignore[no-untyped-def]
+    html = tmp_path / f"{device}.html"
+    args = ["map", "--model", "llama-3.1-8b", "--device", device, *extra, "--json"]
+    res = runner.invoke(app, [*args, "--html", str(html)])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.output)
+    assert d["kind"] == kind and d["placement"]["kind"] == kind
+    assert d["decode"]["time_per_token_s"] > 0 and d["decode"]["fits"]
+    assert any("at least" in line for line in d["capacity"]["reasoning"])
+    text = html.read_text()
+    assert "<html" in text and "plotly" in text.lower()
+
+
+def test_map_refuses_gpus() -> None:
+    res = runner.invoke(
+        app,
+        [
+            "map",
+            "--model",
+            "llama-3.1-8b",
+            "--device",
+            "h100-sxm",
+            "--html",
+            "/tmp/never-written.html",
+        ],
+    )
+    assert res.exit_code != 0
+
+
+def test_spatial_attention_has_the_gpu_json_keys() -> None:
+    s = AttentionShape(1, 16, 16, 4096, 4096, 128, dtype="fp16")
+    keys = {
+        "device",
+        "kernel",
+        "profile",
+        "detail",
+        "shape",
+        "time_s",
+        "tflops",
+        "flash_flops",
+        "flops",
+        "exp_ops",
+        "bytes",
+        "utilization",
+        "bound",
+        "roofline_time_s",
+        "events",
+        "wall_s",
+        "kernels",
+        "plan",
+        "notes",
+    }
+    for name in ("cerebras-wse3", "groq-lpu", "sambanova-sn40l"):
+        r = simulate_attention_spatial(load_device(name), s)
+        d = r.to_dict()
+        assert set(d) == keys
+        # the time never beats the device's roofline (1e-9: float rounding)
+        assert r.time_s >= r.roofline_time_s * (1 - 1e-9)
+        assert 0 < r.utilization["compute"] <= 1
+    with pytest.raises(SpecError, match="forward pass only"):
+        simulate_attention_spatial(load_device("groq-lpu"), s.with_pass("bwd"))
