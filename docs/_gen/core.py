@@ -161,7 +161,9 @@ def _render_text(text: str, page: str) -> str:
             raise DocsError(f"{page}: {{{{ {module}.{key} }}}} is not a fact (known: {known})")
         return render_value(values[key], f"{module}-{key}")
 
-    return _INLINE.sub(inline, text)
+    # inline code spans are documentation of the syntax, never markers
+    parts = re.split(r"(`[^`\n]+`)", text)
+    return "".join(p if p.startswith("`") else _INLINE.sub(inline, p) for p in parts)
 
 
 def render_markdown(markdown: str, page: str) -> str:

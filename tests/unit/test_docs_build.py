@@ -30,9 +30,10 @@ def fake_facts(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_inline_facts_and_fences(fake_facts: None) -> None:
-    md = "x {{ fakech.answer }} y\n\n```text\n{{ fakech.answer }}\n```\n{{fakech.table}}\n"
+    md = "x {{ fakech.answer }} y `{{ fakech.answer }}`\n\n```text\n{{ fakech.answer }}\n```\n"
+    md += "{{fakech.table}}\n"
     out = core.render_markdown(md, "p.md")
-    assert out.startswith("x 42 y")
+    assert out.startswith("x 42 y `{{ fakech.answer }}`")
     assert "```text\n{{ fakech.answer }}\n```" in out  # fenced code is documentation, not a marker
     assert "| 1 | 2\\|3 |" in out  # pipes inside cells are escaped
 
