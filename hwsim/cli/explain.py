@@ -192,6 +192,9 @@ def explain_moe(
     kernel: Annotated[str, typer.Option(help="normal, low-latency or nccl")] = "normal",
     routing: Annotated[str, typer.Option(help="deepep, uniform or zipf:S")] = "deepep",
     seed: Annotated[int, typer.Option(help="routing seed")] = 0,
+    comm_sms: Annotated[
+        int | None, typer.Option(help="SMs the kernel copies with (default: its profile's)")
+    ] = None,
     html: HtmlOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -201,7 +204,7 @@ def explain_moe(
     """
     subject = MoeSubject(
         cluster, ep, tokens, hidden, experts, topk, topk_groups, phase, dtype, kernel, routing,
-        seed,
+        seed, comm_sms,
     )  # fmt: skip
     _run(subject, html, json_out)
 

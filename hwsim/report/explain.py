@@ -279,12 +279,8 @@ def _bound_sentence(base: Outcome) -> str:
     if others and others[0][1] >= 0.8 * base.share(base.bound):
         r, s = others[0]
         text += (
-            (
-                f" {rname(r)[0].upper() + rname(r)[1:]} follow close behind at {fmt_pct(s)}: "
-                f"relieve only {rname(base.bound)} and the bound moves there."
-            )
-            .replace("HBM follow", "HBM follows")
-            .replace("L2 follow", "L2 follows")
+            f" Next busiest: {rname(r)} at {fmt_pct(s)}, close behind; relieve only "
+            f"{rname(base.bound)} and the bound moves there."
         )
     return text
 

@@ -464,6 +464,7 @@ class MoeSubject:
     kernel: str = "normal"
     routing: str = "deepep"
     seed: int = 0
+    comm_sms: int | None = None  #: SMs the kernel copies with (None: the kernel profile's)
     kind = "moe"
 
     def params(self) -> dict[str, Any]:
@@ -492,7 +493,11 @@ class MoeSubject:
             ep, int(p["tokens"]), int(p["hidden"]), int(p["experts"]), int(p["topk"]),
             p["topk_groups"], str(p["routing"]), per, int(p["seed"]), str(p["dtype"]),
         )  # fmt: skip
-        r = simulate_alltoall(topo, plan, str(p["kernel"]), str(p["phase"]), dtype=str(p["dtype"]))
+        sms = p["comm_sms"]
+        r = simulate_alltoall(
+            topo, plan, str(p["kernel"]), str(p["phase"]), dtype=str(p["dtype"]),
+            comm_sms=None if sms is None else int(sms),
+        )  # fmt: skip
         busy: dict[str, float] = {}
         for lk in r.links:
             busy[lk.kind] = max(busy.get(lk.kind, 0.0), lk.utilization * r.time_s)
@@ -526,6 +531,7 @@ class MoeSubject:
                 "nvlink_gbps": r.nvlink_gbps,
                 "nic_Bps": float(c.nics.bandwidth.value) if c.nics is not None else math.nan,
                 "flows": r.flows,
+                "comm_sms": r.params.get("comm_sms"),
             },
             result=r.to_dict(),
         )
@@ -543,8 +549,9 @@ class MoeSubject:
                 f"The NICs carry {fmt_bytes(base.bytes['rdma'])} in all ({fmt_bw(nic)} each); "
                 f"every rank reaches {x['rdma_gbps']:.1f} GB/s in DeepEP's RDMA metric. "
                 + (
-                    f"With tokens limited to {self.topk_groups} of {x['nodes']} nodes, a token "
-                    "crosses InfiniBand once per destination node, not once per expert."
+                    f"With tokens limited to {min(self.topk_groups, x['nodes'])} of {x['nodes']} "
+                    "nodes, a token crosses InfiniBand once per destination node, not once per "
+                    "expert."
                     if self.topk_groups
                     else "Tokens may go to any node."
                 )
@@ -610,10 +617,21 @@ class MoeSubject:
                 Change(params={"ep": self.ep // 2}),
                 "half as many ranks (and nodes) for the same tokens per rank",
             )
+        sms = base.details.get("comm_sms")
+        if sms:
+            pool["sms"] = Candidate(
+                f"comm-sms-{2 * int(sms)}",
+                f"{2 * int(sms)} SMs for communication instead of {int(sms)}",
+                "overlap/profile",
+                ("sm",),
+                Change(params={"comm_sms": 2 * int(sms)}),
+                "twice the copy throughput of the kernel, at the cost of SMs for compute",
+            )
         order = {
             "rdma": ["rdma", "limit", "dtype", "ep"],
             "pcie": ["rdma", "limit", "dtype"],
             "nvlink": ["nvlink", "dtype", "limit"],
+            "sm": ["sms", "nvlink", "dtype", "limit"],
         }.get(base.bound, ["limit", "rdma", "nvlink", "dtype"])
         cands = [pool[k] for k in order if k in pool]
         return _fill(cands, list(pool.values()))
