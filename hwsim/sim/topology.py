@@ -199,7 +199,7 @@ class Topology:
             raise SpecError(
                 f"no route from {names[x]} to {names[d]} in cluster '{self.name}' with "
                 f"{self.nodes} node(s)",
-                file=cluster_file(self.cluster.name),
+                file=cluster_file(self.cluster),
                 key="network",
             )
         dist = self._dist_row(d)
@@ -255,7 +255,7 @@ class _Builder:
         self.n = nodes
         self.g = nx.DiGraph()
         self.links: list[LinkSpec] = []
-        self.file = cluster_file(cluster.name)
+        self.file = cluster_file(cluster)
 
     def element(self, name: str, role: str, transit: bool) -> None:
         self.g.add_node(name, role=role, transit=transit)
@@ -557,5 +557,5 @@ def build_topology(cluster: Cluster | str, nodes: int | None = None) -> Topology
     try:
         device = load_device(c.device)
     except SpecError as err:
-        raise SpecError(f"device: {err}", file=cluster_file(c.name), key="device") from None
+        raise SpecError(f"device: {err}", file=cluster_file(c), key="device") from None
     return _Builder(c, device, n).build()

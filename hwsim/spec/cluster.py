@@ -268,9 +268,14 @@ def _walk(obj: object, loc: tuple[int | str, ...]) -> list[tuple[tuple[int | str
     return out
 
 
+#: id(cluster) → the YAML file it was read from (clusters are cached, so ids are stable)
+_FILES: dict[int, str] = {}
+
+
 @functools.lru_cache(maxsize=64)
 def _load_cached(path: str, mtime: float) -> Cluster:
     cluster = load_model(Cluster, Path(path))
+    _FILES[id(cluster)] = path
     try:
         resolve_path(cluster.device, DEVICES_DIR, "device")
     except SpecError as err:
@@ -288,9 +293,16 @@ def load_cluster(name_or_path: str) -> Cluster:
     return _load_cached(str(path.resolve()), path.stat().st_mtime)
 
 
-def cluster_file(name_or_path: str) -> str:
-    """The YAML path a cluster name resolves to (for error messages)."""
-    return str(resolve_path(name_or_path, CLUSTERS_DIR, "cluster"))
+def cluster_file(cluster: Cluster | str) -> str:
+    """The YAML file a cluster came from (for error messages)."""
+    if isinstance(cluster, Cluster):
+        if id(cluster) in _FILES:
+            return _FILES[id(cluster)]
+        cluster = cluster.name
+    try:
+        return str(resolve_path(cluster, CLUSTERS_DIR, "cluster"))
+    except SpecError:
+        return f"{cluster}.yaml"
 
 
 def list_clusters() -> list[str]:
