@@ -57,18 +57,20 @@ class Task:
         return int(self.device_index.shape[0])
 
 
-def run_task(task: Task) -> list[dict[str, Any]]:
-    """Evaluate one task (in a worker): metrics per unit, as Python scalars."""
+def run_task(task: Task) -> dict[str, list[Any]]:
+    """Evaluate one task (in a worker): one list of Python scalars per metric, a value per unit."""
     kind = get_kind(task.kind)(task.options)
     if task.params is not None:
         cols = kind.evaluate_batch(Batch(task.devices, task.device_index, task.params))
-        lists = {m: np.asarray(v).tolist() for m, v in cols.items()}
-        return [{m: lists[m][i] for m in lists} for i in range(task.size)]
+        return {m: np.asarray(v).tolist() for m, v in cols.items()}
     assert task.items is not None
-    return [
-        {m: _scalar(v) for m, v in kind.evaluate_point(task.devices[d], item, seed).items()}
-        for d, item, seed in zip(task.device_index, task.items, task.seeds, strict=True)
-    ]
+    out: dict[str, list[Any]] = {}
+    for i, (d, item, seed) in enumerate(
+        zip(task.device_index, task.items, task.seeds, strict=True)
+    ):
+        for m, v in kind.evaluate_point(task.devices[d], item, seed).items():
+            out.setdefault(m, [math.nan] * task.size)[i] = _scalar(v)
+    return out
 
 
 def _scalar(v: Any) -> Any:
@@ -174,10 +176,24 @@ def _unit_keys(
     names = list(kind.params)
     dev_fp = [fps[i] for i in pts.device_index.tolist()]
     if kind.vectorised and type(kind).subproblem is MetricKind.subproblem:
-        # analytic kinds: all their parameters matter; format column by column (fast)
-        texts = [_column_texts(n, pts.params[n]) for n in names]
-        rows = ["|".join(t) for t in zip(*texts, strict=True)] if texts else [""] * pts.n
-        return [unit_key(kid, f, r) for f, r in zip(dev_fp, rows, strict=True)], []
+        # analytic kinds: all their parameters matter. Numbers go in as float64 bytes (8 and
+        # 8.0 key alike), other columns as text, the device as its fingerprint index
+        numeric = [n for n in names if np.issubdtype(pts.params[n].dtype, np.number)]
+        other = [n for n in names if n not in numeric]
+        mat = np.column_stack([pts.params[n].astype(float) for n in numeric] or [np.zeros(pts.n)])
+        texts = [[str(v) for v in pts.params[n].tolist()] for n in other]
+        head = f"{kid}|{','.join(numeric)}|{','.join(other)}|".encode()
+        rows = np.ascontiguousarray(mat).tobytes()
+        width = mat.shape[1] * 8
+        fp_bytes = [f.encode() for f in dev_fp]
+        keys = []
+        for p, extra in enumerate(zip(*texts, strict=True) if texts else [()] * pts.n):
+            h = hashlib.sha256(head)
+            h.update(fp_bytes[p])
+            h.update(rows[p * width : (p + 1) * width])
+            h.update("\x1f".join(extra).encode())
+            keys.append(h.hexdigest())
+        return keys, []
     cols = [pts.params[n].tolist() for n in names]
     keys, subs = [], []
     for p, vals in enumerate(zip(*cols, strict=True) if cols else [()] * pts.n):
@@ -185,18 +201,6 @@ def _unit_keys(
         keys.append(unit_key(kid, dev_fp[p], canonical_json(sub)))
         subs.append(sub)
     return keys, subs
-
-
-def _column_texts(name: str, col: NDArray[Any]) -> list[str]:
-    """``name=value`` per point; whole floats print as ints so 8 and 8.0 key alike."""
-    if np.issubdtype(col.dtype, np.floating):
-        whole = np.isfinite(col) & (col == np.round(col)) & (np.abs(col) < 2**53)
-        vals = [
-            str(int(v)) if w else repr(v) for v, w in zip(col.tolist(), whole.tolist(), strict=True)
-        ]
-    else:
-        vals = [repr(v) for v in col.tolist()]
-    return [f"{name}={v}" for v in vals]
 
 
 def _seed(sweep_seed: int, key: str) -> int:
@@ -278,7 +282,14 @@ def run_sweep(
     try:
         for spec, kind, opts, keys, subs, first, cached, missing in plans:
             tk = time.perf_counter()
-            values: dict[str, dict[str, Any]] = dict(cached)
+            order = list(first)  # unique keys; spread back to the points with one gather
+            where = {k: i for i, k in enumerate(order)}
+            wanted = spec.columns or list(kind.metrics)
+            store = {m: np.full(len(order), math.nan, dtype=object) for m in kind.metrics}
+            for k, v in cached.items():
+                for m, x in v.items():
+                    if m in store:
+                        store[m][where[k]] = x
             reps = [first[k] for k in missing]
             point_kind = not kind.vectorised
             seeds = [_seed(sweep.sampling.seed, k) for k in missing] if point_kind else []
@@ -286,20 +297,25 @@ def run_sweep(
             tasks = _tasks(kind, opts, pts, reps, items, seeds, chunk_size, ex.workers)
             offsets = np.cumsum([0] + [t.size for t in tasks])
             for ti, result in ex.map_unordered(run_task, tasks):
-                new = list(zip(missing[offsets[ti] : offsets[ti + 1]], result, strict=True))
-                values.update(new)
-                cache.put_many(new)
-                done += len(new)
+                done_keys = missing[offsets[ti] : offsets[ti + 1]]
+                at = np.fromiter((where[k] for k in done_keys), dtype=np.intp)
+                for m, vals in result.items():
+                    if m in store:
+                        store[m][at] = vals
+                if cache.enabled:
+                    names = list(result)
+                    cache.put_many(
+                        (k, dict(zip(names, row, strict=True)))
+                        for k, row in zip(
+                            done_keys, zip(*result.values(), strict=True), strict=True
+                        )
+                    )
+                done += len(done_keys)
                 if progress:
                     progress(done, total)
-            wanted = spec.columns or list(kind.metrics)
-            order = list(first)  # unique keys; spread back to the points with one gather
-            where = {k: i for i, k in enumerate(order)}
             inverse = np.fromiter((where[k] for k in keys), dtype=np.intp, count=len(keys))
-            rows = [values[k] for k in order]
             for m in wanted:
-                col = column([r.get(m, math.nan) for r in rows])
-                columns[f"{spec.label}.{m}"] = col[inverse]
+                columns[f"{spec.label}.{m}"] = column(store[m].tolist())[inverse]
             stats.append(
                 KindStats(spec.label, kind.name, not kind.vectorised, pts.n, len(first),
                           len(cached), len(missing), len(tasks), time.perf_counter() - tk)
