@@ -93,6 +93,15 @@ def test_gemm_deterministic(name: str, m: int, n: int, k: int) -> None:
     inv.check_deterministic(lambda: _gemm(name, m, n, k, "fp16").to_dict(), what=name)
 
 
+GEMM_PLAN_CHOICE = (
+    "hwsim/plan/gemm.py ranks candidate plans by its own estimate, and on a faster device it can "
+    "pick a plan the simulator times slower: more bandwidth or FLOP/s, slower GEMM. Found by "
+    "hypothesis; reported to the GEMM owner (rank the top candidates by simulated time, or make "
+    "the estimate agree with the simulator)."
+)
+
+
+@pytest.mark.xfail(strict=False, reason=GEMM_PLAN_CHOICE + " Random cases: may or may not hit.")
 @CASES
 @given(st.sampled_from(GPUS), DIMS, DIMS, DIMS, st.sampled_from(["B/s", "FLOP/s"]))
 def test_gemm_monotone(name: str, m: int, n: int, k: int, dim: str) -> None:
@@ -103,6 +112,23 @@ def test_gemm_monotone(name: str, m: int, n: int, k: int, dim: str) -> None:
         (1.0, 2.0),
         f"gemm {m}x{n}x{k} on {name} with 2x {dim}",
     )
+
+
+@pytest.mark.xfail(strict=True, reason=GEMM_PLAN_CHOICE)
+@pytest.mark.parametrize(
+    ("m", "n", "k", "dim"),
+    [
+        # 2x FLOP/s: tile 64x256 (216 CTAs, 1 wave) becomes 256x128 (141 CTAs, 2 waves on 108
+        # SMs): kernel 8.09 -> 10.23 us, call 35.5 -> 37.6 us
+        (513, 5929, 224, "FLOP/s"),
+        # 2x HBM bandwidth: split_k 1 becomes 2 (234 CTAs): 30.96 -> 30.99 us
+        (385, 513, 525, "B/s"),
+    ],
+)
+def test_gemm_more_resource_never_slower_found_cases(m: int, n: int, k: int, dim: str) -> None:
+    slow = gpu_gemm.simulate_gemm(scaled("a100-sxm-80gb"), m, n, k, "fp16")
+    fast = gpu_gemm.simulate_gemm(scaled("a100-sxm-80gb", dim, 2.0), m, n, k, "fp16")
+    inv.check_monotone(lambda f: (fast if f > 1 else slow).time_s, (1.0, 2.0), f"{m}x{n}x{k}")
 
 
 # ---- streaming (memory-bound) operators -----------------------------------------------------
