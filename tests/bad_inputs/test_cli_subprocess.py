@@ -1,6 +1,6 @@
 """The real ``hwsim`` process: one line on stderr, a non-zero exit code, a traceback only with
-``--debug``. (The corpus runs ~60 CLI cases in-process; these two check the real entry point, which costs a
-fresh interpreter each.)"""
+``--debug``. (The corpus runs ~60 CLI cases in-process; these two check the real entry
+point, which costs a fresh interpreter each.)"""
 
 from __future__ import annotations
 
