@@ -266,7 +266,8 @@ def shard(model: ModelConfig, deg: Degrees) -> Shard:
     if moe is None:
         le = ei = si = 0
     elif deg.ep > 1:
-        le, ei, si = max(1, moe.n_routed_experts // deg.ep), moe.moe_intermediate, moe.shared_width
+        le = math.ceil(moe.n_routed_experts / deg.ep)  # spare slots: redundant copies
+        ei, si = moe.moe_intermediate, moe.shared_width
     else:
         le = moe.n_routed_experts
         ei = max(1, moe.moe_intermediate // tp)

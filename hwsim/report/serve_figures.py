@@ -189,7 +189,12 @@ def breakdown_figure(results: Sequence[StepResult], labels: Sequence[str]) -> go
         vals = [r.breakdown_s.get(c, 0.0) * 1e3 for r in results]
         if any(vals):
             fig.add_trace(
-                go.Bar(x=list(labels), y=vals, name=c, marker={"color": _CAT_COLOUR.get(c[:4])})
+                go.Bar(
+                    x=list(labels),
+                    y=vals,
+                    name=c,
+                    marker={"color": _CAT_COLOUR.get(c, _CAT_COLOUR.get(c.split("_")[0]))},
+                )
             )
     fig.update_layout(barmode="stack", yaxis={"title": "ms per step, one device"}, height=460)
     return fig

@@ -13,7 +13,9 @@ EP32/EP320, technical report sec. 3.4):
 * MoE: ``ep`` devices of a stage share the routed experts (``ep`` must divide ``tp · dp``); with
   ``ep = 1`` the experts are split ``tp`` ways like a dense FFN. With ``ep`` larger than the
   expert count each device hosts one expert (the rest are redundant copies, as DeepSeek's
-  decode deployment does).
+  decode deployment does). An ``ep`` that does not divide the experts gives every device
+  ``⌈E / ep⌉`` of them, the spare slots holding redundant copies of hot experts (DeepSeek's
+  EP144 decode: 256 + 32 redundant experts, 2 per GPU).
 * ``sp`` (sequence parallelism, ``sp = tp`` or 1): norms and residuals work on ``1/tp`` of the
   tokens; the all-reduce becomes reduce-scatter + all-gather (same bytes on the wire).
 """
@@ -121,12 +123,6 @@ def _validate(model: ModelConfig, layout: Layout) -> None:
         if layout.ep > 1:
             raise SpecError(f"ep={layout.ep}: {model.name} has no experts", key="layout.ep")
         return
-    e = moe.n_routed_experts
-    if layout.ep > 1 and layout.ep <= e and e % layout.ep:
-        raise SpecError(
-            f"ep={layout.ep} does not divide the {e} routed experts of {model.name}",
-            key="layout.ep",
-        )
     if layout.ep == 1 and moe.moe_intermediate % tp:
         raise SpecError(
             f"tp={tp} does not divide the expert width {moe.moe_intermediate}", key="layout.tp"

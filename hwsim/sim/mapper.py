@@ -79,9 +79,9 @@ __all__ = [
     "registered_kinds",
 ]
 
-#: Largest EP group whose all-to-all the GPU mapper simulates flow by flow (EP64 takes about a
-#: second; EP320 about half a minute per phase, too slow inside a sizing search).
-ALLTOALL_SIM_MAX_RANKS = 64
+#: Largest EP group whose all-to-all the GPU mapper simulates flow by flow (EP144 takes a few
+#: seconds per phase; EP320 about half a minute, too slow inside a search).
+ALLTOALL_SIM_MAX_RANKS = 160
 #: DeepEP's low-latency kernels serve decode batches up to this many tokens per rank.
 LOW_LATENCY_TOKENS = 128
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from hwsim.cli.app import app
+from hwsim.report.browser_check import check_page, find_chromium
 
 runner = CliRunner()
 
@@ -103,3 +105,19 @@ def test_bad_input_is_one_line_error() -> None:
     )
     assert res.exit_code != 0
     assert "heads" in str(res.exception) or "heads" in res.output
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="Chromium not installed (manual check)")
+def test_serve_sections_open_in_chromium(tmp_path: Path) -> None:
+    # a page of the report's serving sections renders in headless Chromium without JS errors
+    from hwsim.report.page import Section, write_page
+    from hwsim.report.serve_figures import compare_sections, timeline_figure
+    from hwsim.serve.api import serve_step
+    from hwsim.serve.compare import compare
+
+    cmp = compare("llama-3.1-8b", ["h100-sxm", "h200"], [1, 8], context=512)
+    step = serve_step("llama-3.1-8b", "h100-sxm", batch=8, context=512, layout="tp=2")
+    sections = [*compare_sections(cmp), Section("timeline", "spans", timeline_figure(step))]
+    page = write_page(tmp_path / "p.html", "t", "i", sections)
+    r = check_page(page)
+    assert r.figures == 3 and r.ok, r
