@@ -58,7 +58,8 @@ def test_bench_sweep(tmp_path: Path) -> None:
     sweep = _load(tmp_path, ANALYTIC, "a.yaml")
     warmup = {**ANALYTIC, "axes": {"workload": {"batch": [1], "context": [512]}}}
     run_sweep(_load(tmp_path, warmup, "w.yaml"))  # imports and device loading off the clock
-    nocache, t_nc = _timed(lambda: run_sweep(sweep))
+    runs = [_timed(lambda: run_sweep(sweep)) for _ in range(3)]  # best of 3: a shared machine
+    nocache, t_nc = min(runs, key=lambda r: r[1])
     assert nocache.n == 10_000
     with SweepCache(tmp_path / "cache.sqlite") as c:
         cold, t_cold = _timed(lambda: run_sweep(sweep, cache=c))
@@ -68,7 +69,7 @@ def test_bench_sweep(tmp_path: Path) -> None:
             **wl, "batch": [*wl["batch"], 1024]}}}  # fmt: skip
         more, t_more = _timed(lambda: run_sweep(_load(tmp_path, extended, "b.yaml"), cache=c))
     rows += [
-        ("10,000 analytic points (fa_decode + decode_roofline), no cache", f"{t_nc:.2f} s",
+        ("10,000 analytic points (2 kinds), no cache, best of 3", f"{t_nc:.2f} s",
          f"{nocache.n / t_nc:,.0f} points/s"),
         ("same, cold cache (hash + store 20,000 units)", f"{t_cold:.2f} s",
          f"hit rate {cold.stats.hit_rate:.0%}"),
