@@ -6,4 +6,5 @@ from __future__ import annotations
 from hwsim.validate import (
     deepep,  # noqa: F401  (suite deepep-normal)
     gpu_ops,  # noqa: F401  (suite gpu-ops)
+    nongpu,  # noqa: F401  (suite nongpu-decode)
 )
