@@ -112,6 +112,10 @@ def facts() -> dict[str, Any]:
         height=460,
     )
     f["figure"] = fig
+    top = max(pts, key=lambda p: p[2])
+    f["fastest"] = (
+        f"The fastest is the {top[0]}: {top[2]:,.0f} tokens/s for one user, on {top[1]:,} devices."
+    )
     f["answer"] = (
         f"Only {', '.join(fast)} reach{'es' if len(fast) == 1 else ''} {TARGET_TPS:,.0f} "
         "tokens/s for one user."
