@@ -37,8 +37,9 @@ FOUR_KINDS = ("h200", "cerebras-wse3", "sambanova-sn40l", "groq-lpu")
 def _guard(title: str, build: Callable[[], list[Section]]) -> list[Section]:
     try:
         return build()
-    except (SpecError, ImportError, ValueError) as err:
-        return [Section(title=title, explanation=f"This section could not be built: {err}")]
+    except Exception as err:
+        kind = "" if isinstance(err, SpecError) else f"{type(err).__name__}: "
+        return [Section(title=title, explanation=f"This section could not be built: {kind}{err}")]
 
 
 def fa3_sections(_ctx: Any) -> list[Section]:

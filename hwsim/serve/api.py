@@ -171,6 +171,8 @@ def serve_step(
     )
     lay = resolve_layout(cfg, target, base, devices, layout)
     options = [1] if overlap == "none" else ([2] if overlap == "dual" else [1, 2])
+    if lay.pp > 1:  # the pipeline's micro-batches: one per stage, as far as sequences allow
+        options = [max(1, min(lay.pp, -(-batch // lay.dp)))]
     best: StepResult | None = None
     for mb in options:
         spec = StepSpec(
@@ -199,7 +201,7 @@ def serve_step(
             or r.step_time_s / r.tokens_per_step < best.step_time_s / best.tokens_per_step
         ):
             best = r
-        if r.micro_batches < mb:  # too few sequences to split: the same step again
+        if r.micro_batches < mb or lay.pp > 1:  # too few sequences to split: the same again
             break
     assert best is not None
     return best

@@ -92,7 +92,7 @@ class StepResult:
     kv_bytes_per_device: float
     capacity_bytes: float
     fits: bool
-    breakdown_s: dict[str, float]  #: busy time per category on one device per step
+    breakdown_s: dict[str, float]  #: busy time per category, one device of the slowest stage
     comm_s: float
     comm_exposed_s: float
     comm_hidden_s: float
@@ -288,27 +288,34 @@ def simulate_step(
             f"weights + KV cache with {layout}", mem * layout.devices, mapper, layout.devices
         )
     timings: dict[int, OpTiming] = {}
-    records: dict[tuple[str, str, int], OpRecord] = {}
-    for lg in (lg for st in graph.stages for lg in st):
-        for so in lg.ops:
-            t = mapper.time(so.op)
-            timings[id(so)] = t
-            key = (lg.name, op_name(so.op), id(so))
-            records[key] = OpRecord(lg.name, op_name(so.op), so.category, so.stream, lg.repeat, t)
+    records: list[dict[tuple[str, str, int], OpRecord]] = []
+    for st in graph.stages:
+        recs: dict[tuple[str, str, int], OpRecord] = {}
+        for lg in st:
+            for so in lg.ops:
+                t = mapper.time(so.op)
+                timings[id(so)] = t
+                key = (lg.name, op_name(so.op), id(so))
+                recs[key] = OpRecord(lg.name, op_name(so.op), so.category, so.stream, lg.repeat, t)
+        records.append(recs)
     mb = graph.micro_batches
-    stage_times, exposed, hidden, comm_total = [], 0.0, 0.0, 0.0
+    stage_times: list[float] = []
+    exposed = hidden = comm_total = 0.0
+    slowest = 0
     spans: list[Span] = []
     for s, stage in enumerate(graph.stages):
         play = stage_engine if engine else stage_schedule
         make, busy_c, busy_m, sp = play(
             stage, timings, mb if layout.pp == 1 else 1, timeline and s == 0
         )
-        stage_times.append(make)
         if s == 0:
             spans = sp
+        if not stage_times or make > max(stage_times):  # the slowest stage sets the pace
+            slowest = s
             exposed = max(0.0, make - busy_c)
             hidden = max(0.0, busy_m - exposed)
             comm_total = busy_m
+        stage_times.append(make)
     stage_t = max(stage_times)
     if layout.pp > 1:
         m = graph.micro_batches
@@ -337,7 +344,7 @@ def simulate_step(
     n_mb = mb if layout.pp == 1 else 1
     main = mapper.device.main_memory
     main_bw = mapper.device.level_bandwidth_Bps(main.name)
-    for r in records.values():
+    for r in records[slowest].values():
         if r.category == "comm" or r.stream == "comm":
             continue
         dt = r.timing.time_s * r.count * n_mb
@@ -354,7 +361,7 @@ def simulate_step(
     bound = next(iter(shares), "none")
     for t in timings.values():
         notes += [n for n in t.notes if n not in notes and not n.startswith("kernel ")]
-    if mb > 1:
+    if mb > 1 and layout.pp == 1:
         notes.append(f"dual micro-batch overlap: {mb} micro-batches; weights are read once each")
     return StepResult(
         model=model.name,
@@ -385,7 +392,7 @@ def simulate_step(
         bound_shares=shares,
         micro_batches=mb if layout.pp == 1 else graph.micro_batches,
         accepted_tokens_per_step=accepted,
-        ops=tuple(records.values()),
+        ops=tuple(r for recs in records for r in recs.values()),
         timeline=tuple(spans),
         notes=tuple(notes),
     )
