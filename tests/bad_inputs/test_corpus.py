@@ -25,7 +25,7 @@ import io
 import shlex
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,34 @@ def load_outcome(area: str, case: Path) -> str:
     return "\n".join(lines) if lines else "loaded without error or warning"
 
 
+#: Address space a CLI case may add to the test process. A command that would exhaust memory
+#: (a 10^7-cubed GEMM once did) then fails here with a MemoryError instead of being OOM-killed
+#: together with the test run and whatever else shares the machine.
+HEADROOM_BYTES = 3 * 2**30
+
+
+@contextlib.contextmanager
+def memory_headroom(extra_bytes: int = HEADROOM_BYTES) -> Iterator[None]:
+    """Temporarily cap this process's address space at its current size + ``extra_bytes``."""
+    try:
+        import resource
+
+        status = Path("/proc/self/status").read_text(encoding="utf-8")
+        vm_kib = next(int(x.split()[1]) for x in status.splitlines() if x.startswith("VmSize:"))
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    except (ImportError, OSError, StopIteration, ValueError):  # not Linux: no cap
+        yield
+        return
+    limit = vm_kib * 1024 + extra_bytes
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
 def cli_outcome(argv: list[str]) -> tuple[int, str]:
     """Run the ``hwsim`` CLI in-process; return (exit code, stderr without trailing newline)."""
     from hwsim.cli import guard
@@ -103,7 +131,7 @@ def cli_outcome(argv: list[str]) -> tuple[int, str]:
 
     _load_device_cached.cache_clear()  # a cached device would not warn again
     err, out = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out), memory_headroom():
         code = guard.run(app, argv)
     return code, err.getvalue().rstrip("\n")
 

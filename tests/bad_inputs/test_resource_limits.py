@@ -1,14 +1,8 @@
 """Requests too large for the device, or too expensive to simulate, are refused with a clear
-message - never by exhausting memory. The budget and fit helpers themselves, and the commands
-that must use them. Subprocesses run under a 4 GiB address-space limit, so a command that
-would exhaust memory fails fast here instead of taking the machine down."""
+message - never by exhausting memory: the budget and fit helpers themselves. (The commands
+that must use them are exercised by the corpus: cli/*does-not-fit*, *too-large*.)"""
 
 from __future__ import annotations
-
-import resource
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -16,9 +10,6 @@ from hwsim.sim.budget import check_budget, check_memory, run_bounded
 from hwsim.sim.engine import Engine
 from hwsim.spec.errors import SpecError
 from hwsim.spec.fit import fits, require_fits
-
-ROOT = Path(__file__).resolve().parents[2]
-LIMIT_BYTES = 4 * 2**30
 
 
 def test_require_fits_message_has_the_numbers() -> None:
@@ -73,26 +64,5 @@ def test_run_bounded_stops_a_runaway_engine() -> None:
     assert "step" not in vars(eng2.env)
 
 
-def _limited() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (LIMIT_BYTES, LIMIT_BYTES))
-
-
-def hwsim_limited(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hwsim.cli.app", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        preexec_fn=_limited,
-    )
-
-
-def test_gemm_too_large_for_the_device_is_refused() -> None:
-    """Under a 4 GiB limit: a plan that built per-CTA arrays first would die of MemoryError
-    (this was a bug: 10^7-cubed GEMMs were OOM-killed); the fit check must come first."""
-    p = hwsim_limited("gemm", "--device", "h100-sxm", "--m", "10000000", "--n", "10000000",
-                      "--k", "10000000")  # fmt: skip
-    assert p.returncode == 2, p.stderr[-500:]
-    lines = p.stderr.strip().splitlines()
-    assert len(lines) == 1 and "does not fit" in lines[0], lines
+# The 10^7-cubed GEMM that once exhausted memory is the corpus case cli/gemm-does-not-fit,
+# run under a memory cap (tests/bad_inputs/test_corpus.py: memory_headroom).
