@@ -18,6 +18,7 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.markup import escape
 
+from hwsim.sim import invariants
 from hwsim.spec.errors import SpecError, one_line
 
 EXIT_BAD_INPUT = 2
@@ -60,6 +61,8 @@ def run(app: Any, argv: Sequence[str] | None = None) -> int:
     saved_env = os.environ.get("HWSIM_DEBUG")
     if debug:
         os.environ["HWSIM_DEBUG"] = "1"
+    if debug or invariants.enabled():
+        invariants.install_engine_checks()  # every engine run of every simulator is checked
     try:
         with warnings.catch_warnings():
             if not debug:

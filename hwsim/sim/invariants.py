@@ -17,8 +17,10 @@ much):
   convention (``*_s`` times, ``*_bytes``, ``*_Bps``, ``*utilization``/``*_fraction``).
 
 Simulators call :func:`debug_check` (or ``if invariants.enabled(): ...``) at the end of ``run()``:
-it is free unless ``HWSIM_DEBUG=1`` (which ``hwsim --debug`` sets), so every simulation run in
-debug mode is checked. Tests call the checks directly over random cases.
+it is free unless ``HWSIM_DEBUG=1`` (which ``hwsim --debug`` sets). In debug mode the CLI also
+calls :func:`install_engine_checks`, so *every* engine run of every simulator is checked
+(:func:`check_engine`) without the simulators doing anything. Tests call the checks directly
+over random cases.
 """
 
 from __future__ import annotations
@@ -271,3 +273,25 @@ def debug_check(
         check_time(time_s, what or "simulated time")
         if roofline_time_s is not None:
             check_roofline_bound(roofline_time_s, time_s, what)
+
+
+def install_engine_checks() -> None:
+    """Check every :meth:`hwsim.sim.engine.Engine.run` from now on with :func:`check_engine`
+    (time finite, no link above its bandwidth, bytes finite and physically possible).
+
+    Debug mode only (``hwsim --debug`` or ``HWSIM_DEBUG=1`` call it): it wraps the method for
+    the rest of the process, costing one pass over the links per run. Idempotent."""
+    from hwsim.sim import engine as engine_mod
+
+    original = engine_mod.Engine.run
+    if getattr(original, "_hwsim_checked", False):
+        return
+
+    def run(self: Any, until: Any = None) -> float:
+        t = original(self, until)
+        check_engine(self, what="engine run (debug checks)")
+        return t
+
+    run._hwsim_checked = True  # type: ignore[attr-defined]
+    run.__doc__ = original.__doc__
+    engine_mod.Engine.run = run  # type: ignore[method-assign]

@@ -302,3 +302,41 @@ def test_roofline_results_are_sane_and_monotone(name: str) -> None:
                 (1.0, 2.0),
                 f"{name}/{kernel.name} with 2x {dim}",
             )
+
+
+# ---- debug mode: every engine run is checked -----------------------------------------------
+def test_install_engine_checks_catches_an_impossible_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hwsim.sim import engine as engine_mod
+
+    monkeypatch.setattr(engine_mod.Engine, "run", engine_mod.Engine.run)  # restored afterwards
+    inv.install_engine_checks()
+    inv.install_engine_checks()  # idempotent: wrapped once
+    eng = Engine()
+    link = eng.link("hbm", 10.0)
+    eng.transfer(link, 100.0)
+    assert eng.run() == pytest.approx(10.0)  # a sound run passes: 100 B at 10 B/s
+    bad = Engine()
+    lk = bad.link("hbm", 10.0)
+    bad.transfer(lk, 100.0)
+    lk.peak_rate_Bps = 25.0  # as if the scheduler had allocated 250 % of the link
+    with pytest.raises(inv.InvariantError, match=r"hbm: peak_rate_fraction = 2\.5"):
+        bad.run()
+
+
+def test_cli_debug_mode_checks_real_simulations(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``hwsim gemm ... --debug`` runs the engine with the checks on, and passes them."""
+    import contextlib
+    import io
+
+    from hwsim.cli import guard
+    from hwsim.cli.app import app
+    from hwsim.sim import engine as engine_mod
+
+    monkeypatch.setattr(engine_mod.Engine, "run", engine_mod.Engine.run)
+    monkeypatch.delenv("HWSIM_DEBUG", raising=False)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = guard.run(app, ["gemm", "-d", "h100-sxm", "--m", "512", "--n", "512", "--k", "512",
+                               "--json", "--debug"])  # fmt: skip
+    assert code == 0, err.getvalue()
+    assert getattr(engine_mod.Engine.run, "_hwsim_checked", False)
