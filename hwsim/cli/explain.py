@@ -214,18 +214,19 @@ def explain_decode(
     model: Annotated[str, typer.Option(help="model name (workloads/models/*.yaml)")],
     device: DeviceOpt,
     batch: Annotated[int, typer.Option(help="sequences in the deployment")] = 1,
-    context: Annotated[int, typer.Option(help="tokens already in the KV cache")] = 4096,
+    context: Annotated[int, typer.Option(help="tokens already in the KV cache")] = 2048,
     dtype: Annotated[str, typer.Option(help="weight dtype")] = "bf16",
     kv_dtype: Annotated[str, typer.Option(help="KV-cache dtype")] = "bf16",
-    tp: Annotated[int, typer.Option(help="tensor parallel degree")] = 1,
-    ep: Annotated[int, typer.Option(help="expert parallel degree")] = 1,
-    pp: Annotated[int, typer.Option(help="pipeline parallel degree")] = 1,
-    dp: Annotated[int, typer.Option(help="data parallel degree")] = 1,
+    tp: Annotated[int | None, typer.Option(help="tensor parallel degree")] = None,
+    ep: Annotated[int | None, typer.Option(help="expert parallel degree")] = None,
+    pp: Annotated[int | None, typer.Option(help="pipeline parallel degree")] = None,
+    dp: Annotated[int | None, typer.Option(help="data parallel degree")] = None,
     phase: Annotated[str, typer.Option(help="decode or prefill")] = "decode",
     html: HtmlOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Explain one whole-model decode (or prefill) step (the what-if engine).
+    """Explain one whole-model decode (or prefill) step, as `hwsim decode` runs it (the what-if
+    engine; no --tp/--ep/--pp/--dp: the fewest devices that hold the model).
 
     Example: hwsim explain decode --model llama-3.1-8b --device h100-sxm --batch 1
     """

@@ -41,22 +41,38 @@ def _engine() -> Any:
     return step
 
 
+def model_key(name: str) -> str:
+    """A model file stem from a stem, a path or a display name (``Llama-3.1-8B``), as step JSON
+    records it."""
+    from hwsim.spec.model import list_models, load_model_config
+
+    stems = list_models()
+    if name in stems or name.endswith((".yaml", ".yml", ".json")):
+        return name
+    for stem in stems:
+        if load_model_config(stem).name == name:
+            return stem
+    raise SpecError(f"unknown model {name!r} (built-in: {', '.join(stems)})", key="model")
+
+
 @dataclass(frozen=True)
 class DecodeSubject:
     """``batch`` sequences with ``context`` tokens of KV cache, one decode step of ``model`` on
-    ``device`` with layout ``tp``/``ep``/``pp``/``dp`` (``phase="prefill"``: a prompt of
-    ``context`` tokens instead)."""
+    ``device``, exactly as ``hwsim decode`` runs it (:func:`hwsim.serve.api.serve_step`, the
+    device's built-in cluster, overlap chosen automatically). ``tp``/``ep``/``pp``/``dp`` set the
+    layout; all None: the fewest devices that hold the model. ``phase="prefill"``: a prompt of
+    ``context`` tokens instead."""
 
     model: str
     device: str
     batch: int = 1
-    context: int = 4096
+    context: int = 2048
     dtype: str = "bf16"
     kv_dtype: str = "bf16"
-    tp: int = 1
-    ep: int = 1
-    pp: int = 1
-    dp: int = 1
+    tp: int | None = None
+    ep: int | None = None
+    pp: int | None = None
+    dp: int | None = None
     phase: str = "decode"
     kind = "decode"
 
@@ -66,7 +82,9 @@ class DecodeSubject:
     def label(self) -> str:
         from hwsim.spec.model import load_model_config
 
-        lay = ",".join(f"{k}={getattr(self, k)}" for k in _LAYOUT_KEYS if getattr(self, k) > 1)
+        lay = ",".join(
+            f"{k}={getattr(self, k)}" for k in _LAYOUT_KEYS if (getattr(self, k) or 1) > 1
+        )
         return (
             f"{self.phase.capitalize()} step of {load_model_config(self.model).name} (batch "
             f"{self.batch}, {self.context} tokens of context, {self.dtype} weights) on "
@@ -74,27 +92,31 @@ class DecodeSubject:
         )
 
     def run(self, change: Change = NO_CHANGE) -> Outcome:
-        from hwsim.plan.model_step import StepSpec
+        from hwsim.serve.api import make_target, serve_step
         from hwsim.serve.layout import Layout
-        from hwsim.sim.mapper import mapper_for
-        from hwsim.spec.model import load_model_config
 
-        step = _engine()
+        _engine()
         d = apply_overrides(load_device(self.device), change.spec)
         p = {**self.params(), **change.params}
-        model = load_model_config(str(p["model"]))
-        layout = Layout(**{k: int(p[k]) for k in _LAYOUT_KEYS})
         phase = str(p["phase"])
         if phase not in ("decode", "prefill"):
             raise SpecError(f"phase must be decode or prefill, got {phase!r}", key="phase")
-        spec = StepSpec(
-            phase="decode" if phase == "decode" else "prefill",
+        degrees = {k: p[k] for k in _LAYOUT_KEYS}
+        layout = None
+        if any(v is not None for v in degrees.values()):
+            layout = Layout(**{k: int(v or 1) for k, v in degrees.items()})
+        r = serve_step(
+            str(p["model"]),
+            make_target(d, key=self.device),
+            phase,
             batch=int(p["batch"]),
             context=int(p["context"]),
+            layout=layout,
             dtype=str(p["dtype"]),
             kv_dtype=str(p["kv_dtype"]),
+            strict=False,
+            timeline=False,
         )
-        r = step.simulate_step(model, mapper_for(d), layout, spec)
         t = r.step_time_s
         busy = {k: v * t for k, v in r.bound_shares.items()}
         levels = [m.name for m in d.memory]
@@ -123,6 +145,8 @@ class DecodeSubject:
                 "memory_bytes": r.memory_per_device_bytes,
                 "breakdown_s": dict(r.breakdown_s),
                 "devices": r.devices,
+                "layout": {k: getattr(r.layout, k) for k in _LAYOUT_KEYS},
+                "fits": r.fits,
                 "tokens_per_s_total": r.tokens_per_s_total,
                 "comm_exposed_s": r.comm_exposed_s,
                 "main_memory": d.main_memory.name,
@@ -134,14 +158,24 @@ class DecodeSubject:
 
     def describe(self, base: Outcome) -> list[str]:
         x = base.details
+        lay = ",".join(f"{k}={v}" for k, v in x["layout"].items())
         main, bw = x["main_memory"], x["main_bw"]
         w, kv = x["weight_bytes"], x["kv_bytes"]
         floor = (w + kv) / bw
         out = [
+            f"Layout {lay} over {x['devices']} device(s)"
+            + ("" if x["fits"] else " (the weights and KV cache do NOT fit)")
+            + ".",
             f"Every step reads the weights on this device ({fmt_bytes(w)}) and the KV cache "
             f"({fmt_bytes(kv)}) from {main}: at {main}'s {fmt_bytes(bw)}/s that alone takes "
-            f"{fmt_time(floor)}, {fmt_pct(floor / base.time_s)} of the step. Batching more "
-            "sequences reuses the same weight bytes; the KV cache grows with every sequence.",
+            f"{fmt_time(floor)}"
+            + (
+                f", {fmt_pct(floor / base.time_s)} of the step."
+                if x["layout"]["pp"] == 1
+                else f" per pipeline stage, and a step passes through {x['layout']['pp']} stages."
+            )
+            + " Batching more sequences reuses the same weight bytes; the KV cache grows with "
+            "every sequence.",
         ]
         cats = sorted(x["breakdown_s"].items(), key=lambda kv_: -kv_[1])
         parts = ", ".join(f"{k} {fmt_time(v)}" for k, v in cats if v > 0)
@@ -156,15 +190,18 @@ class DecodeSubject:
     def candidates(self, base: Outcome) -> list[Candidate]:
         d = load_device(self.device)
         main = d.main_memory.name
+        lay = dict(base.details["layout"])
+        wider = {**lay, "tp": 2 * lay["tp"]}
         pool: dict[str, Candidate] = {
             "bw": _level_x2(main, f"weights and KV cache stream twice as fast from {main}"),
             "tp": Candidate(
-                f"tp-{2 * self.tp}",
-                f"tensor parallel over {2 * self.tp} devices",
+                f"tp-{wider['tp']}",
+                f"tensor parallel over {wider['tp']} devices per group",
                 "layout",
                 (main, "hbm", "compute"),
-                Change(params={"tp": 2 * self.tp}),
-                "each device reads half the weights, at the cost of an all-reduce per layer",
+                Change(params=wider),
+                f"tp={wider['tp']} instead of {lay['tp']}: each device reads half the weights, "
+                "at the cost of an all-reduce per layer",
             ),
         }
         narrow = NARROWER.get(self.dtype)

@@ -714,6 +714,8 @@ def subject_from_json(data: Any) -> Any:
         )
     if "cluster" in data and "ep" in data:
         args = {**data.get("args", {}), **data}
+        if "tokens" not in args and "tokens_per_rank" in args:
+            args["tokens"] = args["tokens_per_rank"]
         _need(args, ("tokens", "experts", "topk"), "MoE all-to-all result")
         return MoeSubject(
             cluster=str(args["cluster"]),
@@ -730,9 +732,11 @@ def subject_from_json(data: Any) -> Any:
             seed=int(args.get("seed", 0)),
         )
     if "model" in data and "phase" in data and "layout" in data:
-        lay = data["layout"]
+        from hwsim.report.explain_decode import model_key
+
+        lay = data["layout"] if isinstance(data["layout"], dict) else {}
         return DecodeSubject(
-            model=str(data["model"]),
+            model=model_key(str(data["model"])),
             device=device_key(str(data["device"])),
             batch=int(data["batch"]),
             context=int(data["context"]),

@@ -66,29 +66,31 @@ def test_compute_bound_gemm() -> None:
 
 
 def test_hbm_bound_decode() -> None:
-    pytest.importorskip("hwsim.serve.step", reason="the what-if engine has not landed")
-    from hwsim.plan.model_step import StepSpec
+    from hwsim.serve.api import make_target, serve_step
     from hwsim.serve.layout import Layout
-    from hwsim.serve.step import simulate_step
-    from hwsim.sim.mapper import mapper_for
-    from hwsim.spec.model import load_model_config
 
     model, dev = "llama-3.1-8b", "h100-sxm"
     data = _explain("decode", "--model", model, "--device", dev, "--batch", "1",
                     "--context", "4096")  # fmt: skip
     top = _check_common(data, "hbm")
     assert top["lever"] in ("bandwidth", "dtype", "layout")
-    cfg = load_model_config(model)
     for w in [None, *data["whatifs"]]:
         ch = w["change"] if w else {"spec": {}, "params": {}}
-        p = {"batch": 1, "context": 4096, "dtype": "bf16", "kv_dtype": "bf16", "tp": 1,
-             **ch["params"]}  # fmt: skip
+        p = {"batch": 1, "context": 4096, "dtype": "bf16", "kv_dtype": "bf16", **ch["params"]}
+        degrees = {k: p[k] for k in ("tp", "ep", "pp", "dp") if k in p}
         d = apply_overrides(load_device(dev), ch["spec"])
-        spec = StepSpec(phase="decode", batch=p["batch"], context=p["context"],
-                        dtype=p["dtype"], kv_dtype=p["kv_dtype"])  # fmt: skip
-        fresh = simulate_step(cfg, mapper_for(d), Layout(tp=p["tp"]), spec)
+        fresh = serve_step(
+            model, make_target(d, key=dev), "decode", batch=p["batch"], context=p["context"],
+            layout=Layout(**degrees) if degrees else None, dtype=p["dtype"],
+            kv_dtype=p["kv_dtype"], strict=False, timeline=False,
+        )  # fmt: skip
         quoted = w["time_s"] if w else data["time_s"]
         assert quoted == pytest.approx(fresh.step_time_s, rel=SAME), w and w["key"]
+    # explain decode is `hwsim decode`: same step time
+    res = runner.invoke(app, ["decode", "--model", model, "--device", dev, "--batch", "1",
+                              "--context", "4096", "--json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["step_time_s"] == pytest.approx(data["time_s"], rel=SAME)
 
 
 def test_network_bound_alltoall() -> None:
