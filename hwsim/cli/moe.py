@@ -253,6 +253,9 @@ def topology_cmd(
         int | None, typer.Option("--nodes", help="node count (default: YAML's)")
     ] = None,
     html: Annotated[Path | None, typer.Option("--html", help="write the graph figure here")] = None,
+    png: Annotated[
+        Path | None, typer.Option("--png", help="also write a PNG (needs the kaleido package)")
+    ] = None,
     load: Annotated[
         bool,
         typer.Option("--load/--no-load", help="colour links by a DeepEP dispatch over all devices"),
@@ -294,6 +297,18 @@ def topology_cmd(
         fig = topology_figure(topo, res.links if res else None)
         _write(html, fig.to_html(include_plotlyjs=True, full_html=True), "HTML figure")
         summary["html_file"] = str(html)
+    if png is not None:
+        fig = topology_figure(topo, res.links if res else None, height=700)
+        try:
+            png.parent.mkdir(parents=True, exist_ok=True)
+            fig.write_image(str(png), width=1400, height=700, scale=1)
+        except (ImportError, RuntimeError, ValueError) as err:
+            raise SpecError(
+                f"cannot write a PNG ({str(err).strip().splitlines()[0]}); use --html, or "
+                "pip install 'kaleido>=1'",
+                file=str(png),
+            ) from None
+        summary["png_file"] = str(png)
     if json_out:
         print_json(summary)
         return
