@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 from rich.table import Table
 
@@ -115,6 +116,92 @@ def run_moe(
     return topo, res, plan_s
 
 
+def _overlap(
+    cluster: str,
+    ep: int,
+    tokens: int,
+    hidden: int,
+    experts: int,
+    topk: int,
+    topk_groups: int,
+    kernel: str,
+    routing: str,
+    seed: int,
+    nodes: int,
+    redundant: int,
+    sms: int | None,
+    moe_inter: int,
+    attention_s: float,
+) -> dict[str, Any]:
+    """Dispatch (FP8) and combine (BF16) of one micro-batch of half the tokens, the expert
+    GEMMs of the busiest rank, and the two-micro-batch schedule."""
+    from hwsim.sim.moe_overlap import dual_microbatch_overlap
+
+    half = max(1, tokens // 2)
+    out = {}
+    for phase, dt in (("dispatch", "fp8"), ("combine", "bf16")):
+        topo, r, _ = run_moe(
+            cluster,
+            ep,
+            half,
+            hidden,
+            experts,
+            topk,
+            topk_groups,
+            phase,
+            dt,
+            kernel,
+            routing,
+            seed,
+            nodes,
+            redundant,
+            sms,
+        )
+        out[phase] = r
+    plan, _, _ = synthetic_dispatch_plan(
+        ep,
+        half,
+        hidden,
+        experts,
+        topk,
+        topk_groups,
+        routing,
+        min(topo.per_node, ep),
+        redundant,
+        seed,
+    )
+    valid = plan.dst_rank >= 0
+    rows = int(np.bincount(plan.dst_rank[valid], minlength=ep).max())
+    dev = topo.device
+    if dev.kind == "gpu":
+        from hwsim.sim.gpu_gemm import simulate_gemm
+
+        experts_s = simulate_gemm(dev, rows, 2 * moe_inter, hidden, "fp8").time_s
+        experts_s += simulate_gemm(dev, rows, hidden, moe_inter, "fp8").time_s
+        model = "hwsim gemm, fp8"
+        frac = min(0.5, (sms or 24) / dev.compute.units_count)
+    else:
+        experts_s = 2 * rows * 3 * hidden * moe_inter / dev.peak_flops("fp8")
+        model = "peak FP8 rate (roofline bound)"
+        frac = 0.0
+    ov = dual_microbatch_overlap(
+        attention_s, experts_s, out["dispatch"].time_s, out["combine"].time_s, comm_sm_fraction=frac
+    )
+    d: dict[str, Any] = ov.to_dict()
+    d.update(
+        {
+            "dispatch_s": out["dispatch"].time_s,
+            "combine_s": out["combine"].time_s,
+            "experts_s": experts_s,
+            "attention_s": attention_s,
+            "experts_model": model,
+            "comm_sm_fraction": frac,
+            "tokens_per_microbatch": half,
+        }
+    )
+    return d
+
+
 def _table(res: AllToAllResult, wall_s: float) -> Table:
     t = Table(title=f"{res.kernel} {res.phase} ({res.dtype}) on {res.cluster}, EP {res.ep}")
     t.add_column("metric")
@@ -166,6 +253,18 @@ def moe_cmd(
     html: Annotated[
         Path | None, typer.Option("--html", help="write link-load figures here")
     ] = None,
+    overlap: Annotated[
+        bool,
+        typer.Option(
+            "--overlap",
+            help="also time two micro-batches' dispatch+combine overlapped with the expert "
+            "GEMMs (DeepSeek-V3 style)",
+        ),
+    ] = False,
+    moe_inter: Annotated[int, typer.Option("--moe-inter", help="expert FFN width")] = 2048,
+    attn_us: Annotated[
+        float, typer.Option("--attn-us", help="attention time per micro-batch (us)")
+    ] = 0.0,
     json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Simulate one MoE dispatch or combine on a cluster, flow by flow.
@@ -195,6 +294,25 @@ def moe_cmd(
         sms,
         trace is not None,
     )
+    ov = None
+    if overlap:
+        ov = _overlap(
+            cluster,
+            ep,
+            tokens,
+            hidden,
+            experts,
+            topk,
+            topk_groups,
+            kernel,
+            routing,
+            seed,
+            topo.nodes,
+            redundant,
+            sms,
+            moe_inter,
+            attn_us * 1e-6,
+        )
     wall = time.perf_counter() - t0
     if trace is not None:
         names = [lk.name for lk in res.links]
@@ -242,9 +360,17 @@ def moe_cmd(
                 "html_file": str(html) if html else None,
             }
         )
+        if ov is not None:
+            d["overlap"] = ov
         print_json(d)
         return
     console.print(_table(res, wall))
+    if ov is not None:
+        console.print(
+            f"two micro-batches: total {ov['total_s'] * 1e6:.1f} us, exposed communication "
+            f"{ov['exposed_comm_s'] * 1e6:.1f} us, hidden {ov['hidden_comm_s'] * 1e6:.1f} us "
+            f"(experts {ov['experts_s'] * 1e6:.1f} us per micro-batch: {ov['experts_model']})"
+        )
 
 
 def topology_cmd(

@@ -141,3 +141,12 @@ def test_topology_table_without_load() -> None:
     res = runner.invoke(app, ["topology", "groq-rack", "--nodes", "2", "--no-load"])
     assert res.exit_code == 0, res.output
     assert "c2c" in res.stdout
+
+
+def test_moe_overlap_reports_exposed_and_hidden() -> None:
+    res = runner.invoke(app, [*BASE, "--overlap", "--attn-us", "50", "--json"])
+    assert res.exit_code == 0, res.output
+    ov = json.loads(res.stdout)["overlap"]
+    # exposed + hidden = all communication time; overlap never beats the compute alone
+    assert ov["exposed_comm_s"] + ov["hidden_comm_s"] == pytest.approx(ov["comm_s"], rel=1e-9)
+    assert ov["compute_s"] <= ov["total_s"] <= ov["serial_s"]
