@@ -7,6 +7,7 @@ import sys
 
 import typer
 
+from hwsim.cli import attention as attention_cli
 from hwsim.cli import check as check_cli
 from hwsim.cli import devices, guard
 from hwsim.cli import explain as explain_cli
@@ -16,6 +17,7 @@ from hwsim.cli import moe as moe_cli
 from hwsim.cli import roofline as roofline_cli
 from hwsim.cli import serve as serve_cli
 from hwsim.cli import sweep as sweep_cli
+from hwsim.cli import validate as validate_cli
 
 app = typer.Typer(
     name="hwsim",
@@ -35,6 +37,8 @@ explain_cli.register(app)
 serve_cli.register(app)
 moe_cli.register(app)
 mapping_cli.register(app)
+attention_cli.register(app)
+validate_cli.register(app)
 
 
 def main() -> None:

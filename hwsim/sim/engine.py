@@ -99,6 +99,8 @@ class Flow:
     milestone_bytes: float = -1.0  #: fire ``milestone`` once this much has arrived (if ≥ 0)
     milestone: simpy.Event | None = None
     count: int = 1  #: identical flows this one stands for (a cohort of lockstep CTAs)
+    cap_Bps: float = np.inf
+    then: Flow | None = None  #: started the instant this one finishes (no latency, one solve)
 
 
 @dataclass
@@ -175,33 +177,42 @@ def class_rates(
         return class_rates_vectorized(classes, capacity_Bps)
     n = len(classes)
     rates = [0.0] * n
+    nl = len(capacity_Bps)
     remaining = list(capacity_Bps)
-    unfrozen = [c for c in range(n)]
+    floor = [_EPS * max(c, 1.0) for c in capacity_Bps]
+    unfrozen = list(range(n))
     level = 0.0
     while unfrozen:
-        coef: dict[int, float] = {}
+        coef = [0.0] * nl
+        step = np.inf
         for c in unfrozen:
-            for li, w in zip(classes[c][0], classes[c][1], strict=True):
-                coef[li] = coef.get(li, 0.0) + w
-        step = min((classes[c][2] - level for c in unfrozen), default=np.inf)
-        for li, a in coef.items():
+            links, ws, cap = classes[c]
+            for li, w in zip(links, ws, strict=True):
+                coef[li] += w
+            if cap - level < step:
+                step = cap - level
+        for li in range(nl):
+            a = coef[li]
             if a > 0:
-                step = min(step, max(remaining[li], 0.0) / a)
-        if not np.isfinite(step):
+                r = remaining[li] / a if remaining[li] > 0 else 0.0
+                if r < step:
+                    step = r
+        if step == np.inf:
             for c in unfrozen:
                 rates[c] = np.inf
             break
         level += step
-        saturated = set()
-        for li, a in coef.items():
-            remaining[li] -= step * a
-            if a > 0 and remaining[li] <= _EPS * max(capacity_Bps[li], 1.0):
-                saturated.add(li)
+        saturated = [False] * nl
+        for li in range(nl):
+            a = coef[li]
+            if a > 0:
+                remaining[li] -= step * a
+                saturated[li] = remaining[li] <= floor[li]
         still = []
         for c in unfrozen:
-            cap = classes[c][2]
-            if (np.isfinite(cap) and cap - level <= _EPS * max(cap, 1.0)) or any(
-                li in saturated for li in classes[c][0]
+            links, _, cap = classes[c]
+            if (cap != np.inf and cap - level <= _EPS * max(cap, 1.0)) or any(
+                saturated[li] for li in links
             ):
                 rates[c] = level
             else:
@@ -415,15 +426,25 @@ class Engine:
         first_bytes: float = -1.0,
         label: str = "",
         count: int = 1,
+        done: simpy.Event | None = None,
+        then: tuple[tuple[int, ...], tuple[float, ...], float, simpy.Event] | None = None,
     ) -> tuple[simpy.Event | None, simpy.Event]:
         """The fast path under :meth:`transfer` and :meth:`stream` for mappers that issue many
         flows: ``links`` are sorted link indices, ``weights`` (> 0) align with them, nothing
         is checked. Returns ``(milestone or None, done)``; the milestone (``first_bytes ≥ 0``)
         fires once that many bytes have arrived. ``count`` makes the flow stand for that many
-        identical flows (each gets the fair share of one; links carry all of them)."""
-        done = self.env.event()
+        identical flows (each gets the fair share of one; links carry all of them). ``done``
+        lets the caller supply the completion event. ``then = (links, weights, nbytes, done)``
+        chains a second flow (same cap and count) that starts the instant this one finishes:
+        a pipeline's first tile, then its stream; both share one rate solve at the hand-over."""
+        done = self.env.event() if done is None else done
         flow = Flow(links, weights, nbytes, done, label)
         flow.count = count
+        if then is not None:
+            nxt = Flow(then[0], then[1], then[2], then[3], label)
+            nxt.count = count
+            nxt.cap_Bps = max_rate_Bps
+            flow.then = nxt
         first = None
         if first_bytes >= 0:
             flow.milestone_bytes = min(first_bytes, max(nbytes, 0.0))
@@ -465,8 +486,15 @@ class Engine:
             if flow.milestone is not None:
                 flow.milestone.succeed()
             flow.done.succeed()
+            if flow.then is not None:
+                self._start(flow.then, flow.then.cap_Bps)
             return
         self._advance()
+        self._join(flow, cap)
+        self._solve()
+
+    def _join(self, flow: Flow, cap: float) -> None:
+        """Add a flow to its class (no rate solve)."""
         flow.start_s = self.env.now
         key = (flow.links, cap)
         cls = self._classes.get(key)
@@ -484,7 +512,6 @@ class Engine:
         for i, w in enumerate(flow.weights):
             wsum[i] += w * flow.count
         self.flows_started += 1
-        self._solve()
 
     def run(self, until: float | simpy.Event | None = None) -> float:
         """Run to completion (or ``until``); returns the simulated time in seconds."""
@@ -521,6 +548,7 @@ class Engine:
         Returns whether a flow (not just a milestone) left, i.e. whether rates must change."""
         tol_s = 4 * np.spacing(self.env.now) + 1e-18
         left = False
+        chained: list[Flow] = []
         for cls in self._active:
             heap = cls.heap
             slack = _EPS + cls.rate_Bps * tol_s
@@ -556,8 +584,15 @@ class Engine:
                             )
                         )
                 f.done.succeed()
+                if f.then is not None:
+                    chained.append(f.then)
         if left:
             self._active = [c for c in self._active if c.n > 0]
+        for nxt in chained:
+            if nxt.size_bytes <= 0:
+                nxt.done.succeed()
+            else:
+                self._join(nxt, nxt.cap_Bps)
         return left
 
     def _solve(self) -> None:

@@ -216,9 +216,11 @@ class _Cohorts:
     exact; larger ``k`` keeps the cost of huge launches bounded (see ``GpuRun.max_cohorts``)."""
 
     members: list[list[int]]
-    compute: list[float]  #: mean fill + steps·step
+    compute: list[float]  #: mean fill + steps·step, up to the next CTA's prefetch point
+    lead: list[float]  #: mean compute after the prefetch point (the last stages - 1 steps)
     step: list[float]  #: mean step (the last step after a memory-bound stream)
-    tail: list[float]  #: mean drain + overhead
+    drain: list[float]  #: mean drain
+    over: list[float]  #: mean per-CTA overhead
     first: list[float]  #: mean bytes until the first tile is in
 
 
@@ -231,8 +233,9 @@ def _cohorts(ln: CtaLaunch, k: int) -> _Cohorts:
         return np.broadcast_to(np.asarray(a, dtype=float), (n,))[order]
 
     steps = per(ln.steps)
-    comp = (per(ln.fill_s) + steps * per(ln.step_s)) * slots
-    tail = (per(ln.drain_s) + per(ln.overhead_s)) * slots
+    lead_steps = np.minimum(steps, max(ln.stages, 1) - 1) if ln.prefetch else 0 * steps
+    comp = (per(ln.fill_s) + (steps - lead_steps) * per(ln.step_s)) * slots
+    lead = lead_steps * per(ln.step_s) * slots
     first = per(ln.first_bytes) + np.minimum(steps, 1) * (
         per(ln.step_bytes) + per(ln.step_unique_bytes)
     )
@@ -245,8 +248,10 @@ def _cohorts(ln: CtaLaunch, k: int) -> _Cohorts:
     return _Cohorts(
         members=[order[a : a + k].tolist() for a in starts],
         compute=mean(comp),
+        lead=mean(lead),
         step=mean(per(ln.step_s) * slots),
-        tail=mean(tail),
+        drain=mean(per(ln.drain_s) * slots),
+        over=mean(per(ln.overhead_s) * slots),
         first=mean(first),
     )
 
@@ -371,47 +376,57 @@ class GpuRun:
     def _name(self, ln: CtaLaunch, i: int) -> str:
         return ln.label(i) if ln.label else f"{ln.name} cta {i}"
 
-    def _weights(
-        self, c: _Cta, i: int, hit: bool, steps: int, multicast: int
-    ) -> tuple[float, float, float]:
-        """(bytes, of which via L2, of which from HBM) of one CTA's flow: the first tile, the
-        store and never-reused bytes always cross L2 and HBM; shared step bytes come from HBM
-        (through L2) on a miss, else from L2 once per multicast cluster."""
-        first = c.first[i] + c.store[i]
-        shared = steps * c.sbytes[i]
-        unique = steps * c.ubytes[i]
-        total = first + shared + unique
-        l2 = first + unique + (shared / multicast if hit else shared)
-        hbm = first + unique + (0.0 if hit else shared)
-        return total, l2, hbm
-
     # ---- CTA granularity --------------------------------------------------------------------
     def _slot_cta(
         self, ln: CtaLaunch, c: _Cta, coh: _Cohorts, sms: list[int], queue: deque[int]
     ) -> Proc:
-        """One cohort slot at CTA granularity. Per cohort one flow (``count`` = its CTAs)
-        carries all their bytes (first tile, K/V stream, store) with a milestone when the first
-        tile is in; the SMs compute ``fill + steps·step`` from that milestone, then drain.
-        Warp-specialised kernels (``prefetch``) issue the next flow when this one drains."""
+        """One cohort slot at CTA granularity. Per cohort two chained flows (``count`` = its
+        CTAs): the *first tile* (Q and the first K/V step, plus the previous cohort's output
+        store, which leaves at the same moment) and then the *stream* of the remaining steps.
+        The SMs compute ``fill + steps·step`` once the first tile is in, then drain.
+        Warp-specialised kernels (``prefetch``) issue the next first tile when this cohort
+        starts draining; others when it has finished."""
         eng = self.eng
         env = eng.env
-        nxt = self._issue(c, coh, queue)
+        nxt = self._issue(c, coh, queue, 0.0)
         while nxt is not None:
-            j, hits, first, done, t_issue = nxt
+            j, hits, first, done, t_issue, _last = nxt
             nxt = None
             t0 = env.now
             if not first.processed:
-                yield first  # Q and the first K/V step have arrived
-            rest = coh.compute[j]
-            if rest > 0:
-                yield eng.delay(rest)
+                yield first
+            if coh.compute[j] > 0:
+                yield eng.delay(coh.compute[j])
+            members = coh.members[j]
+            out = sum(c.store[i] for i in members)
+            if ln.prefetch:
+                # the producer starts on the next CTA once Q is no longer read: stages - 1
+                # steps before the end; this cohort's output store rides with that load
+                nxt = self._issue(c, coh, queue, out)
+            if coh.lead[j] > 0:
+                yield eng.delay(coh.lead[j])
             if not done.processed:
                 yield done  # memory-bound: the last step waits for its data
                 yield eng.delay(coh.step[j])
-            if ln.prefetch:
-                nxt = self._issue(c, coh, queue)
-            yield eng.delay(coh.tail[j])
-            members = coh.members[j]
+            if out > 0 and nxt is None:
+                # no next first tile to ride with (last cohort, or a grid kernel): store alone
+                yield eng.delay(coh.drain[j])
+                idx, w, lat = self.fabric.route(1.0)
+                store = eng.send(
+                    idx,
+                    w,
+                    out / len(members),
+                    lat,
+                    self.fabric.sm_port_Bps,
+                    -1.0,
+                    "store",
+                    count=len(members),
+                )[1]
+                yield eng.delay(coh.over[j])
+                if not store.processed:
+                    yield store
+            else:
+                yield eng.delay(coh.drain[j] + coh.over[j])
             for i in members:
                 self.reuse.release(c.group[i])
             if self.trace_sms:
@@ -422,18 +437,22 @@ class GpuRun:
                         self.spans.append(TraceEvent(f"SM {sm:03d} · copy", name, t_issue, env.now))
                         self._span(sm, "", self._name(ln, i), t0, steps=c.steps[i])
             if not ln.prefetch:
-                nxt = self._issue(c, coh, queue)
+                nxt = self._issue(c, coh, queue, 0.0)
 
     def _issue(
-        self, c: _Cta, coh: _Cohorts, queue: deque[int]
-    ) -> tuple[int, list[bool], simpy.Event, simpy.Event, float] | None:
-        """Take the next cohort and issue one flow for all its CTAs' bytes."""
+        self, c: _Cta, coh: _Cohorts, queue: deque[int], carried_store: float
+    ) -> tuple[int, list[bool], simpy.Event, simpy.Event, float, bool] | None:
+        """Take the next cohort and issue its first-tile flow (carrying ``carried_store`` bytes
+        of the previous cohort's output) chained to its stream flow."""
         if not queue:
             return None
         fab = self.fabric
         j = queue.popleft()
+        last = not queue
+        mc = self._multicast
         members = coh.members[j]
-        total = l2 = hbm = 0.0
+        a_tot = a_l2 = a_hbm = carried_store
+        b_tot = b_l2 = b_hbm = 0.0
         hits = []
         for i in members:
             g = c.group[i]
@@ -441,19 +460,39 @@ class GpuRun:
             hits.append(hit)
             self._hits += hit
             steps = c.steps[i]
+            sb, ub = c.sbytes[i], c.ubytes[i]
             if not hit:
-                self._hbm_stream += c.sbytes[i] * steps
-            t_b, l2_b, hbm_b = self._weights(c, i, hit, steps, self._multicast)
-            total += t_b
-            l2 += l2_b
-            hbm += hbm_b
+                self._hbm_stream += sb * steps
+            shared_l2, shared_hbm = (sb / mc, 0.0) if hit else (sb, sb)
+            k0 = min(steps, 1)
+            a_tot += c.first[i] + k0 * (sb + ub)
+            a_l2 += c.first[i] + k0 * (ub + shared_l2)
+            a_hbm += c.first[i] + k0 * (ub + shared_hbm)
+            rest = steps - k0
+            b_tot += rest * (sb + ub)
+            b_l2 += rest * (ub + shared_l2)
+            b_hbm += rest * (ub + shared_hbm)
         k = len(members)
-        idx, w, lat = fab.route(hbm / total, l2 / total) if total > 0 else fab.route(0.0)
-        first, done = self.eng.send(
-            idx, w, total / k, lat, fab.sm_port_Bps, coh.first[j], "cta", count=k
-        )
-        assert first is not None
-        return j, hits, first, done, self.eng.env.now
+        cap = fab.sm_port_Bps
+        idx, w, lat = fab.route(a_hbm / a_tot, a_l2 / a_tot) if a_tot > 0 else fab.route(0.0)
+        if b_tot <= 0:
+            first = self.eng.send(idx, w, a_tot / k, lat, cap, -1.0, "first tile", count=k)[1]
+            return j, hits, first, first, self.eng.env.now, last
+        done = self.eng.env.event()
+        route_b = fab.route(b_hbm / b_tot, b_l2 / b_tot)
+        # the stream is pipelined behind the first tile: it starts the instant that ends
+        first = self.eng.send(
+            idx,
+            w,
+            a_tot / k,
+            lat,
+            cap,
+            -1.0,
+            "first tile",
+            count=k,
+            then=(route_b[0], route_b[1], b_tot / k, done),
+        )[1]
+        return j, hits, first, done, self.eng.env.now, last
 
     # ---- tile granularity -------------------------------------------------------------------
     def _slot_tile(self, ln: CtaLaunch, c: _Cta, sm: int, queue: deque[int]) -> Proc:

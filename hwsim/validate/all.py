@@ -5,6 +5,7 @@ from __future__ import annotations
 # Each suite module adds one import line here.
 from hwsim.validate import (
     deepep,  # noqa: F401  (suite deepep-normal)
+    fa3,  # noqa: F401  (suite fa3-h100)
     gpu_ops,  # noqa: F401  (suite gpu-ops)
     nongpu,  # noqa: F401  (suite nongpu-decode)
 )
