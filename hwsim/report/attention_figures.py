@@ -215,7 +215,7 @@ def trace_svg(trace: dict[str, object], width: int = 1200, max_tracks: int = 20)
     for e in slices:
         i = tids.index(e["tid"])
         y = 24 + i * row
-        hue = zlib.crc32(str(e["name"]).split(" b")[0].encode()) % 360
+        hue = zlib.crc32(str(e["name"]).encode()) % 360
         w = max(plot_w * e["dur"] / t_end, 0.5)
         out.append(
             f'<rect x="{x(e["ts"]):.2f}" y="{y}" width="{w:.2f}" height="{row - 4}" '

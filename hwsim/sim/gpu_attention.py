@@ -10,10 +10,11 @@ chip's tensor FLOP/s, special-function op/s and FP32 ALU instruction/s)::
 
     t_mma  = matmul FLOPs of the whole (padded) tile / (R · mma_efficiency)
     t_smax = scores / E  +  scores · valu_ops / V          (+ mask ops on partial tiles)
-    t_step = max(t_mma, t_smax) + (1 - softmax_overlap) · min(t_mma, t_smax)
-    fill   = softmax_overlap · min(t_mma, t_smax)           (first softmax / last PV, once)
+    t_step = max(t_mma, o · t_smax) + (1 - o) · t_smax      (o = softmax_overlap)
+    fill   = min(t_mma, o · t_smax)                         (first softmax / last PV, once)
 
-so FA2 (overlap 0) pays matmul plus softmax and ideal FA3 (overlap 1) only the larger. Tiles
+a fraction ``o`` of the softmax runs beside the matmuls (FA3's ping-pong), the rest is on the
+critical path; FA2 (o = 0) pays matmul plus softmax and an ideal overlap (o = 1) the larger. Tiles
 are computed whole (an edge tile costs a full tile: tile quantisation), while bytes are the
 plan's exact bytes (TMA does not fetch out-of-bounds rows). Each CTA also pays
 ``tile_overhead_cycles`` and each launch ``launch_overhead``.
@@ -31,12 +32,14 @@ import numpy as np
 
 from hwsim.plan.attention import AttentionPlan, AttentionShape, KernelPlan, flash_flops
 from hwsim.plan.attention import plan_attention as _plan
+from hwsim.plan.gemm import GemmProfile
 from hwsim.sim.budget import check_budget
 from hwsim.sim.engine import Engine, TraceEvent
 from hwsim.sim.gpu import CtaLaunch, GpuRun, build_gpu
 from hwsim.sim.kernel_profiles import AttentionProfile, load_attention_profile, profile_key
 from hwsim.spec.device import Device
 from hwsim.spec.errors import SpecError
+from hwsim.spec.profiles import load_profile
 
 DETAILS = ("cta", "tile")
 #: CTA detail plays at most this many lockstep cohorts per launch (a divisor of the SM count
@@ -140,6 +143,7 @@ class AttentionSimResult:
 class SmRates:
     """One SM's share of the chip: tensor FLOP/s (after efficiency), exp/s, ALU instr/s."""
 
+    peak_flops: float  #: whole chip, dense, the dtype's matrix peak
     mma_flops: float
     exp_per_s: float
     valu_per_s: float
@@ -163,13 +167,37 @@ def sm_rates(device: Device, dtype: str, prof: AttentionProfile) -> tuple[SmRate
     else:
         sfu = vec / 8  # 16 SFU vs 128 FP32 lanes per SM on NVIDIA parts
         notes.append("no special-function rate in the spec: assumed 1/8 of vector FP32")
+    eff = prof.mma_efficiency.value * _arch_matrix_scale(device, dtype, prof, notes)
     rates = SmRates(
-        mma_flops=peak / n * prof.mma_efficiency.value,
+        peak_flops=peak,
+        mma_flops=peak / n * eff,
         exp_per_s=sfu / n,
         valu_per_s=vec / 2 / n,  # an FMA is two FLOPs but one instruction
         clock_Hz=c.clock_Hz,
     )
     return rates, notes
+
+
+def _arch_matrix_scale(
+    device: Device, dtype: str, prof: AttentionProfile, notes: list[str]
+) -> float:
+    """How well this architecture's matrix units sustain their peak relative to the one the
+    attention profile was calibrated on, taken from the GEMM fit (``gemm.yaml``, measured
+    GEMMs): 1 across NVIDIA generations, ~0.72 for CDNA. No attention measurement is used."""
+    if device.arch == prof.calibration_arch:
+        return 1.0
+    try:
+        here = load_profile("gemm", device.arch, GemmProfile).matrix_fraction_for(dtype)
+        ref = load_profile("gemm", prof.calibration_arch, GemmProfile).matrix_fraction_for(dtype)
+    except SpecError:
+        return 1.0
+    scale = here / ref
+    if abs(scale - 1.0) > 1e-9:
+        notes.append(
+            f"matrix efficiency scaled by {scale:.2f}: sustained GEMM fraction of {device.arch} "
+            f"vs {prof.calibration_arch} (devices/profiles/gemm.yaml)"
+        )
+    return scale
 
 
 def _padded_step(kp: KernelPlan) -> tuple[float, float]:
@@ -245,11 +273,13 @@ def _launch(kp: KernelPlan, prof: AttentionProfile, r: SmRates, l2_usable: float
     ov = prof.softmax_overlap.value
 
     def step_time(t_sm: float) -> float:
-        return max(t_mma, t_sm) + (1 - ov) * min(t_mma, t_sm)
+        # the overlappable part of the softmax runs beside the matmuls (ping-pong), the rest
+        # (row max/sum reductions the next matmul waits for) is on the critical path
+        return max(t_mma, ov * t_sm) + (1 - ov) * t_sm
 
     full, part = step_time(t_smax), step_time(t_smax + t_mask)
     step_s = np.where(n > 0, ((n - kp.n_partial) * full + kp.n_partial * part) / n_safe, 0.0)
-    fill = np.where(n > 0, ov * min(t_mma, t_smax), 0.0)
+    fill = np.where(n > 0, min(t_mma, ov * t_smax), 0.0)
     # prologue/epilogue compute: exps on the SFU, one ALU instruction per 4 bytes moved, and
     # the softmax ALU work of kernels that have no inner loop (naive softmax, combine)
     side_exp = pro.exp + epi.exp
@@ -407,7 +437,7 @@ def _summarise(
         fab.l2.name: fab.l2.bytes_moved,
         onchip: float(plan.bytes_by_level()["onchip"]),
     }
-    peak = rates.mma_flops * n_sms / prof.mma_efficiency.value
+    peak = rates.peak_flops
     sfu = rates.exp_per_s * n_sms
     bw = {
         fab.hbm.name: fab.hbm.bandwidth_Bps,

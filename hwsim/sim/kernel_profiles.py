@@ -42,12 +42,17 @@ class AttentionProfile(Strict):
         default_factory=list,
         description="architectures the kernel is written for; others get a note in results",
     )
+    calibration_arch: str = Field(
+        "hopper",
+        description="architecture the efficiencies were fitted on; other architectures scale "
+        "mma_efficiency by their sustained GEMM fraction relative to it (gemm.yaml)",
+    )
     mma_efficiency: Number = Field(
         description="fraction of the dense tensor-core peak the inner-loop matmuls sustain"
     )
     softmax_overlap: Number = Field(
-        description="fraction of the shorter of (matmul, softmax) time per KV step hidden under "
-        "the other: 0 = synchronous (FA2), 1 = perfect ping-pong (FA3's ideal)"
+        description="fraction of the softmax work of a KV step that runs beside the matmuls "
+        "(the rest is on the critical path): 0 = synchronous (FA2), 1 = perfect ping-pong"
     )
     softmax_valu_ops: Number = Field(
         description="FP32 ALU instructions per score element in the forward softmax (row max, "

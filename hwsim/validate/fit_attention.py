@@ -3,7 +3,7 @@
 Free parameters (everything else is structural or comes from the device spec):
 
 * ``mma_efficiency`` - fraction of the tensor peak the inner-loop wgmma sustain;
-* ``softmax_overlap`` - fraction of the shorter of (matmul, softmax) hidden per KV step;
+* ``softmax_overlap`` - fraction of a KV step's softmax that runs beside the matmuls;
 * ``tile_overhead_cycles`` - fixed SM cycles per CTA tile;
 * ``l2_bandwidth_fraction`` - fraction of the spec L2 bandwidth sustained when all SMs stream
   the same K/V lines.
