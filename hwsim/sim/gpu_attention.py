@@ -44,8 +44,8 @@ from hwsim.spec.profiles import load_profile
 DETAILS = ("cta", "tile")
 #: CTA detail plays at most this many lockstep cohorts per launch (a divisor of the SM count
 #: CTAs each): 86k CTAs of the FA3 table in ~1 s, a 1M-token prefill in seconds; the 36-row
-#: suite moves < 0.5 % against every CTA alone (docs/attention-sim.md)
-MAX_COHORTS = 1200
+#: suite moves < 1 % against every CTA alone (docs/attention-sim.md)
+MAX_COHORTS = 1000
 #: simpy events per CTA (CTA detail) and per inner step (tile detail), for the budget check
 _EVENTS_PER_CTA = 16
 _EVENTS_PER_STEP = 9
