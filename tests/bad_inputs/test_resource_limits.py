@@ -4,6 +4,8 @@ that must use them are exercised by the corpus: cli/*does-not-fit*, *too-large*.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from hwsim.sim.budget import check_budget, check_memory, run_bounded
@@ -66,3 +68,25 @@ def test_run_bounded_stops_a_runaway_engine() -> None:
 
 # The 10^7-cubed GEMM that once exhausted memory is the corpus case cli/gemm-does-not-fit,
 # run under a memory cap (tests/bad_inputs/test_corpus.py: memory_headroom).
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=MemoryError,
+    reason="hwsim/sim/topology.py builds every node, NIC and cable of a cluster before checking "
+    "that the network can connect them: 30,000 nodes on a radix-64 fat tree take ~300 MB and 3 s "
+    "to be refused, 10^6 nodes exhaust memory after ~50 s (a mesh2d has no radix check at all). "
+    "It should refuse (fat-tree capacity) or call hwsim.sim.budget.check_memory before "
+    "building. Reported to the cluster owner.",
+)
+def test_huge_cluster_is_refused_before_it_is_built(tmp_path: Path) -> None:
+    from test_corpus import HERE, memory_headroom
+
+    from hwsim.sim.topology import build_topology
+
+    text = (HERE / "cluster" / "_valid.yaml").read_text(encoding="utf-8")
+    huge = tmp_path / "huge.yaml"
+    huge.write_text(text.replace("nodes: {value: 2,", "nodes: {value: 30000,", 1), "utf-8")
+    # 100 MB is plenty for a check, not for a 30,000-node graph
+    with memory_headroom(100 * 2**20), pytest.raises(SpecError, match="leaf switches"):
+        build_topology(str(huge))
