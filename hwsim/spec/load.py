@@ -424,11 +424,11 @@ def _message(model: type[BaseModel], err: dict[str, Any]) -> str:
     if kind == "union_tag_invalid":  # a discriminated union: ``network: {kind: fattree}``
         ctx = err.get("ctx", {})
         tags = _choices(ctx.get("expected_tags", "").replace("'", ""))
-        got = str(ctx.get("tag"))
-        synonym = SYNONYMS.get(got.lower())
-        guess = [synonym] if synonym in tags else difflib.get_close_matches(got, tags, n=1)
+        tag = str(ctx.get("tag"))
+        synonym = SYNONYMS.get(tag.lower())
+        guess = [synonym] if synonym in tags else difflib.get_close_matches(tag, tags, n=1)
         hint = f"; did you mean '{guess[0]}'?" if guess else ""
-        return f"got {got!r}, expected one of {', '.join(tags)}{hint}"
+        return f"got {tag!r}, expected one of {', '.join(tags)}{hint}"
     if kind == "union_tag_not_found":
         return f"required key {err.get('ctx', {}).get('discriminator', 'kind')} is missing"
     if kind == "literal_error":
