@@ -24,7 +24,9 @@ from hwsim.spec.model import load_model_config
 
 Model = Annotated[str, typer.Option(help="model name (workloads/models) or HF config.json")]
 Device = Annotated[str, typer.Option(help="device name (devices/*.yaml) or YAML path")]
-Devices = Annotated[str, typer.Option(help="device count, or 'auto' (fewest that hold it)")]
+Devices = Annotated[
+    str, typer.Option(help="device count, or 'auto' (fastest from fewest that hold it to a node)")
+]
 Batch = Annotated[int, typer.Option(help="concurrent sequences in the whole deployment")]
 Context = Annotated[int, typer.Option(help="decode: tokens in the KV cache; prefill: prompt")]
 DType = Annotated[str, typer.Option(help="weights and GEMMs: bf16 | fp8 (also fp16, int8)")]

@@ -7,8 +7,11 @@ Device count and layout:
 * ``layout`` given: it fixes the device count (``devices``, if also given, must agree);
 * ``devices = N``: the layouts of N devices that hold the model, fewest pipeline stages and
   then most TP first (:func:`hwsim.serve.capacity.layouts_that_fit`);
-* ``devices = "auto"`` (default): the fewest devices that hold weights and KV cache
-  (:func:`hwsim.serve.capacity.min_devices`).
+* ``devices = "auto"`` (default): the fastest per token of a few counts, one rule for every
+  kind (:func:`hwsim.serve.capacity.auto_device_counts`): the fewest devices that hold weights
+  and KV cache (:func:`hwsim.serve.capacity.min_devices`), the powers of two above them up to
+  one fast domain (a GPU node, a SambaRack, a wafer), and whole domains; ties go to fewer
+  devices.
 
 Overlap ``auto`` simulates one micro-batch and, where there is communication to hide, dual
 micro-batch, and keeps the faster (what a serving engineer would choose).
@@ -16,10 +19,11 @@ micro-batch, and keeps the faster (what a serving engineer would choose).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from hwsim.plan.model_step import StepSpec
-from hwsim.serve.capacity import layouts_that_fit, min_devices
+from hwsim.serve.capacity import auto_layouts, layouts_that_fit, min_devices
 from hwsim.serve.layout import Layout, check_layout, parse_layout
 from hwsim.serve.step import StepResult, simulate_step
 from hwsim.sim.mapper import Mapper, mapper_for
@@ -83,7 +87,8 @@ def resolve_layout(
     devices: int | str | None = "auto",
     layout: str | Layout | None = None,
 ) -> Layout:
-    """The layout to simulate (see the module docstring)."""
+    """The layout to simulate (see the module docstring); ``"auto"`` gives the capacity floor's
+    (:func:`serve_step` also tries :func:`auto_candidates`)."""
     if layout:
         lay = parse_layout(layout) if isinstance(layout, str) else layout
         if isinstance(devices, int) and devices != lay.devices:
@@ -130,6 +135,21 @@ def resolve_layout(
     return fit[0]
 
 
+def auto_candidates(model: ModelConfig, target: Target, spec: StepSpec) -> list[Layout]:
+    """The layouts ``devices="auto"`` chooses among (see the module docstring)."""
+    plan = min_devices(
+        model,
+        target.mapper,
+        batch=spec.batch,
+        context=spec.context,
+        dtype=spec.dtype,
+        kv_dtype=spec.kv_dtype,
+        q_len=spec.q_len,
+        device_name=target.key,
+    )
+    return auto_layouts(model, target.mapper, plan, spec)
+
+
 def serve_step(
     model: str | ModelConfig,
     device: str | Device | Target,
@@ -169,23 +189,41 @@ def serve_step(
         devices_per_node=per_node,
         mtp_depth=mtp if decode else 0,
     )
-    lay = resolve_layout(cfg, target, base, devices, layout)
+    if not layout and devices in (None, "auto"):
+        layouts = auto_candidates(cfg, target, base)
+    else:
+        layouts = [resolve_layout(cfg, target, base, devices, layout)]
+    best: StepResult | None = None
+    for lay in layouts:  # in growing device count: a tie keeps the fewer devices
+        r = _best_overlap(cfg, target, lay, base, overlap, mtp_acceptance, strict, timeline)
+        if best is None or _per_token(r) < _per_token(best):
+            best = r
+    assert best is not None
+    return best
+
+
+def _per_token(r: StepResult) -> float:
+    return r.step_time_s / r.tokens_per_step
+
+
+def _best_overlap(
+    cfg: ModelConfig,
+    target: Target,
+    lay: Layout,
+    base: StepSpec,
+    overlap: str,
+    mtp_acceptance: float,
+    strict: bool,
+    timeline: bool,
+) -> StepResult:
+    """``lay`` simulated with the overlap options ``overlap`` allows; the fastest per token."""
+    batch = base.batch
     options = [1] if overlap == "none" else ([2] if overlap == "dual" else [1, 2])
     if lay.pp > 1:  # the pipeline's micro-batches: one per stage, as far as sequences allow
         options = [max(1, min(lay.pp, -(-batch // lay.dp)))]
     best: StepResult | None = None
     for mb in options:
-        spec = StepSpec(
-            base.phase,
-            batch,
-            context,
-            dtype,
-            kv_dtype,
-            q_len=base.q_len,
-            micro_batches=mb,
-            devices_per_node=per_node,
-            mtp_depth=base.mtp_depth,
-        )
+        spec = dataclasses.replace(base, micro_batches=mb)
         r = simulate_step(
             cfg,
             target.mapper,
@@ -196,10 +234,7 @@ def serve_step(
             device_name=target.key,
             timeline=timeline,
         )
-        if (
-            best is None
-            or r.step_time_s / r.tokens_per_step < best.step_time_s / best.tokens_per_step
-        ):
+        if best is None or _per_token(r) < _per_token(best):
             best = r
         if r.micro_batches < mb or lay.pp > 1:  # too few sequences to split: the same again
             break

@@ -74,12 +74,22 @@ class CapacityPlan:
         }
 
 
+def domain_devices(mapper: Mapper) -> int:
+    """Devices of one fast domain: a GPU node (NVLink/xGMI), a GroqNode, a SambaRack, a single
+    wafer. Spatial mappers say so themselves (``domain_devices``); the others through their
+    fabric."""
+    own = getattr(mapper, "domain_devices", None)
+    return max(1, int(own if own is not None else mapper.fabric.devices_per_node))
+
+
 def max_tp_for(model: ModelConfig, mapper: Mapper) -> int:
-    """Widest TP group: one node on GPUs (NVLink/xGMI domain); all heads on the other kinds,
-    whose chip-to-chip fabrics carry tensor parallelism across many chips."""
-    if mapper.kind == "gpu":
-        return max(1, mapper.fabric.devices_per_node)
-    return model.attention.heads
+    """Widest TP group: one fast domain (:func:`domain_devices`), because TP puts two
+    all-reduces into every layer that only the domain's own links carry cheaply; all heads where
+    the mapper's network carries TP across domains (``tp_across_domains``: the LPU). So wafers,
+    domains of one, pipeline across systems as Cerebras does."""
+    if getattr(mapper, "tp_across_domains", False):
+        return model.attention.heads
+    return max(1, min(model.attention.heads, domain_devices(mapper)))
 
 
 def candidate_layouts(model: ModelConfig, n: int, max_tp: int) -> Iterator[Layout]:
@@ -238,6 +248,30 @@ def _smallest_fit(
                 if best is None or rank < best[0]:
                     best = (rank, hit)
     return best[1] if best else None
+
+
+def auto_device_counts(floor: int, domain: int) -> list[int]:
+    """Device counts ``devices="auto"`` tries (:func:`hwsim.serve.api.serve_step` keeps the
+    fastest per token): the capacity floor, every power of two above it up to one fast domain,
+    and the floor rounded up to whole domains. One rule for every kind: a model that fits a
+    domain may use all of it (8B on a GPU node, 70B on a SambaRack), one that does not gets
+    whole domains (no half-used node), and a domain of one (a wafer) adds nothing."""
+    counts = [floor] + [2**k for k in range(1, 31) if floor < 2**k <= domain]
+    whole = domain * math.ceil(floor / domain)
+    return counts + ([whole] if whole not in counts else [])
+
+
+def auto_layouts(
+    model: ModelConfig, mapper: Mapper, plan: CapacityPlan, spec: StepSpec
+) -> list[Layout]:
+    """The capacity plan's layout, then the first layout that fits (fewest pipeline stages,
+    most TP) for each further count of :func:`auto_device_counts`."""
+    out = [plan.layout]
+    for n in auto_device_counts(plan.devices, domain_devices(mapper))[1:]:
+        fit = layouts_that_fit(model, mapper, n, spec)
+        if fit:
+            out.append(fit[0])
+    return out
 
 
 def layouts_that_fit(

@@ -3,8 +3,9 @@
 For each device and batch the device count is, by default (``count="node"``), at least one
 node of the device's cluster (8 GPUs, a 16-socket SN40L rack) and at least the fewest devices
 that hold the weights and the KV cache (capacity planning, so an LPU needs hundreds of chips),
-rounded up to whole nodes: the systems people actually deploy. ``count="auto"`` uses the
-capacity minimum alone, an integer a fixed count. Rows carry the serving metrics and the cost
+rounded up to whole nodes: the systems people actually deploy. ``count="auto"`` is what
+``hwsim decode`` does (the fastest per token of the capacity minimum, powers of two up to a
+node, and whole nodes), an integer a fixed count. Rows carry the serving metrics and the cost
 per token (per device, per watt, per dollar where prices are known); :func:`pareto_front` marks
 the rows no other row beats on both tokens/s per user and tokens/s per device.
 """

@@ -70,6 +70,9 @@ class LpuMapper(SpatialMapper):
     """Groq-style LPU (see the module docstring)."""
 
     family = "lpu"
+    #: every chip is a router of the software-scheduled Dragonfly (ISCA 2022), so a layer's
+    #: tensor-parallel group may span nodes; its all-reduces pay the extra hops (collective_on)
+    tp_across_domains = True
 
     def _setup(self) -> None:
         self.profile, self.profile_key = self.load(LpuProfile)

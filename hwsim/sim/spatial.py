@@ -172,11 +172,23 @@ class SpatialMapper(RooflineMapper):
 
     #: profile family (``devices/profiles/<family>.yaml``) of the subclass
     family = ""
+    #: Whether tensor parallelism may span several fast domains (:attr:`domain_devices`). TP
+    #: puts two all-reduces into every layer, which only a domain's own links carry cheaply, so
+    #: the capacity planner keeps TP inside one domain (:func:`hwsim.serve.capacity.max_tp_for`)
+    #: unless the kind says otherwise: a wafer is a domain of one (wafers pipeline layers across
+    #: systems, Hot Chips 2024), a SambaRack one of 16 sockets; the LPU sets it (its chips are
+    #: the routers of a statically scheduled Dragonfly that carries a layer over many nodes).
+    tp_across_domains = False
 
     def __init__(self, device: Device, cluster: Cluster | None = None) -> None:
         super().__init__(device, cluster)
         self._setup()
         self.links = self._links()
+
+    @property
+    def domain_devices(self) -> int:
+        """Devices one hop apart on the kind's fast links: a GroqNode, a SambaRack, one wafer."""
+        return max(1, self.links.domain)
 
     # ---- hooks ---------------------------------------------------------------------------
     def _setup(self) -> None:

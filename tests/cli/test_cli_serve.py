@@ -48,7 +48,8 @@ def test_decode_auto_devices_and_table() -> None:
         app, ["decode", "--model", "llama-3.1-70b", "--device", "h100-sxm", "--devices", "auto"]
     )
     assert res.exit_code == 0, res.output
-    assert "tokens/s per user" in res.output and "2 × h100-sxm" in res.output
+    # auto keeps the fastest of 2 (capacity floor), 4 and 8 (one node) H100s: TP8
+    assert "tokens/s per user" in res.output and "8 × h100-sxm" in res.output
 
 
 def test_prefill_json_contract() -> None:

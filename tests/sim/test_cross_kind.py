@@ -162,3 +162,55 @@ def test_capacity_hand_values() -> None:
             kv_dtype=dtype,
         )
         assert plan.lower_bound_devices == want, (model_name, device, dtype)
+
+
+# ---- layout choice: one rule for every kind ------------------------------------------------
+def test_tensor_parallelism_stays_in_one_fast_domain(llama70) -> None:  # type: ignore[no-untyped-def]
+    from hwsim.serve.api import make_target
+    from hwsim.serve.capacity import max_tp_for
+
+    # the widest TP group follows a property of the mapper, not the device's name: a node of 8
+    # GPUs, a 16-socket SambaRack, a wafer alone (wafers pipeline across systems), and every head
+    # on the LPU, whose statically scheduled Dragonfly carries a layer over many nodes
+    want = {"h100-sxm": 8, "sambanova-sn40l": 16, "cerebras-wse3": 1, "groq-lpu": 64}
+    for name, tp in want.items():
+        assert max_tp_for(llama70, make_target(name).mapper) == tp, name
+
+
+def test_wafers_pipeline_across_systems(llama70) -> None:  # type: ignore[no-untyped-def]
+    from hwsim.serve.api import make_target, serve_step
+
+    wse = make_target("cerebras-wse3")
+    auto = serve_step(llama70, wse, batch=1, context=CONTEXT)
+    # Cerebras ran 70B over four CS-3 as a pipeline (Hot Chips 2024); TP over the same four
+    # wafers would put two all-reduces per layer on the 1.2 Tb/s system I/O
+    assert auto.layout.pp == 4 and auto.layout.tp == 1
+    tp4 = serve_step(llama70, wse, batch=1, context=CONTEXT, layout="tp=4")
+    assert auto.time_per_token_s < tp4.time_per_token_s
+
+
+def test_auto_device_counts() -> None:
+    from hwsim.serve.capacity import auto_device_counts
+
+    assert auto_device_counts(3, 16) == [3, 4, 8, 16]  # SN40L 70B: floor 3, a rack of 16
+    assert auto_device_counts(2, 8) == [2, 4, 8]  # H100 70B: floor 2, a node of 8
+    assert auto_device_counts(12, 8) == [12, 16]  # H100 405B: whole nodes past the floor
+    assert auto_device_counts(4, 1) == [4]  # wafers: a domain of one adds nothing
+    assert auto_device_counts(448, 8) == [448]  # Groq 70B: 56 whole nodes already
+
+
+def test_auto_picks_the_fastest_candidate(llama70) -> None:  # type: ignore[no-untyped-def]
+    from hwsim.plan.model_step import StepSpec
+    from hwsim.serve.api import auto_candidates, make_target, serve_step
+
+    rdu = make_target("sambanova-sn40l")
+    auto = serve_step(llama70, rdu, batch=1, context=CONTEXT)
+    # 3 sockets hold 70B but only as a 3-stage pipeline (tp must divide 64 heads), no faster
+    # than one socket; auto takes the rack-scale TP16 that SambaNova serves it on
+    assert auto.devices == 16 and auto.layout.tp == 16
+    spec = StepSpec("decode", 1, CONTEXT, devices_per_node=16)
+    cands = auto_candidates(llama70, rdu, spec)
+    assert [lay.devices for lay in cands] == [3, 4, 8, 16]
+    times = [serve_step(llama70, rdu, layout=lay).time_per_token_s for lay in cands]
+    assert auto.time_per_token_s == min(times)  # the same simulation, exactly
+    assert times == sorted(times, reverse=True)  # HBM-bound: more sockets, less to read each
