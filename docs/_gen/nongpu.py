@@ -4,18 +4,23 @@ capacity plans, the batch trade-off, and the mapping drawings (hwsim.report.mapp
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import plotly.graph_objects as go
+from scipy.optimize import brentq
 
 from _gen import fmt
 from _gen.core import Table
 from hwsim.plan.model_step import StepSpec, memory_per_device
 from hwsim.report.mapping_figures import Mapping, lpu_figure, rdu_figure, wafer_figure
+from hwsim.serve.api import serve_step
 from hwsim.serve.capacity import min_devices
 from hwsim.serve.layout import Layout
 from hwsim.serve.step import StepResult, simulate_step
+from hwsim.sim.lpu import LpuMapper
 from hwsim.sim.mapper import mapper_for
+from hwsim.spec.cluster import load_cluster
 from hwsim.spec.errors import SpecError
 from hwsim.spec.load import load_device, read_yaml
 from hwsim.spec.model import load_model_config
@@ -152,6 +157,67 @@ def _batch_figure() -> go.Figure:
     return fig
 
 
+def _lpu_variant(hop_s: float) -> LpuMapper:
+    """The built-in LPU deployment (groq-rack cluster) with every C2C hop taking ``hop_s``."""
+    mapper = LpuMapper(load_device("groq-lpu"), load_cluster("groq-rack"))
+    outer = hop_s * mapper.profile.node_hops.value
+    mapper.links = dataclasses.replace(mapper.links, hop_latency_s=hop_s, outer_latency_s=outer)
+    return mapper
+
+
+def _lpu_per_layer(name: str, mapper: LpuMapper | None = None) -> tuple[StepResult, float]:
+    """Batch-1 decode on the capacity plan's chips, and the hop latency (s) that would make it
+    as slow as Groq's published speed (bisection: the time grows with the hop latency)."""
+    model = load_model_config(name)
+    spec = StepSpec("decode", 1, CONTEXT, "fp8", "fp8")
+    lay = layout_for(name, "groq-lpu")
+    r = simulate_step(model, mapper or _lpu_variant(600e-9), lay, spec)
+    target = PUBLISHED[(name, "groq-lpu")]
+    hop = brentq(
+        lambda h: simulate_step(model, _lpu_variant(h), lay, spec).tokens_per_s_per_user - target,
+        0.0,
+        100e-6,
+        xtol=1e-9,
+    )
+    return r, float(hop)
+
+
+def _lpu_layer_table() -> tuple[Table, list[float]]:
+    """Per decoder layer at batch 1: what the model charges against Groq's published budget."""
+    rows, hops = [], []
+    for name in ("llama-3.1-8b", "llama-3.1-70b"):
+        r, hop = _lpu_per_layer(name)
+        hops.append(hop)
+        layers = load_model_config(name).layers
+        per = r.layout.pp / layers  # the slowest stage's busy time, spread over its layers
+        comp = sum(v for k, v in r.breakdown_s.items() if k not in ("comm", "comm_exposed")) * per
+        comm = r.breakdown_s.get("comm", 0.0) * per
+        pub = 1.0 / PUBLISHED[(name, "groq-lpu")] / layers
+        rows.append(
+            [
+                name,
+                f"{r.devices} ({r.layout})",
+                fmt.t(comp),
+                fmt.t(comm),
+                fmt.t(r.time_per_token_s / layers),
+                fmt.t(pub),
+                fmt.times(pub * layers / r.time_per_token_s),
+                fmt.t(hop),
+            ]
+        )
+    cols = [
+        "model",
+        "chips (layout)",
+        "compute",
+        "chip-to-chip",
+        "model total",
+        "published",
+        "published / model",
+        "hop latency that would close it",
+    ]
+    return Table(cols, rows), hops
+
+
 def facts() -> dict[str, Any]:
     f: dict[str, Any] = {}
     for device, key in (("cerebras-wse3", "wse"), ("sambanova-sn40l", "rdu"), ("groq-lpu", "lpu")):
@@ -176,13 +242,11 @@ def facts() -> dict[str, Any]:
     r = decode("llama-3.1-70b", "groq-lpu")
     spec8 = StepSpec("decode", 1, CONTEXT, "fp8", "fp8")
     f["lpu_fig"] = lpu_figure(Mapping(m70, lpu_lay, spec8), r.stage_time_s)
-    r64 = simulate_step(
-        m70,
-        mapper_for(load_device("groq-lpu")),
-        lpu_lay,
-        StepSpec("decode", 64, CONTEXT, "fp8", "fp8"),
-        strict=False,
-    )
+    # 64 users in flight: micro-batches fill the 7-stage pipeline (as hwsim decode plays it)
+    r64 = serve_step(
+        m70, "groq-lpu", batch=64, context=CONTEXT, layout=lpu_lay, dtype="fp8", kv_dtype="fp8",
+        strict=False, timeline=False,
+    )  # fmt: skip
     f["lpu_70b_b64"] = f"{r64.tokens_per_s_per_user:,.0f}"
     ratios = [
         decode(n, "groq-lpu").tokens_per_s_per_user / PUBLISHED[(n, "groq-lpu")]
@@ -194,6 +258,25 @@ def facts() -> dict[str, Any]:
         for n in ("llama-3.1-8b", "llama-3.1-70b")
     ]
     f["lpu_per_layer"] = f"{fmt.t(min(per_layer))} to {fmt.t(max(per_layer))}"
+    m8 = load_model_config("llama-3.1-8b")
+    tp8 = simulate_step(
+        m8, _lpu_variant(600e-9), Layout(tp=8, pp=8), StepSpec("decode", 1, CONTEXT, "fp8", "fp8")
+    )
+    f["lpu_8b_tp8"] = fmt.t(tp8.time_per_token_s / m8.layers)
+    table, hops = _lpu_layer_table()
+    f["lpu_layer_table"] = table
+    f["lpu_hop_needed"] = f"{fmt.t(min(hops))} to {fmt.t(max(hops))}"
+    f["lpu_hop_ratio"] = f"{min(hops) / 0.6e-6:.0f}-{max(hops) / 0.6e-6:.0f}×"
+    rdu_mtp = simulate_step(
+        m70,
+        rdu,
+        Layout(tp=16),
+        StepSpec("decode", 1, CONTEXT, q_len=4, mtp_depth=3),
+        mtp_acceptance=0.85,
+    )
+    f["rdu_70b_mtp3"] = f"{rdu_mtp.tokens_per_s_per_user:,.0f}"
+    sram = load_device("sambanova-sn40l").level_capacity_bytes("sram")
+    f["rdu_sram_share"] = fmt.pct(16 * sram / (m70.total_params() * 2), 1)
     f["lpu_70b_chips"] = str(r.devices)
     f["lpu_70b_layout"] = str(r.layout)
     f["lpu_70b_stage"] = fmt.t(r.stage_time_s)
