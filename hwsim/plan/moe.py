@@ -31,10 +31,16 @@ Placement and dispatch (``hwsim.plan.moe_dispatch``)::
     make_dispatch_plan(routing, placement, hidden, token_src=None, ...) -> DispatchPlan
     DispatchPlan: .tokens/.direct_nvl/.direct_rdma/.rdma_tokens/.nvl_tokens [R, R],
                   .rdma_pairs [R, nodes], .matrix(leg, phase), .flows(path, phase) -> [Flow],
+                  .pair_token/.pair_dst/.pair_sender/.ib_* (lazy, cached: .pair_arrays),
                   .bytes_per_token(phase), .bytes_by_link_kind(path, phase),
                   .deepep_rdma_bytes(phase), .deepep_nvl_bytes(phase) (per rank, bytes)
     bytes_per_token(hidden, dtype)     # fp8 = hidden·(1 + 4/128); bf16 = 2·hidden
     routing_stats(plan, topk_idx, n_experts) -> RoutingStats
+
+Synthetic routing for the simulator (``hwsim.plan.moe_synthetic``; exact in law, a fraction of
+the draws)::
+
+    race_topk(rng, tokens, popularity, top_k, n_groups, topk_groups) -> topk_idx
     synthetic_dispatch_plan(n_ranks, tokens_per_rank, hidden, n_experts, top_k, topk_groups,
                             routing="deepep", gpus_per_node=8, n_redundant=0, seed=0,
                             dispatch_dtype="fp8") -> (DispatchPlan, Placement, topk_idx)
@@ -49,15 +55,16 @@ from hwsim.plan.moe_dispatch import (
     DispatchPlan,
     Flow,
     IArr,
+    PairArrays,
     Placement,
     RoutingStats,
     bytes_per_token,
     even_token_src,
+    pair_arrays,
     place_experts,
     plan_dispatch,
     resolve_replicas,
     routing_stats,
-    synthetic_dispatch_plan,
 )
 from hwsim.plan.moe_gating import (
     BiasDynamics,
@@ -81,6 +88,7 @@ from hwsim.plan.moe_gating import (
     v2_balance_losses,
     v3_sequence_balance_loss,
 )
+from hwsim.plan.moe_synthetic import race_topk, synthetic_dispatch_plan
 from hwsim.spec.errors import SpecError
 from hwsim.spec.model import ModelConfig
 
@@ -88,6 +96,7 @@ __all__ = [
     "BiasDynamics",
     "DispatchPlan",
     "Flow",
+    "PairArrays",
     "Placement",
     "Routing",
     "RoutingStats",
@@ -104,8 +113,10 @@ __all__ = [
     "group_limited_topk",
     "imbalance",
     "make_dispatch_plan",
+    "pair_arrays",
     "place_experts",
     "plan_dispatch",
+    "race_topk",
     "resolve_replicas",
     "routing_stats",
     "sigmoid",

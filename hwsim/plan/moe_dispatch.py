@@ -9,8 +9,8 @@
   hosting at least one of its experts), the direct path and DeepEP's two-hop path (InfiniBand
   once per (token, destination node) to the rank with the same local index, then NVLink inside
   that node), ``[ranks × ranks]`` token matrices per leg, the ``[ranks × nodes]`` RDMA pair
-  matrix, bytes per token per dtype, and the exact DeepEP byte metrics.
-* :func:`synthetic_dispatch_plan` — routing + placement + plan for the all-to-all simulator.
+  matrix, bytes per token per dtype, and the exact DeepEP byte metrics. The matrices come from
+  two histograms over the tokens; per-pair arrays (:class:`PairArrays`) are built on demand.
 * :func:`routing_stats` — tokens per expert / rank / node and max/mean imbalance.
 
 Combine moves the same tokens back (every matrix transposed) in BF16.
@@ -18,6 +18,7 @@ Combine moves the same tokens back (every matrix transposed) in BF16.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -25,7 +26,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from hwsim.plan.moe_gating import group_limited_topk, imbalance, synthetic_logits
+from hwsim.plan.moe_gating import imbalance
 from hwsim.spec.errors import SpecError
 
 IArr = NDArray[np.int64]
@@ -155,8 +156,11 @@ def resolve_replicas(topk_idx: IArr, placement: Placement) -> IArr:
     if topk_idx.size and topk_idx.max() >= placement.n_experts:
         raise SpecError("expert id out of range for the placement", key="topk_idx")
     home = placement.home()
-    dst = np.where(topk_idx >= 0, home[np.maximum(topk_idx, 0)], -1)
     multi = [e for e, r in enumerate(placement.replicas) if len(r) > 1]
+    if not multi and (topk_idx.size == 0 or topk_idx.min() >= 0):
+        out: IArr = home[topk_idx]  # one gather: no dropped slots, no replicas
+        return out
+    dst = np.where(topk_idx >= 0, home[np.maximum(topk_idx, 0)], -1)
     if not multi:
         return dst
     valid = topk_idx >= 0
@@ -178,20 +182,63 @@ def resolve_replicas(topk_idx: IArr, placement: Placement) -> IArr:
 
 # ---------------------------------------------------------------------- dispatch plan
 @dataclass(frozen=True, eq=False)
+class PairArrays:
+    """Per-pair arrays of a plan. Unique (token, destination rank) pairs, sorted by token then
+    rank: ``token``, ``src``, ``dst``, ``sender`` (the rank that delivers the token over NVLink
+    in the two-hop path: the source itself inside its node, else the forwarder). Unique (token,
+    remote node) InfiniBand pairs: ``ib_token``, ``ib_src``, ``ib_dst`` (forwarder = same local
+    index on that node)."""
+
+    token: IArr
+    src: IArr
+    dst: IArr
+    sender: IArr
+    ib_token: IArr
+    ib_src: IArr
+    ib_dst: IArr
+
+
+def pair_arrays(dst_rank: IArr, token_src: IArr, gpus_per_node: int) -> PairArrays:
+    """The per-pair arrays of ``dst_rank`` ``[T, k]`` (-1 dropped) and ``token_src`` ``[T]``:
+    O(T·k log k), one row sort. Only the functional executor needs them; the simulator works
+    from the token matrices."""
+    g = gpus_per_node
+    t = dst_rank.shape[0]
+    srt = np.sort(dst_rank, axis=1)
+    first = np.ones_like(srt, dtype=bool)
+    first[:, 1:] = srt[:, 1:] != srt[:, :-1]
+    keep = first & (srt >= 0)
+    rows = np.broadcast_to(np.arange(t)[:, None], srt.shape)
+    p_tok, p_dst = rows[keep], srt[keep]
+    p_src = token_src[p_tok]
+    p_node, src_node = p_dst // g, p_src // g
+    # unique (token, node): pairs are sorted by (token, rank), so nodes are sorted per token
+    new_node = np.ones(p_tok.size, dtype=bool)
+    new_node[1:] = (p_tok[1:] != p_tok[:-1]) | (p_node[1:] != p_node[:-1])
+    remote = new_node & (p_node != src_node)
+    ib_src = p_src[remote]
+    sender = np.where(p_node == src_node, p_src, p_node * g + p_src % g)
+    return PairArrays(
+        p_tok, p_src, p_dst, sender, p_tok[remote], ib_src, p_node[remote] * g + ib_src % g
+    )
+
+
+@dataclass(frozen=True, eq=False)
 class DispatchPlan:
     """Who sends which tokens where, for the direct and the two-hop path.
-
-    Per-pair arrays (unique (token, destination rank) pairs, sorted by token then rank):
-    ``pair_token``, ``pair_dst``, ``pair_src`` and ``pair_sender`` (the rank that delivers the
-    token over NVLink in the two-hop path: the source itself inside its node, else the
-    forwarder). Per RDMA pair (unique (token, remote node)): ``ib_token``, ``ib_src``,
-    ``ib_dst`` (forwarder = same local index on that node).
 
     Matrices ``[ranks × ranks]`` of token counts (row = sender, column = receiver):
     ``tokens`` (direct, incl. diagonal = local), ``direct_nvl``/``direct_rdma`` (direct path
     split by link kind), ``rdma_tokens`` (two-hop IB leg), ``nvl_tokens`` (two-hop NVLink leg:
     intra-node sends plus forwards). ``rdma_pairs`` ``[ranks × nodes]`` counts (token,
-    destination node) pairs including the source's own node (DeepEP's RDMA metric)."""
+    destination node) pairs including the source's own node (DeepEP's RDMA metric).
+    ``expert_copies`` ``[ranks × ranks]`` counts every kept (token, slot) by its destination
+    rank: one message per selected expert (DeepEP low-latency, per-expert all-to-all).
+
+    Per-pair arrays (:class:`PairArrays`; ``pair_token``, ``pair_src``, ``pair_dst``,
+    ``pair_sender``, ``ib_token``, ``ib_src``, ``ib_dst``) are built from ``dst_rank`` and
+    ``token_src`` on first use (cached), unless given as ``pairs``: at EP 256 × 4096 tokens
+    they are ~100 MB and a row sort that the simulator never needs."""
 
     n_ranks: int
     gpus_per_node: int
@@ -200,19 +247,49 @@ class DispatchPlan:
     combine_dtype: str
     token_src: IArr
     dst_rank: IArr
-    pair_token: IArr
-    pair_src: IArr
-    pair_dst: IArr
-    pair_sender: IArr
-    ib_token: IArr
-    ib_src: IArr
-    ib_dst: IArr
     tokens: IArr
     direct_nvl: IArr
     direct_rdma: IArr
     rdma_tokens: IArr
     nvl_tokens: IArr
     rdma_pairs: IArr
+    expert_copies: IArr
+    pairs: PairArrays | None = None
+
+    @functools.cached_property
+    def pair_arrays(self) -> PairArrays:
+        """``pairs`` if given, else built from ``dst_rank`` and ``token_src`` (once)."""
+        if self.pairs is not None:
+            return self.pairs
+        return pair_arrays(self.dst_rank, self.token_src, self.gpus_per_node)
+
+    @property
+    def pair_token(self) -> IArr:
+        return self.pair_arrays.token
+
+    @property
+    def pair_src(self) -> IArr:
+        return self.pair_arrays.src
+
+    @property
+    def pair_dst(self) -> IArr:
+        return self.pair_arrays.dst
+
+    @property
+    def pair_sender(self) -> IArr:
+        return self.pair_arrays.sender
+
+    @property
+    def ib_token(self) -> IArr:
+        return self.pair_arrays.ib_token
+
+    @property
+    def ib_src(self) -> IArr:
+        return self.pair_arrays.ib_src
+
+    @property
+    def ib_dst(self) -> IArr:
+        return self.pair_arrays.ib_dst
 
     @property
     def n_nodes(self) -> int:
@@ -284,6 +361,46 @@ class Flow:
     nbytes: float
 
 
+def _small_int(x: IArr, bound: int) -> NDArray[np.integer]:
+    """``x`` in the narrowest signed dtype holding ``-1 .. bound`` (less memory traffic)."""
+    for dt in (np.int8, np.int16, np.int32):
+        if bound <= np.iinfo(dt).max:
+            return x.astype(dt)
+    return x
+
+
+CHUNK_TOKENS = 1 << 16  # tokens per histogram chunk: temporaries of a few MB, reused
+
+
+def _pair_histograms(dst_rank: IArr, token_src: IArr, r: int, g: int) -> tuple[IArr, IArr, IArr]:
+    """Per source rank, in chunks of tokens: unique (token, rank) pairs by rank ``[R × R]``,
+    unique (token, node) pairs by node ``[R × nodes]`` and all (token, slot) assignments by rank
+    ``[R × R]``. Each chunk's rows are sorted (k values), so repeats of a rank — and of a node
+    — are neighbours."""
+    n = r // g
+    tok = np.zeros(r * r + 1, dtype=np.int64)
+    nod = np.zeros(r * n + 1, dtype=np.int64)
+    slots = np.zeros(r * r + 1, dtype=np.int64)
+
+    def count(acc: IArr, src: IArr, ids: NDArray[np.integer], keep: NDArray[np.bool_]) -> None:
+        width = (acc.size - 1) // r
+        key = np.where(keep, src * width + ids, r * width)  # dropped / repeats: a spare bin
+        acc += np.bincount(key.reshape(-1), minlength=acc.size)
+
+    for c0 in range(0, dst_rank.shape[0], CHUNK_TOKENS):
+        srt = np.sort(_small_int(dst_rank[c0 : c0 + CHUNK_TOKENS], r), axis=1)
+        src = token_src[c0 : c0 + CHUNK_TOKENS, None]
+        keep = srt >= 0
+        count(slots, src, srt, keep)
+        nodes = srt // g  # floor division keeps -1 at -1
+        keep_node = keep.copy()
+        keep[:, 1:] &= srt[:, 1:] != srt[:, :-1]
+        keep_node[:, 1:] &= nodes[:, 1:] != nodes[:, :-1]
+        count(tok, src, srt, keep)
+        count(nod, src, nodes, keep_node)
+    return tok[: r * r].reshape(r, r), nod[: r * n].reshape(r, n), slots[: r * r].reshape(r, r)
+
+
 def plan_dispatch(
     dst_rank: IArr,
     token_src: IArr,
@@ -294,46 +411,43 @@ def plan_dispatch(
     combine_dtype: str = "bf16",
 ) -> DispatchPlan:
     """Build the dispatch plan from each (token, slot)'s destination rank ([T, k], -1 dropped)
-    and each token's source rank ([T]). Vectorised: O(T·k log k)."""
+    and each token's source rank ([T]).
+
+    Only two histograms touch the tokens (in chunks, O(T·k)): unique (token, rank) pairs by
+    (source, rank) and unique (token, node) pairs by (source, node). Every leg's matrix follows
+    from those
+    ``[R × R]`` / ``[R × nodes]`` counts, because a pair's path depends only on its source and
+    destination: direct legs split ``tokens`` by same/other node; the IB leg of the two-hop path
+    carries each remote (token, node) pair to the source's local index on that node; the
+    NVLink leg carries each pair from its sender (source or forwarder) unless that is the
+    destination itself."""
     g = min(gpus_per_node, n_ranks)
     if n_ranks % g:
         raise SpecError(f"n_ranks ({n_ranks}) must be a multiple of gpus_per_node ({g})")
     bytes_per_token(hidden, dispatch_dtype), bytes_per_token(hidden, combine_dtype)  # validate
     dst_rank = np.asarray(dst_rank, dtype=np.int64)
     token_src = np.asarray(token_src, dtype=np.int64)
-    t, _ = dst_rank.shape
+    t = dst_rank.shape[0]
     if token_src.shape != (t,):
         raise SpecError(f"token_src must have shape ({t},)", key="token_src")
     if dst_rank.size and (dst_rank.max() >= n_ranks or token_src.max() >= n_ranks):
         raise SpecError("rank id out of range", key="dst_rank")
-    n_nodes = n_ranks // g
-    srt = np.sort(dst_rank, axis=1)
-    first = np.ones_like(srt, dtype=bool)
-    first[:, 1:] = srt[:, 1:] != srt[:, :-1]
-    keep = first & (srt >= 0)
-    rows = np.broadcast_to(np.arange(t)[:, None], srt.shape)
-    p_tok, p_dst = rows[keep], srt[keep]
-    p_src = token_src[p_tok]
-    p_node, src_node = p_dst // g, p_src // g
-    # unique (token, node): pairs are sorted by (token, rank), so nodes are sorted per token
-    new_node = np.ones(p_tok.size, dtype=bool)
-    new_node[1:] = (p_tok[1:] != p_tok[:-1]) | (p_node[1:] != p_node[:-1])
-    rdma_pairs = np.bincount(
-        p_src[new_node] * n_nodes + p_node[new_node], minlength=n_ranks * n_nodes
-    ).reshape(n_ranks, n_nodes)
-    remote = new_node & (p_node != src_node)
-    ib_tok, ib_src = p_tok[remote], p_src[remote]
-    ib_dst = p_node[remote] * g + ib_src % g
-    sender = np.where(p_node == src_node, p_src, p_node * g + p_src % g)
+    r, n_nodes = n_ranks, n_ranks // g
+    ranks = np.arange(r)
 
-    def mat(a: IArr, b: IArr) -> IArr:
-        out: IArr = np.bincount(a * n_ranks + b, minlength=n_ranks * n_ranks).reshape(
-            n_ranks, n_ranks
-        )
-        return out
-
-    same = p_node == src_node
-    moved = sender != p_dst
+    tokens, rdma_pairs, copies = _pair_histograms(dst_rank, token_src, r, g)
+    node = ranks // g
+    same = node[:, None] == node[None, :]
+    offdiag = ranks[:, None] != ranks[None, :]
+    # IB leg: (s, remote node m) pairs go to rank m·g + s % g
+    rdma_tokens = np.zeros((r, r), dtype=np.int64)
+    s_idx, m_idx = np.nonzero(rdma_pairs * (np.arange(n_nodes)[None, :] != node[:, None]))
+    rdma_tokens[s_idx, m_idx * g + s_idx % g] = rdma_pairs[s_idx, m_idx]
+    # NVLink leg: pair (s, d) is delivered by s inside its node, else by d's node's rank with
+    # s's local index; nothing moves when that sender is d itself
+    sender = np.where(same, ranks[:, None], node[None, :] * g + ranks[:, None] % g)
+    moved = sender != ranks[None, :]
+    nvl = np.bincount((sender * r + ranks[None, :])[moved], weights=tokens[moved], minlength=r * r)
     return DispatchPlan(
         n_ranks=n_ranks,
         gpus_per_node=g,
@@ -342,19 +456,13 @@ def plan_dispatch(
         combine_dtype=combine_dtype,
         token_src=token_src,
         dst_rank=dst_rank,
-        pair_token=p_tok,
-        pair_src=p_src,
-        pair_dst=p_dst,
-        pair_sender=sender,
-        ib_token=ib_tok,
-        ib_src=ib_src,
-        ib_dst=ib_dst,
-        tokens=mat(p_src, p_dst),
-        direct_nvl=mat(p_src[same & (p_src != p_dst)], p_dst[same & (p_src != p_dst)]),
-        direct_rdma=mat(p_src[~same], p_dst[~same]),
-        rdma_tokens=mat(ib_src, ib_dst),
-        nvl_tokens=mat(sender[moved], p_dst[moved]),
+        tokens=tokens,
+        direct_nvl=np.where(same & offdiag, tokens, 0),
+        direct_rdma=np.where(same, 0, tokens),
+        rdma_tokens=rdma_tokens,
+        nvl_tokens=np.rint(nvl).astype(np.int64).reshape(r, r),  # integer counts < 2^53: exact
         rdma_pairs=rdma_pairs,
+        expert_copies=copies,
     )
 
 
@@ -396,51 +504,3 @@ def routing_stats(plan: DispatchPlan, topk_idx: IArr, n_experts: int) -> Routing
         imbalance(per_rank_assign),
         imbalance(per_node),
     )
-
-
-def synthetic_dispatch_plan(
-    n_ranks: int,
-    tokens_per_rank: int,
-    hidden: int,
-    n_experts: int,
-    top_k: int,
-    topk_groups: int | None = None,
-    routing: str = "deepep",
-    gpus_per_node: int = 8,
-    n_redundant: int = 0,
-    seed: int = 0,
-    dispatch_dtype: str = "fp8",
-) -> tuple[DispatchPlan, Placement, IArr]:
-    """DeepEP-style test routing for the all-to-all simulator.
-
-    Experts are spread evenly over ranks; groups are nodes. Each rank draws its own seeded
-    scores (``deepep``: ``abs(randn)+1``; ``uniform``; ``zipf:S`` hot experts), picks at most
-    ``min(nodes, topk_groups)`` nodes by per-node max score, then its top-k experts inside them
-    (as DeepEP's ``test_internode.py``). Returns the plan, the placement and ``topk_idx``."""
-    g = min(gpus_per_node, n_ranks)
-    n_nodes = max(1, n_ranks // g)
-    groups = n_nodes if n_experts % n_nodes == 0 else 1
-    tg = groups if topk_groups is None else max(1, min(groups, topk_groups))
-    idx = np.empty((n_ranks * tokens_per_rank, top_k), dtype=np.int64)
-    # Per-group max and top-k depend only on the ranks of the scores. For iid scores
-    # (``deepep``: abs(randn)+1; ``uniform``: Gumbel) those ranks are a uniformly random
-    # permutation whatever the distribution, so uniform draws give the same routing
-    # distribution at a third of the cost of normals (EP 64 × 4096 tokens × 256 experts).
-    iid = routing in ("deepep", "uniform")
-    if not iid:
-        synthetic_logits(1, n_experts, routing, seed)  # validate the name early
-    for r in range(n_ranks):  # one rank at a time keeps memory at tokens_per_rank × experts
-        if iid:
-            rng = np.random.default_rng([seed, r])
-            scores = rng.random((tokens_per_rank, n_experts), dtype=np.float32)
-        else:
-            scores = synthetic_logits(
-                tokens_per_rank, n_experts, routing, seed, chunk=r, dtype=np.float32
-            )
-        sl = slice(r * tokens_per_rank, (r + 1) * tokens_per_rank)
-        idx[sl] = group_limited_topk(scores, top_k, groups, tg, "max")
-    load = np.bincount(idx.reshape(-1), minlength=n_experts)
-    placement = place_experts(n_experts, n_ranks, g, n_redundant, load)
-    dst = resolve_replicas(idx, placement)
-    src = even_token_src(idx.shape[0], n_ranks)
-    return plan_dispatch(dst, src, n_ranks, g, hidden, dispatch_dtype), placement, idx

@@ -110,7 +110,7 @@ def group_limited_topk(
     ``top2_sum`` ranks groups by the sum of their two best scores (DeepSeek-V3 ``noaux_tc``);
     ``max`` by their best score (DeepSeek-V2 ``group_limited_greedy`` and DeepEP's tests)."""
     t, e = scores.shape
-    _check_groups(e, top_k, n_groups, topk_groups)
+    check_groups(e, top_k, n_groups, topk_groups)
     if n_groups == 1 or topk_groups == n_groups:
         return topk(scores, top_k)
     g = scores.reshape(t, n_groups, e // n_groups)
@@ -139,7 +139,8 @@ def _group_max(g: NDArray[np.floating]) -> NDArray[np.floating]:
     return m
 
 
-def _check_groups(e: int, k: int, n_groups: int, topk_groups: int) -> None:
+def check_groups(e: int, k: int, n_groups: int, topk_groups: int) -> None:
+    """SpecError unless ``k`` experts fit in ``topk_groups`` of ``n_groups`` equal groups."""
     if not 1 <= k <= e:
         raise SpecError(f"top_k must be in 1..{e} (experts), got {k}", key="top_k")
     if n_groups < 1 or e % n_groups:
@@ -189,7 +190,7 @@ def softmax_topk(
     Switch (k = 1) keeps the raw probability."""
     probs = softmax(logits)
     t, e = probs.shape
-    _check_groups(e, top_k, 1, 1)
+    check_groups(e, top_k, 1, 1)
     idx = topk(probs, top_k)
     w = np.take_along_axis(probs, idx, axis=1)
     if normalize:
@@ -208,7 +209,7 @@ def deepseek_v1(logits: NDArray[np.floating], top_k: int, n_shared: int) -> Rout
     """DeepSeekMoE (V1): softmax affinities over fine-grained routed experts, top-k gates kept
     unnormalised; ``n_shared`` shared experts see every token."""
     probs = softmax(logits)
-    _check_groups(probs.shape[1], top_k, 1, 1)
+    check_groups(probs.shape[1], top_k, 1, 1)
     idx = topk(probs, top_k)
     return Routing(idx, np.take_along_axis(probs, idx, axis=1), probs, probs.shape[1], n_shared)
 
@@ -340,6 +341,11 @@ def _popularity(n_experts: int, dist: str, rng: np.random.Generator) -> FArr:
         out: FArr = w / w.sum()
         return out
     raise SpecError(f"unknown routing distribution {dist!r}; use uniform, deepep or zipf:<s>")
+
+
+def popularity(n_experts: int, dist: str = "uniform", seed: int = 0) -> FArr:
+    """Per-expert popularity (sums to 1) that :func:`synthetic_logits` uses for ``seed``."""
+    return _popularity(n_experts, dist, np.random.default_rng(seed))
 
 
 def synthetic_logits(
