@@ -19,9 +19,14 @@ plan the simulator then reduces to a few thousand flows. This module draws the s
   of the group's times given its first arrival. Unchosen groups are never drawn.
 
 Per token that is ``n_groups + topk_groups × experts/n_groups`` draws (EP 256: 64 instead of
-256; EP 64: 136), and the top-k is one SIMD row sort of keys that carry the column index in the
-last bits of the float64 time (:func:`smallest_k`). Each rank ``r`` draws from the stream
-``default_rng([seed, r])``, so the plan is bit-identical for a seed, whatever the chunking.
+256). With uniform popularity two shortcuts cut it further: groups larger than k need only
+their first k arrivals (spacings ``Exp/(q-1)``, ``Exp/(q-2)``, …; the experts' identities are
+a uniformly random ordered choice; EP 64: 8 + 4 × 8 draws instead of 256), and without a group
+limit the top-k is a uniformly random ordered k-subset (k draws). The top-k of the race is one
+SIMD row sort of keys that carry the column index in the last bits of the float64 time
+(:func:`smallest_k`). Each rank ``r`` draws from the stream ``default_rng([seed, r])``, so the
+plan is bit-identical for a seed. ``tests/unit/test_plan_moe_synthetic.py`` checks the law
+against the full draw.
 """
 
 from __future__ import annotations
@@ -117,6 +122,33 @@ def _distinct_tuples(rng: np.random.Generator, tokens: int, n: int, k: int) -> I
     return out
 
 
+def _race_spacings(
+    rng: np.random.Generator, tau: FArr, chosen: IArr, q: int, k: int, work: Work | None
+) -> IArr:
+    """Uniform popularity, groups larger than k: only each chosen group's first ``k``
+    arrivals matter. After the first (at ``τ``), the group's other ``q - 1`` unit-rate clocks
+    ring after spacings ``Exp/(q-1)``, ``Exp/(q-2)``, … (memorylessness), and which expert
+    rings j-th is a uniformly random ordered choice, independent of the times: the identities
+    of the selected slots are iid positions redrawn until distinct within each group."""
+    t, tg = chosen.shape
+    times = _buf(work, "times", (t, tg, k), np.float64)
+    rng.standard_exponential(out=times)  # column 0 is overwritten by τ (kept contiguous)
+    times[:, :, 1:] /= np.arange(q - 1, q - k, -1, dtype=np.float64)
+    times[:, :, 0] = np.take_along_axis(tau, chosen, axis=1)
+    for j in range(1, k):
+        times[:, :, j] += times[:, :, j - 1]
+    col = smallest_k(times.reshape(t, tg * k), k, keys=_buf(work, "kt", (t, tg * k), np.uint64))
+    grp = col // k  # which chosen group each selected slot comes from
+    pos = rng.integers(0, q, (t, k))
+    bad = np.flatnonzero(~_first_in_row(np.ascontiguousarray((grp * q + pos).T)).all(axis=0))
+    while bad.size:
+        pos[bad] = rng.integers(0, q, (bad.size, k))
+        again = ~_first_in_row(np.ascontiguousarray((grp[bad] * q + pos[bad]).T)).all(axis=0)
+        bad = bad[again]
+    out: IArr = np.take_along_axis(chosen, grp, axis=1) * q + pos
+    return out
+
+
 def race_topk(
     rng: np.random.Generator,
     tokens: int,
@@ -153,6 +185,8 @@ def race_topk(
         out=_buf(work, "chosen", (tokens, topk_groups), np.int64),
         keys=_buf(work, "ktau", tau.shape, np.uint64),
     )
+    if uniform and q > top_k:
+        return _race_spacings(rng, tau, chosen, q, top_k, work)
     y = _buf(work, "y", (tokens, topk_groups, q), np.float64)
     rng.standard_exponential(out=y)
     if not uniform:

@@ -49,7 +49,9 @@ def _close(a: dict[str, np.ndarray], b: dict[str, np.ndarray], n: int, z: float 
 
 
 @pytest.mark.parametrize("dist", ["deepep", "zipf:1.2", "uniform"])
-@pytest.mark.parametrize(("e", "groups", "tg", "k"), [(32, 8, 2, 4), (64, 4, 2, 6), (16, 1, 1, 3)])
+@pytest.mark.parametrize(
+    ("e", "groups", "tg", "k"), [(32, 8, 2, 4), (64, 4, 2, 6), (256, 8, 4, 8), (16, 1, 1, 3)]
+)
 def test_race_matches_full_draw_in_law(dist: str, e: int, groups: int, tg: int, k: int) -> None:
     full = group_limited_topk(synthetic_logits(N, e, dist, seed=1), k, groups, tg, "max")
     race = race_topk(np.random.default_rng(2), N, popularity(e, dist, 1), k, groups, tg)
