@@ -150,3 +150,26 @@ def test_moe_overlap_reports_exposed_and_hidden() -> None:
     # exposed + hidden = all communication time; overlap never beats the compute alone
     assert ov["exposed_comm_s"] + ov["hidden_comm_s"] == pytest.approx(ov["comm_s"], rel=1e-9)
     assert ov["compute_s"] <= ov["total_s"] <= ov["serial_s"]
+
+
+def test_saved_json_rebuilds_the_run_in_explain(tmp_path: Path) -> None:
+    # every non-default input must survive the round trip moe --json -> explain --from
+    argv = ["moe", "--cluster", "h800-deepseek", "--ep", "16", "--tokens", "64", "--hidden",
+            "4096", "--experts", "128", "--topk", "6", "--topk-groups", "2", "--phase",
+            "combine", "--routing", "zipf:1.2", "--seed", "3", "--json"]  # fmt: skip
+    res = runner.invoke(app, argv)
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)
+    assert (d["experts"], d["topk"], d["topk_groups"]) == (128, 6, 2)
+    saved = tmp_path / "moe.json"
+    saved.write_text(res.stdout)
+    out = runner.invoke(app, ["explain", "--from", str(saved), "--json"])
+    assert out.exit_code == 0, out.output
+    e = json.loads(out.stdout)
+    assert e["explain"] == "moe"
+    want = {"cluster": "h800-deepseek", "ep": 16, "tokens": 64, "hidden": 4096, "experts": 128,
+            "topk": 6, "topk_groups": 2, "phase": "combine", "dtype": "bf16",
+            "kernel": "normal", "routing": "zipf:1.2", "seed": 3}  # fmt: skip
+    assert {k: e["params"][k] for k in want} == want
+    # same deterministic simulation: the same float (exact through JSON's repr)
+    assert e["time_s"] == d["time_s"]
