@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 from rich.table import Table
 
@@ -170,8 +169,7 @@ def _overlap(
         redundant,
         seed,
     )
-    valid = plan.dst_rank >= 0
-    rows = int(np.bincount(plan.dst_rank[valid], minlength=ep).max())
+    rows = int(plan.expert_copies.sum(axis=0).max())  # (token, expert) rows of the busiest rank
     dev = topo.device
     if dev.kind == "gpu":
         from hwsim.sim.gpu_gemm import simulate_gemm

@@ -20,7 +20,7 @@ Gating (``hwsim.plan.moe_gating``; inputs ``logits [T, E]``, output :class:`Rout
     synthetic_logits(tokens, n_experts, dist="uniform"|"zipf:1.2"|"deepep", seed=0, chunk=None)
     bias_dynamics(n_batches, tokens, n_experts, top_k, dist, gamma, n_groups, topk_groups, seed)
 
-Placement and dispatch (``hwsim.plan.moe_dispatch``)::
+Placement and dispatch (``hwsim.plan.moe_placement``, ``hwsim.plan.moe_dispatch``)::
 
     place_experts(n_experts, n_ranks, gpus_per_node=8, n_redundant=0, expert_load=None,
                   same_node=False) -> Placement   # .rank_experts, .replicas, .home(), .n_nodes
