@@ -28,11 +28,14 @@ def test_decode_batch1_is_weight_bandwidth_bound(h100) -> None:  # type: ignore[
 
 
 def test_decode_tp_adds_exposed_comm(h100) -> None:  # type: ignore[no-untyped-def]
-    # 8-way TP: weights / 8 per GPU, plus the all-reduces (2 per layer), all exposed at batch 1
+    # 8-way TP: weights / 8 per GPU, plus the all-reduces (2 per layer), all exposed at batch 1.
+    # Upper bound 1.7x (not TP1's 1.4x): each GPU's per-layer GEMMs shrink 8x to 17-117 MB, so
+    # the fixed cost of the ~7 small kernels per layer (attention over 2k tokens ~9 us, norms,
+    # residual ~1 us each, x 80 layers ~ 1 ms) weighs 8x more against the 5.3 ms weight floor.
     r = serve_step("llama-3.1-70b", h100, batch=1, context=2048, layout="tp=8")
     floor = r.weight_bytes_per_device / h100.device.level_bandwidth_Bps("hbm")
     assert r.comm_exposed_s == pytest.approx(r.comm_s, rel=1e-9)  # nothing to hide behind
-    assert floor + r.comm_exposed_s <= r.time_per_token_s <= 1.4 * floor + r.comm_exposed_s
+    assert floor + r.comm_exposed_s <= r.time_per_token_s <= 1.7 * floor + r.comm_exposed_s
     assert r.devices == 8 and r.tokens_per_s_total == pytest.approx(1 / r.time_per_token_s)
 
 

@@ -101,7 +101,6 @@ GEMM_PLAN_CHOICE = (
 )
 
 
-@pytest.mark.xfail(strict=False, reason=GEMM_PLAN_CHOICE + " Random cases: may or may not hit.")
 @CASES
 @given(st.sampled_from(GPUS), DIMS, DIMS, DIMS, st.sampled_from(["B/s", "FLOP/s"]))
 def test_gemm_monotone(name: str, m: int, n: int, k: int, dim: str) -> None:
@@ -111,6 +110,7 @@ def test_gemm_monotone(name: str, m: int, n: int, k: int, dim: str) -> None:
         lambda f: (fast if f > 1 else slow).time_s,
         (1.0, 2.0),
         f"gemm {m}x{n}x{k} on {name} with 2x {dim}",
+        rtol=inv.SCHEDULING_RTOL,  # plan choice may cost a few % (GEMM_PLAN_CHOICE); not 10 %
     )
 
 
@@ -267,7 +267,13 @@ def test_attention_invariants(name: str, shape: Any, dim: str) -> None:
     inv.check_time(r.time_s, what)
     inv.check_roofline_bound(r.roofline_time_s, r.time_s, what)
     fast = _attention(name, shape, dim)
-    inv.check_monotone(lambda f: (fast if f > 1 else r).time_s, (1.0, 2.0), f"{what}, 2x {dim}")
+    # one resource raised: fair sharing may cost a few % (SCHEDULING_RTOL), never more
+    inv.check_monotone(
+        lambda f: (fast if f > 1 else r).time_s,
+        (1.0, 2.0),
+        f"{what}, 2x {dim}",
+        rtol=inv.SCHEDULING_RTOL,
+    )
     inv.check_deterministic(lambda: _no_wall(_attention(name, shape).to_dict()), what=what)
 
 
