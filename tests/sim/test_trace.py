@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from typing import Any
 
@@ -25,7 +26,7 @@ def _overlaps(data: dict[str, Any]) -> list[tuple[int, float, float]]:
     bad = []
     for tid, spans in by_tid.items():
         spans.sort()
-        bad += [(tid, a[1], b[0]) for a, b in zip(spans, spans[1:]) if b[0] < a[1] - 1e-6]
+        bad += [(tid, a[1], b[0]) for a, b in itertools.pairwise(spans) if b[0] < a[1] - 1e-6]
     return bad
 
 
