@@ -16,14 +16,12 @@ from rich.table import Table
 
 from hwsim.cli.common import console, print_json
 from hwsim.report.explain import Explanation, explain, fmt_delta, fmt_time
+from hwsim.report.explain_attention import AttentionSubject
 from hwsim.report.explain_decode import DecodeSubject
 from hwsim.report.explain_figures import write_explanation_page
-from hwsim.report.explain_subjects import (
-    AttentionSubject,
-    GemmSubject,
-    MoeSubject,
-    subject_from_json,
-)
+from hwsim.report.explain_gemm import GemmSubject
+from hwsim.report.explain_moe import MoeSubject
+from hwsim.report.explain_subjects import subject_from_json
 from hwsim.spec.errors import SpecError
 
 explain_app = typer.Typer(
@@ -161,6 +159,9 @@ def explain_attention(
     dtype: Annotated[str, typer.Option(help="bf16, fp16, fp8")] = "bf16",
     kernel: Annotated[str, typer.Option(help="naive, fa2, fa3, flash-decoding")] = "fa3",
     pass_: Annotated[str, typer.Option("--pass", help="fwd, bwd or fwd+bwd")] = "fwd",
+    detail: Annotated[
+        str, typer.Option(help="cta (analytic inner loop) or tile (every tile step)")
+    ] = "cta",
     html: HtmlOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -171,7 +172,7 @@ def explain_attention(
     """
     subject = AttentionSubject(
         device, batch, heads, seqlen, head_dim, kv_heads, seqlen_kv, head_dim_v, causal, dtype,
-        kernel, pass_,
+        kernel, pass_, detail,
     )  # fmt: skip
     _run(subject, html, json_out)
 
@@ -195,6 +196,10 @@ def explain_moe(
     comm_sms: Annotated[
         int | None, typer.Option(help="SMs the kernel copies with (default: its profile's)")
     ] = None,
+    nodes: Annotated[
+        int | None, typer.Option(help="nodes in the topology (default: enough for --ep)")
+    ] = None,
+    redundant: Annotated[int, typer.Option(help="redundant expert copies")] = 0,
     html: HtmlOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -204,7 +209,7 @@ def explain_moe(
     """
     subject = MoeSubject(
         cluster, ep, tokens, hidden, experts, topk, topk_groups, phase, dtype, kernel, routing,
-        seed, comm_sms,
+        seed, comm_sms, nodes, redundant,
     )  # fmt: skip
     _run(subject, html, json_out)
 

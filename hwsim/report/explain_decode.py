@@ -1,6 +1,6 @@
 """``hwsim explain decode``: one whole-model decode (or prefill) step, timed op by op by the
 what-if engine (:func:`hwsim.serve.step.simulate_step` through the device's mapper), taken apart
-like the single-kernel subjects of :mod:`hwsim.report.explain_subjects`.
+like the single-kernel subjects (:mod:`hwsim.report.explain_gemm` and its siblings).
 
 The step's time by resource is the time of its ops grouped by what bounds each op (the engine's
 ``bound_shares``), and its bytes per memory level are the ops' bytes summed over one step of one
@@ -23,7 +23,7 @@ from hwsim.report.explain import (
     fmt_pct,
     fmt_time,
 )
-from hwsim.report.explain_subjects import NARROWER, _faster_dtype, _fill, _level_x2, _peak_path
+from hwsim.report.explain_common import NARROWER, _faster_dtype, _fill, _level_x2, _peak_path
 from hwsim.spec.errors import SpecError
 from hwsim.spec.load import load_device
 from hwsim.spec.overrides import apply_overrides

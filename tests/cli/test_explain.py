@@ -151,3 +151,57 @@ def test_rich_output_and_bad_input(tmp_path: Path) -> None:
     assert guard.run(app, ["explain", "--from", str(bad)]) == 2
     assert guard.run(app, ["explain", "gemm", "--device", "nope", "--m", "1", "--n", "1",
                            "--k", "1"]) == 2  # fmt: skip
+
+
+def _saved_run(tmp_path: Path, name: str, argv: list[str]) -> tuple[dict[str, Any], Path]:
+    res = runner.invoke(app, [*argv, "--json"])
+    assert res.exit_code == 0, res.output
+    path = tmp_path / f"{name}.json"
+    path.write_text(res.stdout)
+    return json.loads(res.stdout), path
+
+
+_MOE = ["moe", "--cluster", "h800-deepseek", "--ep", "16", "--tokens", "256"]
+
+
+@pytest.mark.parametrize(
+    ("name", "extra", "param", "value"),
+    [
+        ("sms", ["--sms", "12"], "comm_sms", 12),
+        ("nodes", ["--nodes", "3"], "nodes", 3),
+        ("redundant", ["--redundant", "16"], "redundant", 16),
+        ("combine", ["--phase", "combine"], "phase", "combine"),
+        ("ep-below-node", ["--ep", "4"], "ep", 4),
+        ("bf16", ["--dtype", "bf16", "--routing", "uniform", "--seed", "3"], "dtype", "bf16"),
+    ],
+)
+def test_from_moe_json_uses_every_recorded_arg(
+    tmp_path: Path, name: str, extra: list[str], param: str, value: object
+) -> None:
+    """`hwsim explain --from` a `hwsim moe --json` run rebuilds that run: every recorded input
+    (here one changed from its default per case) reaches the subject, and the explained time is
+    the run's time (same simulator, same inputs: exact up to the JSON round trip)."""
+    run, saved = _saved_run(tmp_path, name, [*_MOE, *extra])
+    data = _explain("--from", str(saved))
+    assert data["params"][param] == value
+    assert data["time_s"] == pytest.approx(run["time_s"], rel=SAME)
+
+
+def test_moe_args_change_the_time() -> None:
+    """The recorded args above are not idle: SMs, redundant experts, phase and EP each move the
+    run's time away from the default (so the equality above tests that they were used)."""
+    base = json.loads(runner.invoke(app, [*_MOE, "--json"]).stdout)["time_s"]
+    for extra in (["--sms", "12"], ["--redundant", "16"], ["--phase", "combine"], ["--ep", "4"]):
+        t = json.loads(runner.invoke(app, [*_MOE, *extra, "--json"]).stdout)["time_s"]
+        assert t != pytest.approx(base, rel=1e-6), extra
+
+
+def test_from_attention_json_uses_detail(tmp_path: Path) -> None:
+    """`hwsim attention --detail tile` is recorded (`detail`) and explained with the same
+    detail, to the run's time."""
+    argv = ["attention", "--device", "h100-sxm", "--batch", "1", "--heads", "8", "--seqlen",
+            "1024", "--causal", "--detail", "tile"]  # fmt: skip
+    run, saved = _saved_run(tmp_path, "attn", argv)
+    data = _explain("--from", str(saved))
+    assert data["params"]["detail"] == "tile"
+    assert data["time_s"] == pytest.approx(run["time_s"], rel=SAME)
