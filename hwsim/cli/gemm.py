@@ -110,6 +110,8 @@ def gemm_cmd(
     for name, v in rows:
         t.add_row(name, v)
     console.print(t)
+    if r.calibration is not None:
+        console.print(f"calibration: {r.calibration.summary}")
     if trace is not None:
         console.print(f"wrote {trace}")
 
@@ -155,6 +157,8 @@ def op_cmd(
     for name, v in rows:
         t.add_row(name, v)
     console.print(t)
+    if r.calibration is not None:
+        console.print(f"calibration: {r.calibration.summary}")
     if trace is not None:
         console.print(f"wrote {trace}")
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from hwsim.plan.gemm import GemmPlan, GemmProfile, gemm_profile, merged, plan_gemm
 from hwsim.plan.gpu_view import GpuView, gpu_view
+from hwsim.sim.calibration import Calibration, calibration, custom
 from hwsim.sim.engine import Engine, TraceEvent
 from hwsim.spec.device import Device
 from hwsim.spec.load import load_device
@@ -59,6 +60,9 @@ class GemmResult:
     events: int
     plan: dict[str, Any]
     trace: tuple[TraceEvent, ...] = field(default=(), repr=False)
+    #: where the profile values came from: fitted on this arch, inherited, cited (see
+    #: hwsim.sim.calibration); None only for results built without a profile entry
+    calibration: Calibration | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -206,4 +210,5 @@ def run_plan(
         events=eng.events,
         plan=plan.summary(),
         trace=tuple(eng.trace),
+        calibration=custom("gemm", dev.arch) if key == "custom" else calibration("gemm", dev.arch),
     )

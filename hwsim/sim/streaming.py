@@ -22,6 +22,7 @@ from hwsim.plan.streaming import (
     elementwise_profile,
     plan_stream,
 )
+from hwsim.sim.calibration import Calibration, calibration, custom
 from hwsim.sim.engine import Engine, TraceEvent
 from hwsim.sim.gpu_gemm import gemm_links
 from hwsim.spec.device import Device
@@ -52,6 +53,9 @@ class OpResult:
     events: int
     plan: dict[str, Any]
     trace: tuple[TraceEvent, ...] = field(default=(), repr=False)
+    #: where the profile values came from: fitted on this arch, inherited, cited (see
+    #: hwsim.sim.calibration); None only for results built without a profile entry
+    calibration: Calibration | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -166,4 +170,9 @@ def run_stream(
         events=eng.events,
         plan=plan.summary(),
         trace=tuple(eng.trace),
+        calibration=(
+            custom("elementwise", dev.arch)
+            if key == "custom"
+            else calibration("elementwise", dev.arch, OPS[plan.op].profile)
+        ),
     )
