@@ -33,7 +33,7 @@ log = logging.getLogger("mkdocs.hooks.hwsim")
 
 def on_config(config: Any) -> Any:
     core.reset()
-    core.add_unlisted_pages(config)
+    core.check_nav(config)
     return config
 
 

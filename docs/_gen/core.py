@@ -199,38 +199,40 @@ def insert_figures(html: str, page: str) -> str:
 
 
 # ---- nav and assets -----------------------------------------------------------------------------
-def add_unlisted_pages(config: Any) -> None:
-    """Pages a colleague adds to docs/ without touching mkdocs.yml still get a nav entry
-    (under "More"), so every page is reachable."""
-    nav = config.get("nav")
-    if not nav:
-        return
+def nav_pages(nav: Any) -> set[str]:
+    """Every page path listed in an mkdocs ``nav`` (nested lists of str / {title: path})."""
     listed: set[str] = set()
 
     def walk(items: Any) -> None:
-        for it in items:
+        for it in items if isinstance(items, list) else [items]:
             if isinstance(it, str):
                 listed.add(it)
             elif isinstance(it, dict):
                 for v in it.values():
-                    walk(v) if isinstance(v, list) else listed.add(v)
+                    walk(v)
 
     walk(nav)
-    extra = sorted(
+    return listed
+
+
+def docs_pages() -> list[str]:
+    """Every Markdown page under docs/ (not the generators), relative, with forward slashes."""
+    return sorted(
         str(p.relative_to(DOCS)).replace("\\", "/")
         for p in DOCS.rglob("*.md")
         if "_gen" not in p.parts and not any(part.startswith(".") for part in p.parts)
     )
-    extra = [p for p in extra if p not in listed]
-    if extra:
-        nav.append({"More": [{_title_of(DOCS / p) or p: p} for p in extra]})
 
 
-def _title_of(path: Path) -> str:
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.startswith("# "):
-            return line[2:].strip().replace("`", "")
-    return ""
+def check_nav(config: Any) -> None:
+    """Every page must have its place in mkdocs.yml's nav (no automatic "More" section): a page
+    missing from it fails the build, naming the page."""
+    nav = config.get("nav")
+    if not nav:
+        return
+    missing = [p for p in docs_pages() if p not in nav_pages(nav)]
+    if missing:
+        raise DocsError(f"pages missing from the nav in mkdocs.yml: {', '.join(missing)}")
 
 
 _CSS = """
