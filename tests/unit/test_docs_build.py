@@ -62,3 +62,36 @@ def test_reference_generators() -> None:
     assert "`memory`" in schema and "Raw JSON schema" in schema
     out = core.render_markdown("<!-- hwsim: run devices --json -->\n", "p.md")
     assert out.startswith("```console\n$ hwsim devices --json")
+
+
+def test_every_page_is_in_the_nav() -> None:
+    """mkdocs.yml's nav lists every page under docs/ and no page that does not exist (the build
+    fails on either, through core.check_nav and mkdocs' own nav validation)."""
+    import yaml
+
+    cfg = yaml.safe_load((DOCS.parent / "mkdocs.yml").read_text(encoding="utf-8"))
+    listed = core.nav_pages(cfg["nav"])
+    pages = set(core.docs_pages())
+    assert pages - listed == set(), "pages missing from the nav"
+    assert listed - pages == set(), "nav entries without a page"
+    core.check_nav(cfg)  # passes on the real nav
+    with pytest.raises(core.DocsError, match="missing from the nav"):
+        core.check_nav({"nav": [{"Home": "index.md"}]})
+
+
+@pytest.mark.parametrize("module", ["calib", "rl", "sweepdoc"])
+def test_page_facts_resolve(module: str) -> None:
+    """Every ``{{ module.key }}`` a page asks for is a fact the module computes (the fast facts
+    modules; the others are covered by `make docs`, which fails on a missing fact)."""
+    import re
+
+    wanted = set()
+    for page in DOCS.rglob("*.md"):
+        text = page.read_text(encoding="utf-8")
+        wanted |= {k for m, k in re.findall(r"\{\{\s*(\w+)\.(\w+)\s*\}\}", text) if m == module}
+    assert wanted, f"no page uses {module}"
+    core.reset()
+    values = core.facts(module)
+    assert wanted <= set(values), sorted(wanted - set(values))
+    for key in wanted:  # every fact renders to non-empty Markdown
+        assert core.render_value(values[key], key).strip(), key
