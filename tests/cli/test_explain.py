@@ -205,3 +205,21 @@ def test_from_attention_json_uses_detail(tmp_path: Path) -> None:
     data = _explain("--from", str(saved))
     assert data["params"]["detail"] == "tile"
     assert data["time_s"] == pytest.approx(run["time_s"], rel=SAME)
+
+
+@pytest.mark.parametrize(
+    ("name", "argv", "time_key"),
+    [
+        ("gemm", ["gemm", "--device", "h100-sxm", "--m", "16", "--n", "4096", "--k", "4096",
+                  "--dtype", "bf16"], "time_s"),
+        ("decode", ["decode", "--model", "llama-3.1-8b", "--device", "h100-sxm", "--batch", "4",
+                    "--context", "2048"], "step_time_s"),
+    ],
+)  # fmt: skip
+def test_from_json_reproduces_the_run(
+    tmp_path: Path, name: str, argv: list[str], time_key: str
+) -> None:
+    """`hwsim explain --from` the --json of a GEMM or decode run explains that run: same time."""
+    run, saved = _saved_run(tmp_path, name, argv)
+    data = _explain("--from", str(saved))
+    assert data["time_s"] == pytest.approx(run[time_key], rel=SAME)
