@@ -4,6 +4,7 @@ numbers the answer quotes (KV bytes per token, L2 against HBM bandwidth, the rid
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ from _gen import fmt
 from _gen.core import Table
 
 SWEEP = "sram-fa-decode"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _gib(b: float) -> str:
@@ -33,6 +35,21 @@ def _elasticity_row(e: Any) -> list[str]:
     ]
 
 
+def _builtin() -> Table:
+    """The sweep files in workloads/sweeps/: their description and how many points they expand
+    to (after input-only constraints)."""
+    from hwsim.sweep import load_sweep
+    from hwsim.sweep.points import build_points
+
+    rows = []
+    for path in sorted((ROOT / "workloads" / "sweeps").glob("*.yaml")):
+        sw = load_sweep(path.stem)
+        pts = build_points(sw, sw.kinds())
+        n = f"{pts.n}" if pts.n == pts.total else f"{pts.n} (of {pts.total})"
+        rows.append([f"`{path.name}`", sw.description or "", n])
+    return Table(["file", "question", "points"], rows, "llr")
+
+
 def facts() -> dict[str, Any]:
     from hwsim.spec.load import load_device
     from hwsim.sweep import load_sweep, run_sweep
@@ -41,7 +58,7 @@ def facts() -> dict[str, Any]:
     sweep = load_sweep(SWEEP)
     r = run_sweep(sweep)
     c = {k: np.asarray(v) for k, v in r.columns.items()}
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"builtin": _builtin()}
     st = r.stats
     out["points"] = str(st.points)
     out["stats"] = (
