@@ -122,17 +122,21 @@ class _Exec:
     def loop_steps(self, k: KernelPlan, g: Arr) -> list[Any]:
         return [st for st in k.iter_steps(int(g[0])) if st.phase == "loop"]
 
-    def masked(self, x: Arr, st: Any, fill: float) -> Arr:
+    def masked(self, x: Arr, st: Any, fill: float, pack: int = 1) -> Arr:
         if not st.partial:
             return x
         m = self.s.allowed(np.arange(*st.rows), np.arange(*st.cols))
-        return np.where(m, x, fill)
+        return np.where(np.tile(m, (pack, 1)), x, fill)  # packed rows: head-major
 
     # ---- forward -----------------------------------------------------------------------------
     def fwd(self, k: KernelPlan, t: dict[str, Arr], split: bool) -> None:
         for g in k.cta_groups():
             b, h, hk, r0, r1 = self.group_index(k, g)
-            qt = self.load(t["q"][b, h, r0:r1], self.e)
+            # GQA packing: the CTA's Q tile is the rows of its k.pack query heads, head-major
+            pk = k.pack
+            bq, hq = b[:, None], h[:, None] + np.arange(pk)
+            qt = self.load(t["q"][bq, hq, r0:r1].reshape(len(g), -1, self.s.head_dim), self.e)
+            r1 = r0 + pk * (r1 - r0)  # r1 - r0: packed rows from here on
             m = np.full((len(g), r1 - r0), -np.inf, self.f)
             lsum = np.zeros_like(m)
             acc = np.zeros((len(g), r1 - r0, self.s.dv), self.f)
@@ -141,7 +145,8 @@ class _Exec:
                 kt = self.load(t["k"][b, hk, c0:c1], self.e)
                 vt = self.load(t["v"][b, hk, c0:c1], self.e)
                 self.use((qt, self.e), (kt, self.e), (vt, self.e))
-                sc = self.masked(self.mm(qt, kt.transpose(0, 2, 1)) * self.scale, st, -np.inf)
+                sc = self.mm(qt, kt.transpose(0, 2, 1)) * self.scale
+                sc = self.masked(sc, st, -np.inf, pk)
                 m_new = np.maximum(m, sc.max(axis=-1))
                 mu = _safe_max(m_new)
                 p = self.exp(sc - mu[..., None])
@@ -155,13 +160,15 @@ class _Exec:
                 # empty rows: LSE = +inf for outputs (FA2), -inf for split partials (weight 0)
                 lse = np.where(lsum > 0, m + np.log(lsum), -np.inf if split else np.inf)
             self.exps += lsum.size  # log(l) per row
+            r1 = r0 + (r1 - r0) // pk
+            o, lse = o.reshape(len(g), pk, r1 - r0, -1), lse.reshape(len(g), pk, r1 - r0)
             if split:
-                sp = k.cta_split[g]
-                t["opart"][sp, b, h, r0:r1] = self.store(o.astype(self.f), 4)
-                t["lsepart"][sp, b, h, r0:r1] = self.store(lse, 4)
+                sp = k.cta_split[g][:, None]
+                t["opart"][sp, bq, hq, r0:r1] = self.store(o.astype(self.f), 4)
+                t["lsepart"][sp, bq, hq, r0:r1] = self.store(lse, 4)
             else:
-                t["o"][b, h, r0:r1] = self.store(self.rnd(o, self.out_dtype), self.ob)
-                t["lse"][b, h, r0:r1] = self.store(lse, 4)
+                t["o"][bq, hq, r0:r1] = self.store(self.rnd(o, self.out_dtype), self.ob)
+                t["lse"][bq, hq, r0:r1] = self.store(lse, 4)
 
     def combine(self, k: KernelPlan, t: dict[str, Arr]) -> None:
         for g in k.cta_groups():

@@ -6,7 +6,9 @@ API (stable; other layers code against it)
 ------------------------------------------
 * :class:`AttentionShape` - frozen problem shape; ``validate`` raises :class:`SpecError`.
 * :func:`plan_attention` ``(shape, device_or_sram_bytes, kernel="flash"|"naive"|"split_kv",
-  num_splits=None, block_q=None, block_kv=None, stages=2, units=None) -> AttentionPlan``.
+  num_splits=None, block_q=None, block_kv=None, stages=2, units=None, pack_gqa=True)
+  -> AttentionPlan``. GQA packing (decode): a forward CTA per KV head computes its ``pack``
+  query heads (``KernelPlan.pack``; ``outer_len`` stays in positions, costs count every row).
 * :class:`AttentionPlan` - ``kernels`` (tuple of :class:`KernelPlan`, launched in order),
   ``block_q``, ``block_kv``, ``num_splits``, ``loop_order``, ``footprint_bytes``,
   ``budget_bytes``, ``level_names``; totals ``bytes_by_level()``, ``bytes_rw()``, ``flops()``,
@@ -47,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from hwsim.plan.attention_blocks import _round16, choose_blocks, footprint_bytes
 from hwsim.plan.attention_kernels import (
     ROLE_SPECS,
     CtaCost,
@@ -65,6 +68,7 @@ __all__ = [
     "Transfer",
     "choose_blocks",
     "flash_flops",
+    "footprint_bytes",
     "onchip_budget_bytes",
     "plan_attention",
 ]
@@ -231,59 +235,6 @@ def onchip_budget_bytes(device_or_sram_bytes: Any) -> tuple[float, dict[str, str
     return dev.level_capacity_bytes(on[0].name) / units, names, units
 
 
-def footprint_bytes(shape: AttentionShape, outer: int, inner: int, stages: int, bwd: bool) -> int:
-    """On-chip bytes of one CTA. Forward (outer = Br): Q tile resident + ``stages`` buffers of
-    K and V tiles. Backward (outer = Bc): K and V tiles resident + ``stages`` buffers of Q and
-    dO tiles and their LSE/D rows + the P and dS tiles FA2 stages through shared memory."""
-    e, dq, dv = shape.elem_bytes, shape.head_dim, shape.dv
-    if not bwd:
-        return outer * dq * e + stages * inner * (dq + dv) * e
-    return outer * (dq + dv) * e + stages * inner * ((dq + dv) * e + 8) + 2 * inner * outer * e
-
-
-def _round16(n: int) -> int:
-    return max(16, -(-n // 16) * 16)
-
-
-def choose_blocks(
-    shape: AttentionShape,
-    budget_bytes: float,
-    stages: int = 2,
-    bwd: bool = False,
-    max_outer: int = 128,
-    max_inner: int = 256,
-) -> tuple[int, int]:
-    """(outer, inner) block sizes: forward (Br, Bc), backward (Bc, Br).
-
-    Rule (like FA2/FA3's hand-picked tables, derived instead of looked up): the outer tile is
-    reused across the whole inner loop, so it gets priority: the largest of 128/64/32/16 whose
-    footprint still fits with a 16-wide inner tile. The inner block then takes the rest: the
-    largest multiple of 16 up to ``max_inner`` that fits. Both are clamped to the padded problem
-    size (a decode query of 1 row still occupies a 16-row MMA tile). With 228 KiB (H100) and
-    fp16 this gives 128×80 at d=256 (FA3 uses 128×80), 128×192 at d=128 (FA3: 128×128-176) and
-    128×256 at d=64. Monotone: more SRAM never gives a smaller tile."""
-    if stages < 1:
-        raise SpecError(f"expected stages >= 1, got {stages}", key="stages")
-    outer_len, inner_len = (
-        (shape.seqlen_kv, shape.seqlen_q) if bwd else (shape.seqlen_q, shape.seqlen_kv)
-    )
-    for outer in (o for o in (128, 64, 32, 16) if o <= max_outer):
-        if footprint_bytes(shape, outer, 16, stages, bwd) <= budget_bytes:
-            break
-    else:
-        need = footprint_bytes(shape, 16, 16, stages, bwd)
-        raise SpecError(
-            f"on-chip budget {budget_bytes:.0f} B is too small for a 16×16 attention tile "
-            f"(needs {need} B at head_dim {shape.head_dim}/{shape.dv}, {stages} stages)"
-        )
-    inner = 16
-    while inner + 16 <= max_inner and footprint_bytes(shape, outer, inner + 16, stages, bwd) <= (
-        budget_bytes
-    ):
-        inner += 16
-    return min(outer, _round16(outer_len)), min(inner, _round16(inner_len))
-
-
 # ---- plans --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class KernelPlan:
@@ -312,6 +263,7 @@ class KernelPlan:
     shape: AttentionShape = field(repr=False)
     num_splits: int = 1
     heads_are_kv: bool = False  # cta_head indexes KV heads (GQA dK/dV conversion)
+    pack: int = 1  # query heads per CTA (GQA packing: cta_head is the group's first head)
 
     @property
     def n_cta(self) -> int:
@@ -351,6 +303,7 @@ class AttentionPlan:
     loop_order: str
     level_names: dict[str, str]
     kernels: tuple[KernelPlan, ...]
+    pack_gqa: int = 1  # query heads sharing a KV head packed into one forward CTA
 
     def _sum(self, attr: str) -> int:
         return int(sum(int(getattr(k.total(), attr)[0]) for k in self.kernels))
@@ -398,6 +351,7 @@ class AttentionPlan:
             "block_kv": self.block_kv,
             "stages": self.stages,
             "num_splits": self.num_splits,
+            "pack_gqa": self.pack_gqa,
             "loop_order": self.loop_order,
             "budget_bytes": self.budget_bytes,
             "footprint_bytes": self.footprint_bytes,
@@ -410,11 +364,11 @@ class AttentionPlan:
 
 
 def _default_splits(
-    shape: AttentionShape, n_blocks_q: int, n_kv_blocks: int, units: int | None
+    shape: AttentionShape, n_blocks_q: int, n_kv_blocks: int, units: int | None, pack: int = 1
 ) -> int:
     """flash-decoding heuristic: split the KV loop until the CTAs fill every unit once
     (FA2's ``num_splits_heuristic`` aims at ~one full wave), never more splits than KV blocks."""
-    ctas = shape.batch * shape.heads * n_blocks_q
+    ctas = shape.batch * (shape.heads // pack) * n_blocks_q
     target = units if units is not None else 128
     splits = max(1, -(-target // ctas))
     return int(min(splits, n_kv_blocks, 128))
@@ -429,6 +383,7 @@ def plan_attention(
     block_kv: int | None = None,
     stages: int = 2,
     units: int | None = None,
+    pack_gqa: bool = True,
 ) -> AttentionPlan:
     """Plan ``shape`` on a Device (its per-unit SMEM/SRAM) or a plain per-unit byte budget.
 
@@ -436,7 +391,10 @@ def plan_attention(
     (three kernels: S = QKᵀ to global, softmax S -> P, O = PV; forward only) or ``split_kv``
     (flash-decoding: ``num_splits`` CTAs per query block, then a combine kernel). ``block_q``/
     ``block_kv`` override the rule of :func:`choose_blocks`; ``units`` (compute units) feeds the
-    split heuristic when a plain budget is given."""
+    split heuristic when a plain budget is given. ``pack_gqa``: when the query rows of a KV
+    head's group fit one Q tile (``group·seqlen_q <= 128``: decode), one forward CTA computes
+    all of them (FA2 ``seqlenq_ngroups_swapped``, FA3 ``pack_gqa``, FlashInfer), so K/V are
+    read once per KV head instead of once per query head (flash and split_kv kernels)."""
     if kernel not in KERNELS:
         raise SpecError(f"expected one of {KERNELS}, got {kernel!r}", key="kernel")
     if kernel != "flash" and shape.pass_ != "fwd":
@@ -459,10 +417,16 @@ def plan_attention(
     if has_bwd:
         fp = max(fp, footprint_bytes(shape, bwd_blocks[1], bwd_blocks[0], stages, bwd=True))
     br, bc = fwd_blocks if has_fwd else bwd_blocks
+    fits = 1 < shape.group and shape.group * shape.seqlen_q <= 128 and block_q is None
+    pack = shape.group if pack_gqa and fits and kernel != "naive" and has_fwd else 1
+    if pack > 1:  # one packed Q tile: every position of the group's heads
+        br = shape.seqlen_q
+        fwd_blocks = (br, bc)
+        fp = max(fp, footprint_bytes(shape, _round16(pack * br), bc, stages, bwd=False))
     splits = 1
     if kernel == "split_kv":
         n_qb, n_kb = -(-shape.seqlen_q // br), -(-shape.seqlen_kv // bc)
-        splits = min(num_splits or _default_splits(shape, n_qb, n_kb, units), n_kb)
+        splits = min(num_splits or _default_splits(shape, n_qb, n_kb, units, pack), n_kb)
     kernels = build_kernels(
         KernelPlan,
         shape,
@@ -470,6 +434,7 @@ def plan_attention(
         fwd_blocks if has_fwd else None,
         bwd_blocks if has_bwd else None,
         splits,
+        pack,
     )
     order = {
         "fwd": "outer Q blocks, inner KV blocks",
@@ -490,4 +455,5 @@ def plan_attention(
         loop_order=order,
         level_names=names,
         kernels=kernels,
+        pack_gqa=pack,
     )

@@ -167,7 +167,8 @@ class RoleSpec:
         o = int(k.cta_block[c])
         olen = int(k.outer_len[c])
         o0 = o * k.block_outer
-        outer_rng = (o0, o0 + olen)
+        outer_rng = (o0, o0 + olen)  # positions; a packed CTA has them for k.pack heads
+        olen *= k.pack
         base: dict[str, Any] = dict(
             kernel=k.name,
             role=k.role,
@@ -378,12 +379,15 @@ def _kernel(
     ranges: tuple[np.ndarray, ...],
     splits: int = 1,
     full_inner: bool = False,
+    pack: int = 1,
 ) -> Any:
-    """Per-CTA arrays in launch order: head (slowest), batch, split, outer block (fastest)."""
+    """Per-CTA arrays in launch order: head (slowest), batch, split, outer block (fastest).
+    ``pack`` > 1 (GQA packing): one CTA per KV head whose Q tile holds the rows of its ``pack``
+    query heads; ``cta_head`` is the group's first query head, costs use ``pack·outer_len``."""
     spec = ROLE_SPECS[role]
     olen_b, jlo_b, jhi_b, flo_b, fhi_b = ranges
     nob = len(olen_b)
-    n_heads = s.kv_heads if spec.heads_are_kv else s.heads
+    n_heads = s.kv_heads if spec.heads_are_kv or pack > 1 else s.heads
     grid_splits = splits if role == "fwd_split" else 1  # the combine has one CTA per Q block
     h, b, sp, blk = (
         a.ravel()
@@ -396,6 +400,7 @@ def _kernel(
         )
     )
     n = len(blk)
+    h = h * pack
     olen = olen_b[blk]
     inner_n = s.seqlen_kv if spec.outer == "q" else s.seqlen_q
     if spec.step is None:
@@ -414,6 +419,8 @@ def _kernel(
             jhi = np.maximum(jhi, jlo)
     nsteps = jhi - jlo
     nfull = np.maximum(0, np.minimum(fhi, jhi) - np.maximum(flo, jlo))
+    rows = olen  # positions per head (the KernelPlan field); costs see every packed row
+    olen = olen * pack
     if spec.step is None:
         loop = CtaCost.of([], 0, 0, n)
     else:
@@ -431,7 +438,7 @@ def _kernel(
         cta_head=h,
         cta_block=blk,
         cta_split=sp,
-        outer_len=olen,
+        outer_len=rows,
         inner_lo=jlo,
         inner_hi=jhi,
         full_lo=flo,
@@ -444,6 +451,7 @@ def _kernel(
         shape=s,
         num_splits=splits,
         heads_are_kv=spec.heads_are_kv,
+        pack=pack,
     )
 
 
@@ -454,17 +462,20 @@ def build_kernels(
     fwd_blocks: tuple[int, int] | None,
     bwd_blocks: tuple[int, int] | None,
     splits: int,
+    pack: int = 1,
 ) -> tuple[Any, ...]:
-    """The kernel launches of one plan, in order. Blocks are (block_q, block_kv)."""
+    """The kernel launches of one plan, in order. Blocks are (block_q, block_kv); ``pack``
+    query heads per CTA in the forward attention kernels (the combine stays per query head)."""
     left, right = s.mask_bounds
     out: list[Any] = []
     if fwd_blocks is not None:
         br, bc = fwd_blocks
         fr = block_ranges(s.seqlen_q, br, s.seqlen_kv, bc, s.offset, left, right)
         if kernel == "flash" or (kernel == "split_kv" and splits == 1):
-            out.append(_kernel(KP, "attn_fwd", "fwd", s, br, bc, fr))
+            out.append(_kernel(KP, "attn_fwd", "fwd", s, br, bc, fr, pack=pack))
         elif kernel == "split_kv":
-            out.append(_kernel(KP, "attn_fwd_splitkv", "fwd_split", s, br, bc, fr, splits))
+            kp = _kernel(KP, "attn_fwd_splitkv", "fwd_split", s, br, bc, fr, splits, pack=pack)
+            out.append(kp)
             out.append(_kernel(KP, "attn_combine", "combine", s, br, bc, fr, splits))
         else:
             out.append(_kernel(KP, "naive_qk", "naive_qk", s, br, bc, fr, full_inner=True))

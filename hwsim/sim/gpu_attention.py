@@ -205,6 +205,8 @@ def _padded_step(kp: KernelPlan) -> tuple[float, float]:
     computes for every step, edge tiles included. Not in the plan, which counts edge tiles at
     their real size; equal to it when the shape is a multiple of the blocks."""
     s, bo, bi = kp.shape, kp.block_outer, kp.block_inner
+    if kp.pack > 1:  # GQA-packed Q tile: the group's rows padded to the 16-row MMA tile
+        bo = -(-kp.pack * bo // 16) * 16
     d, dv = s.head_dim, s.dv
     per_role = {
         "fwd": (2 * bo * bi * (d + dv), bo * bi),

@@ -74,8 +74,31 @@ def test_split_kv_equals_flash_and_naive_costs_more_bytes():
     naive = execute(plan_attention(s, 10**6, kernel="naive"), d["q"], d["k"], d["v"])
     np.testing.assert_allclose(naive.o, flash.o, rtol=1e-5, atol=1e-6)
     g = lambda r: r.counts["global", "read"] + r.counts["global", "write"]  # noqa: E731
+    # MQA decode-like shape: the flash plan packs the 4 query heads into one CTA (pack_gqa)
+    unpacked = execute(plan_attention(s, 10**6, pack_gqa=False), d["q"], d["k"], d["v"])
+    np.testing.assert_allclose(unpacked.o, flash.o, rtol=1e-5, atol=1e-6)
+    # packing reads K/V (fp32, 500·(32+32)) once per KV head instead of once per query head
+    assert g(unpacked) - g(flash) == (4 - 1) * 500 * 64 * 4
     # S and P (fp32, 4·3·500 each) are written and read once each; naive keeps no LSE (4·3 fp32)
-    assert g(naive) - g(flash) == 4 * (4 * 3 * 500 * 4) - 4 * 3 * 4
+    assert g(naive) - g(unpacked) == 4 * (4 * 3 * 500 * 4) - 4 * 3 * 4
+
+
+def test_gqa_packing_plan_bytes_equal_executor_and_kv_read_once():
+    # GQA 8:2, decode (2 query positions, window) through flash and split_kv: exact integers
+    s = AttentionShape(2, 8, 2, 2, 300, 32, window=(100, 0), dtype="fp32")
+    d = attention_inputs(s, 2)
+    ref = execute(plan_attention(s, 10**6, pack_gqa=False), d["q"], d["k"], d["v"])
+    for kernel in ("flash", "split_kv"):
+        plan = plan_attention(s, 10**6, kernel=kernel, block_kv=64)
+        assert plan.pack_gqa == 4 and plan.kernels[0].n_cta == 2 * 2 * plan.num_splits
+        run = execute(plan, d["q"], d["k"], d["v"])
+        np.testing.assert_allclose(run.o, ref.o, rtol=1e-5, atol=1e-6)  # fp32: order only
+        assert dict(run.counts) == plan.bytes_rw() and run.flops == plan.flops()
+    flash = plan_attention(s, 10**6, block_kv=16)
+    # window keys 198..299 lie in 16-wide blocks 12..18 = tokens 192..299 (108), read once per
+    # (batch, KV head): 2·2·108·(d + dv)·fp32
+    kv_once = 2 * 2 * 108 * 64 * 4
+    assert flash.kernels[0].loop.global_read.sum() == kv_once
 
 
 def test_empty_rows_and_huge_logits_never_nan():

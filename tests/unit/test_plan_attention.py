@@ -115,7 +115,15 @@ def test_decode_split_kv_and_combine_bytes():
     s = AttentionShape(1, 8, 1, 1, 32768, 128, dtype="bf16")
     p = plan_attention(s, load_device("h100-sxm"), kernel="split_kv", num_splits=16)
     assert [k.name for k in p.kernels] == ["attn_fwd_splitkv", "attn_combine"]
-    assert p.kernels[0].n_cta == 8 * 16
+    # MQA: the 8 query heads are packed into one CTA per split (pack_gqa); unpacked, 8 per split
+    assert p.pack_gqa == 8 and p.kernels[0].n_cta == 16
+    unpacked = plan_attention(
+        s, load_device("h100-sxm"), kernel="split_kv", num_splits=16, pack_gqa=False
+    )
+    assert unpacked.kernels[0].n_cta == 8 * 16
+    kv = 32768 * 128 * 2 * 2  # K + V bf16, once
+    assert int(p.kernels[0].total().global_read[0]) == kv + 8 * 128 * 2 * 16  # + Q per split
+    assert int(unpacked.kernels[0].total().global_read[0]) == 8 * kv + 8 * 128 * 2 * 16
     comb = p.kernels[1].total()
     # the combine reads every split's fp32 partial O (1 row × 128) and LSE per head
     assert int(comb.global_read[0]) == 8 * 16 * (128 * 4 + 4)
