@@ -143,7 +143,10 @@ class _Exec:
             for st in self.loop_steps(k, g):
                 c0, c1 = st.cols
                 kt = self.load(t["k"][b, hk, c0:c1], self.e)
-                vt = self.load(t["v"][b, hk, c0:c1], self.e)
+                if self.s.kv_shared:  # MLA latent: V is K's first dv columns, no second load
+                    vt = kt[..., : self.s.dv]
+                else:
+                    vt = self.load(t["v"][b, hk, c0:c1], self.e)
                 self.use((qt, self.e), (kt, self.e), (vt, self.e))
                 sc = self.mm(qt, kt.transpose(0, 2, 1)) * self.scale
                 sc = self.masked(sc, st, -np.inf, pk)

@@ -104,6 +104,9 @@ class AttentionShape:
     window: tuple[int | None, int | None] | None = None
     dtype: str = "bf16"
     pass_: str = "fwd"
+    #: MLA absorbed decode: V is the first ``head_dim_v`` columns of K (one cached latent), so
+    #: the kernel loads K tiles only and reads V from the same on-chip buffer (FlashMLA).
+    kv_shared: bool = False
 
     def __post_init__(self) -> None:
         if self.head_dim_v is None:
@@ -139,6 +142,12 @@ class AttentionShape:
                     f"expected (left, right) with ints >= 0 or None, got {self.window!r}",
                     key="window",
                 )
+        if self.kv_shared and (self.dv > self.head_dim or self.pass_ != "fwd"):
+            raise SpecError(
+                f"a shared latent KV needs head_dim_v <= head_dim and the forward pass, got "
+                f"{self.dv} > {self.head_dim} or pass {self.pass_!r}",
+                key="kv_shared",
+            )
         if self.pass_ != "fwd" and self.elem_bytes == 1:
             raise SpecError(
                 "fp8 backward is not supported (FlashAttention-3 has an fp8 forward only)",
@@ -417,7 +426,9 @@ def plan_attention(
     if has_bwd:
         fp = max(fp, footprint_bytes(shape, bwd_blocks[1], bwd_blocks[0], stages, bwd=True))
     br, bc = fwd_blocks if has_fwd else bwd_blocks
-    fits = 1 < shape.group and shape.group * shape.seqlen_q <= 128 and block_q is None
+    rows = _round16(shape.group * shape.seqlen_q)
+    fits = 1 < shape.group and rows <= 128 and block_q is None
+    fits = fits and footprint_bytes(shape, rows, 16, stages, bwd=False) <= budget
     pack = shape.group if pack_gqa and fits and kernel != "naive" and has_fwd else 1
     if pack > 1:  # one packed Q tile: every position of the group's heads
         br = shape.seqlen_q

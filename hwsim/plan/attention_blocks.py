@@ -16,8 +16,8 @@ def footprint_bytes(shape: AttentionShape, outer: int, inner: int, stages: int, 
     K and V tiles. Backward (outer = Bc): K and V tiles resident + ``stages`` buffers of Q and
     dO tiles and their LSE/D rows + the P and dS tiles FA2 stages through shared memory."""
     e, dq, dv = shape.elem_bytes, shape.head_dim, shape.dv
-    if not bwd:
-        return outer * dq * e + stages * inner * (dq + dv) * e
+    if not bwd:  # a shared latent (MLA) holds V inside the K buffer
+        return outer * dq * e + stages * inner * (dq + (0 if shape.kv_shared else dv)) * e
     return outer * (dq + dv) * e + stages * inner * ((dq + dv) * e + 8) + 2 * inner * outer * e
 
 

@@ -230,7 +230,7 @@ def _fwd_step(s: AttentionShape, o: Num, i: Num) -> Terms:
     e, dq, dv = s.elem_bytes, s.head_dim, s.dv
     t = [
         _ld("K", i * dq * e),
-        _ld("V", i * dv * e),
+        _ld("V", 0 if s.kv_shared else i * dv * e),  # MLA: V is the K latent's first dv
         _rd("Q", o * dq * e),
         _rd("K", i * dq * e),
         _rd("V", i * dv * e),

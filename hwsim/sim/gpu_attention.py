@@ -231,7 +231,7 @@ def _groups(kp: KernelPlan) -> tuple[np.ndarray, np.ndarray]:
     e, ob = s.elem_bytes, s.out_bytes
     if kp.role in ("fwd", "fwd_split", "naive_qk", "naive_pv"):
         per_tok = {"naive_qk": s.head_dim * e, "naive_pv": s.dv * e}.get(
-            kp.role, (s.head_dim + s.dv) * e
+            kp.role, (s.head_dim + (0 if s.kv_shared else s.dv)) * e
         )
         kvh = kp.cta_head // s.group
         g = (kp.cta_batch * s.kv_heads + kvh) * kp.num_splits + kp.cta_split

@@ -169,3 +169,18 @@ def test_bad_arrays_raise_spec_error():
     z = np.zeros((1, 2, 8, 16), np.float32)
     with pytest.raises(SpecError):
         execute(p, z, z, z)  # k has 2 heads, the shape says 1
+
+
+def test_mla_shared_latent_read_once_and_matches_reference():
+    # MLA absorbed decode in miniature: 16 heads on one latent (d 48 = latent 32 + rope 16),
+    # V = the latent's first 32 columns; fp32 so only the summation order differs (1e-5)
+    s = AttentionShape(2, 16, 1, 1, 300, 48, head_dim_v=32, dtype="fp32", kv_shared=True)
+    d = attention_inputs(s, 3)
+    v = np.ascontiguousarray(d["k"][..., :32])
+    plan = plan_attention(s, 10**6)
+    run = execute(plan, d["q"], d["k"], v)
+    ref_o, _ = reference_attention(s, d["q"], d["k"], v)
+    np.testing.assert_allclose(run.o, ref_o, rtol=1e-5, atol=1e-6)
+    assert dict(run.counts) == plan.bytes_rw()
+    # the latent (300 tokens × 48 fp32) is read once per batch: V adds no global bytes
+    assert plan.kernels[0].loop.global_read.sum() == 2 * 300 * 48 * 4
