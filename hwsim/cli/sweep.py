@@ -6,30 +6,21 @@ import difflib
 import math
 import warnings
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from hwsim.cli.common import console, print_json
-from hwsim.report.page import Section, html_table, write_page
-from hwsim.report.sweep_figures import (
-    elasticity_figure,
-    heatmap_figure,
-    is_numeric,
-    parallel_coordinates,
-    pareto_figure,
-)
-from hwsim.report.sweep_io import read_table, write_table
-from hwsim.spec.errors import SpecError, SpecWarning
-from hwsim.sweep import expr
-from hwsim.sweep.cache import SweepCache
-from hwsim.sweep.executors import EXECUTORS, make_executor
-from hwsim.sweep.run import DEFAULT_CHUNK, SweepResult, run_sweep
-from hwsim.sweep.sensitivity import elasticities
-from hwsim.sweep.spec import kinds_table, load_sweep
+from hwsim.spec.errors import SpecError
+
+if TYPE_CHECKING:
+    from hwsim.sweep.run import SweepResult
+
+# The sweep, report and simulator stacks (numpy, scipy.stats, plotly, dask) are imported inside
+# the commands so that ``hwsim --help`` stays fast; these two mirror hwsim.sweep.executors
+# .EXECUTORS and hwsim.sweep.run.DEFAULT_CHUNK for the help text (a test keeps them equal).
+EXECUTOR_NAMES: tuple[str, ...] = ("local", "dask")
+DEFAULT_CHUNK_SIZE = 20_000
 
 PLOT_KINDS = ("all", "parallel", "pareto", "heatmap", "sensitivity")
 
@@ -48,7 +39,7 @@ def _fmt(v: Any) -> str:
 def sweep_cmd(
     file: Annotated[str, typer.Argument(help="sweep YAML (path, or a name in workloads/sweeps)")],
     executor: Annotated[
-        str, typer.Option(help=f"where points run: {', '.join(EXECUTORS)}")
+        str, typer.Option(help=f"where points run: {', '.join(EXECUTOR_NAMES)}")
     ] = "local",
     scheduler: Annotated[
         str | None,
@@ -68,7 +59,7 @@ def sweep_cmd(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="compute everything")] = False,
     chunk_size: Annotated[
         int, typer.Option(help="analytic points per task (results do not depend on it)")
-    ] = DEFAULT_CHUNK,
+    ] = DEFAULT_CHUNK_SIZE,
     list_kinds: Annotated[
         bool, typer.Option("--list-kinds", help="list the metric kinds and exit")
     ] = False,
@@ -82,6 +73,15 @@ def sweep_cmd(
     if list_kinds:
         _print_kinds(json_out)
         return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from hwsim.report.sweep_io import write_table
+    from hwsim.spec.errors import SpecWarning
+    from hwsim.sweep.cache import SweepCache
+    from hwsim.sweep.executors import make_executor
+    from hwsim.sweep.run import run_sweep
+    from hwsim.sweep.spec import load_sweep
+
     if chunk_size < 1:
         raise SpecError(f"--chunk-size must be at least 1, got {chunk_size}")
     sweep = load_sweep(file)
@@ -146,6 +146,10 @@ def _stats_dict(r: SweepResult) -> dict[str, Any]:
 
 
 def _print_kinds(json_out: bool) -> None:
+    from rich.table import Table
+
+    from hwsim.sweep.spec import kinds_table
+
     rows = kinds_table()
     if json_out:
         print_json(
@@ -161,6 +165,8 @@ def _print_kinds(json_out: bool) -> None:
 
 
 def _print_summary(result: SweepResult, out: Path, cache_path: Path | None) -> None:
+    from rich.table import Table
+
     s = result.stats
     t = Table(title=f"sweep '{result.name}'", show_header=False)
     t.add_column("", style="bold")
@@ -211,6 +217,8 @@ def resolve_column(name: str, columns: dict[str, Any], what: str) -> str:
 
 
 def _varying(columns: dict[str, Any], names: list[str]) -> list[str]:
+    import numpy as np
+
     return [c for c in names if np.unique(np.asarray(columns[c]).astype(str)).size > 1]
 
 
@@ -234,6 +242,21 @@ def plot_cmd(
 
     Example: hwsim plot out/sweep.parquet --x memory.l2.capacity --y context --color bound
     """
+    import numpy as np
+    from rich.table import Table
+
+    from hwsim.report.page import Section, html_table, write_page
+    from hwsim.report.sweep_figures import (
+        elasticity_figure,
+        heatmap_figure,
+        is_numeric,
+        parallel_coordinates,
+        pareto_figure,
+    )
+    from hwsim.report.sweep_io import read_table
+    from hwsim.sweep import expr
+    from hwsim.sweep.sensitivity import elasticities
+
     if kind not in PLOT_KINDS:
         raise SpecError(f"--kind {kind!r}: expected one of {', '.join(PLOT_KINDS)}")
     for opt, goal in (("--x-goal", x_goal), ("--y-goal", y_goal)):

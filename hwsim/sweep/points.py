@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.stats import qmc
 
 from hwsim.spec.device import Device
 from hwsim.spec.errors import SpecError
@@ -121,8 +120,12 @@ def _sample(sweep: SweepFile, axes: list[Axis], base: Device) -> list[list[Any]]
     if s.method == "random":
         u = np.random.default_rng(s.seed).random((s.n, d))
     elif s.method == "lhs":
+        from scipy.stats import qmc  # 0.3 s to import; only the lhs/sobol samplers need it
+
         u = qmc.LatinHypercube(d=d, seed=s.seed).random(s.n)
     else:
+        from scipy.stats import qmc
+
         u = qmc.Sobol(d=d, scramble=True, seed=s.seed).random(s.n)
     out = []
     for i, a in enumerate(axes):
