@@ -19,8 +19,11 @@ same decisions:
   and each A row-panel / B column-panel it needs is fetched from HBM once per wave. See
   :func:`wave_hbm_panel_bytes` for the exact rule, which the executor re-implements by counting.
 
-The choice among candidates minimises an analytic estimate of the same wave costs the simulator
-charges (mimicking a library's heuristic/autotuner); the chosen plan's byte counts are exact.
+The choice is an autotuner's (cuBLASLt's heuristic shortlist, then timing): every candidate gets
+a closed-form lower bound on its kernel time, and candidates are timed wave by wave with the
+simulator's own rule (:mod:`hwsim.plan.gemm_waves`) in order of that bound until the bound
+passes the best time found. The plan is therefore the fastest candidate as the simulator times
+it, so more bandwidth or FLOP/s never picks a slower plan; its byte counts are exact.
 All sizes in bytes, rates in FLOP/s and B/s, times in seconds.
 """
 
@@ -33,12 +36,41 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import Field
 
+from hwsim.plan.gemm_waves import (
+    ACC_BYTES,
+    L2_RESIDENT_FRACTION,
+    SMEM_READ_FACTOR,
+    WaveArrays,
+    WaveRates,
+    cta_order,
+    hbm_bytes_estimate,
+    kernel_time_lower_bound_s,
+    kernel_time_s,
+    wave_arrays,
+    wave_hbm_panel_bytes,
+)
 from hwsim.plan.gpu_view import GpuView, gpu_view
 from hwsim.spec.device import DTYPE_BYTES, DTYPES, Device
 from hwsim.spec.errors import SpecError
 from hwsim.spec.fit import require_fits
 from hwsim.spec.profiles import load_profile, profile_key_used
 from hwsim.spec.quantity import Bytes, Count, Latency, Strict
+
+# the wave model lives in hwsim.plan.gemm_waves; its public names are re-exported here
+__all__ = [
+    "ACC_BYTES",
+    "L2_RESIDENT_FRACTION",
+    "SMEM_READ_FACTOR",
+    "GemmPlan",
+    "GemmProfile",
+    "TileConfig",
+    "Wave",
+    "cta_order",
+    "gemm_profile",
+    "merged",
+    "plan_gemm",
+    "wave_hbm_panel_bytes",
+]
 
 #: Output element type of a GEMM per input dtype (fp8 GEMMs write bf16, int8 accumulates int32).
 OUT_DTYPE: dict[str, str] = {
@@ -49,8 +81,6 @@ OUT_DTYPE: dict[str, str] = {
     "fp8": "bf16",
     "int8": "fp32",
 }
-#: Accumulator bytes per output element (fp32 / int32).
-ACC_BYTES = 4
 #: (bm, bn) CTA tiles a GPU BLAS library ships (CUTLASS/Tensile macro tiles), largest first.
 TILE_SHAPES: tuple[tuple[int, int], ...] = (
     (256, 256),
@@ -75,12 +105,6 @@ MAX_STAGES = 4
 MAX_CTAS_PER_UNIT = 4
 SPLIT_CHOICES: tuple[int, ...] = (1, 2, 3, 4, 6, 8, 12, 16)
 SWIZZLE_CHOICES: tuple[int, ...] = (1, 2, 4, 8, 16)
-#: Warps of a CTA form a 2x2 grid, so every A and B element in shared memory is read by two
-#: warps: shared-memory read traffic is twice the tile's operand bytes.
-SMEM_READ_FACTOR = 2.0
-#: Fraction of L2 that can keep operand panels across waves (the rest holds the streaming
-#: k-slabs and C writes; A100 also replicates shared lines in its two partitions).
-L2_RESIDENT_FRACTION = 0.5
 
 
 class GemmProfile(Strict):
@@ -172,8 +196,9 @@ class GemmPlan:
     smem_bytes_per_cta: int
     l2_resident_bytes: float  #: L2 bytes that keep operand panels across waves
     operands_fit_l2: bool
-    estimate_s: float  #: the selection estimate of kernel time (not the simulated time)
+    estimate_s: float  #: kernel time by the wave rule the planner ranks with (= simulated)
     candidates: int  #: how many (tile, split, swizzle) candidates were scored
+    timed: int = 0  #: how many of them were timed wave by wave (the rest were bounded out)
 
     @property
     def hbm_bytes(self) -> float:
@@ -218,73 +243,6 @@ class GemmPlan:
         }
 
 
-def cta_order(
-    tiles_m: int, tiles_n: int, split: int, swizzle: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(split, row, col) of every CTA in launch order.
-
-    Within a split, tile rows are taken in groups of ``swizzle``; a group is walked column by
-    column, rows fastest. The last group may have fewer rows. Splits are launched one after the
-    other (each is a sub-GEMM over its K slice)."""
-    per = tiles_m * tiles_n
-    i = np.arange(per, dtype=np.int64)
-    g = i // (swizzle * tiles_n)
-    rows_in_group = np.minimum(swizzle, tiles_m - g * swizzle)
-    j = i - g * swizzle * tiles_n
-    row = g * swizzle + j % rows_in_group
-    col = j // rows_in_group
-    s = np.repeat(np.arange(split, dtype=np.int64), per)
-    return s, np.tile(row, split), np.tile(col, split)
-
-
-def _valid(extent: int, block: int, idx: np.ndarray) -> np.ndarray:
-    """Valid elements of block ``idx`` along an axis of ``extent`` cut in ``block``s."""
-    return np.minimum(block, extent - idx * block)
-
-
-def wave_hbm_panel_bytes(
-    a_keys: list[np.ndarray],
-    b_keys: list[np.ndarray],
-    a_bytes: np.ndarray,
-    b_bytes: np.ndarray,
-    resident_bytes: float,
-    operands_fit: bool,
-) -> np.ndarray:
-    """HBM bytes each wave reads for its operand panels (the L2 reuse rule).
-
-    ``a_keys[w]`` / ``b_keys[w]`` are the distinct A / B panel ids wave ``w`` touches, and
-    ``a_bytes[id]`` / ``b_bytes[id]`` each panel's size. The rule:
-
-    * if both operands together fit the resident part of L2 (``operands_fit``), every panel is
-      read from HBM once, by the first wave that touches it;
-    * otherwise a wave reads each panel it touches once, except panels the previous wave also
-      touched when the two waves' panels together fit ``resident_bytes`` (still in L2).
-    """
-    out = np.zeros(len(a_keys))
-    seen_a: set[int] = set()
-    seen_b: set[int] = set()
-    prev_a = np.zeros(0, dtype=np.int64)
-    prev_b = np.zeros(0, dtype=np.int64)
-    for w, (ka, kb) in enumerate(zip(a_keys, b_keys, strict=True)):
-        if operands_fit:
-            new_a = np.array([x for x in ka.tolist() if x not in seen_a], dtype=np.int64)
-            new_b = np.array([x for x in kb.tolist() if x not in seen_b], dtype=np.int64)
-            seen_a.update(new_a.tolist())
-            seen_b.update(new_b.tolist())
-        else:
-            union = float(
-                a_bytes[np.union1d(prev_a, ka)].sum() + b_bytes[np.union1d(prev_b, kb)].sum()
-            )
-            if w > 0 and union <= resident_bytes:
-                new_a = np.setdiff1d(ka, prev_a, assume_unique=True)
-                new_b = np.setdiff1d(kb, prev_b, assume_unique=True)
-            else:
-                new_a, new_b = ka, kb
-        out[w] = a_bytes[new_a].sum() + b_bytes[new_b].sum()
-        prev_a, prev_b = ka, kb
-    return out
-
-
 @dataclass(frozen=True)
 class _Cand:
     bm: int
@@ -309,46 +267,6 @@ def _tile_candidates(gv: GpuView, in_bytes: int) -> list[_Cand]:
                 out.append(_Cand(bm, bn, bk, stages, occ, smem))
                 break
     return out
-
-
-def _estimate(
-    c: _Cand,
-    split: int,
-    swizzle: int,
-    m: int,
-    n: int,
-    k: int,
-    in_b: int,
-    out_b: int,
-    gv: GpuView,
-    unit_flops: float,
-    hbm_Bps: float,
-    cta_s: float,
-) -> tuple[float, float]:
-    """Analytic (kernel time s, HBM bytes) estimate, used only to rank candidates."""
-    tm, tn = math.ceil(m / c.bm), math.ceil(n / c.bn)
-    ks = math.ceil(math.ceil(k / split) / c.bk) * c.bk
-    ctas = tm * tn * split
-    slots = gv.units * c.occupancy
-    waves = math.ceil(ctas / slots)
-    t_cta = max(
-        2.0 * c.bm * c.bn * ks / unit_flops,
-        SMEM_READ_FACTOR * (c.bm + c.bn) * ks * in_b / gv.smem_Bps,
-    )
-    full, rem = divmod(ctas, slots)
-    compute = full * c.occupancy * t_cta + (math.ceil(rem / gv.units) * t_cta if rem else 0.0)
-    a_b, b_b = m * k * in_b, k * n * in_b
-    hbm: float = a_b + b_b
-    if a_b + b_b > L2_RESIDENT_FRACTION * gv.l2_bytes:
-        rows = min(swizzle, tm)
-        cols = min(tn, math.ceil(min(ctas, slots) / rows))
-        per_wave = (rows * c.bm * ks + cols * c.bn * ks) * in_b
-        hbm = max(a_b + b_b, per_wave * ctas / min(ctas, slots))
-    l2 = (m * tn + n * tm) * k * in_b
-    epi = m * n * (out_b if split == 1 else 2 * ACC_BYTES * split + out_b)
-    port = min(ctas, gv.units) * gv.unit_port_Bps
-    mem = max((hbm + epi) / hbm_Bps, (l2 + epi) / min(gv.l2_Bps, port))
-    return max(compute, mem) + waves * cta_s, hbm + epi
 
 
 def plan_gemm(
@@ -392,8 +310,15 @@ def plan_gemm(
     in_b = int(DTYPE_BYTES[dtype])
     out_dtype = OUT_DTYPE[dtype]
     out_b = int(DTYPE_BYTES[out_dtype])
-    unit_flops = prof.matrix_fraction_for(dtype) * device.peak_flops(dtype) / gv.units
-    hbm_Bps = prof.hbm_fraction.value * gv.hbm_Bps
+    rates = WaveRates(
+        unit_flops=prof.matrix_fraction_for(dtype) * device.peak_flops(dtype) / gv.units,
+        smem_Bps=gv.smem_Bps,
+        l2_Bps=gv.l2_Bps,
+        hbm_Bps=prof.hbm_fraction.value * gv.hbm_Bps,
+        hbm_latency_s=gv.hbm_latency_s,
+        cta_s=prof.cta_overhead.value,
+        units=gv.units,
+    )
     cands = [c for c in _tile_candidates(gv, in_b) if tile is None or (c.bm, c.bn) == tuple(tile)]
     if not cands:
         what = f"tile {tile[0]}x{tile[1]} is not a library tile that" if tile else "no CTA tile"
@@ -404,8 +329,12 @@ def plan_gemm(
     for label, pin in (("split", split), ("swizzle", swizzle)):
         if pin is not None and (not isinstance(pin, int) or pin < 1):
             raise SpecError(f"expected a positive integer, got {pin!r}", key=label)
-    best: tuple[float, float, int, int, _Cand] | None = None
-    scored = 0
+    # every candidate gets a closed-form lower bound on its kernel time; they are then timed
+    # exactly (the simulator's wave rule) in order of that bound until the bound exceeds the
+    # best time found. So the plan is the fastest candidate by the simulator's own timing, and
+    # a device with more bandwidth or FLOP/s (which makes no candidate slower) never gets a
+    # slower plan.
+    shortlist: list[tuple[float, float, int, _Cand, int, int]] = []
     for c in cands:
         tiles = math.ceil(m / c.bm) * math.ceil(n / c.bn)
         slots = gv.units * c.occupancy
@@ -416,27 +345,48 @@ def plan_gemm(
             if split is None and sp > 1:
                 if tiles >= slots or tiles * sp > 2 * slots or k < 4 * sp * c.bk:
                     continue
+            ks = math.ceil(math.ceil(k / sp) / c.bk) * c.bk
+            sp_eff = math.ceil(k / ks)  # rounding ks up may leave fewer non-empty splits
+            lb = kernel_time_lower_bound_s(
+                c.bm, c.bn, c.bk, c.occupancy, sp_eff, m, n, k, in_b, out_b, rates
+            )
             for sw in swizzles if swizzle is None else (swizzle,):
-                t, hb = _estimate(
-                    c, sp, sw, m, n, k, in_b, out_b, gv, unit_flops, hbm_Bps,
-                    prof.cta_overhead.value,
+                hb = hbm_bytes_estimate(
+                    c.bm, c.bn, c.bk, c.occupancy, sp_eff, sw, m, n, k, in_b, gv.l2_bytes,
+                    gv.units,
                 )  # fmt: skip
-                scored += 1
-                # fastest wins; within 0.1 % the one moving fewer HBM bytes (better L2 reuse)
-                if (
-                    best is None
-                    or t < best[0] * (1 - 1e-3)
-                    or (t <= best[0] * (1 + 1e-3) and hb < best[1] * (1 - 1e-9))
-                ):
-                    best = (t, hb, sp, sw, c)
+                shortlist.append((lb, hb, len(shortlist), c, sp_eff, sw))
+    # equal bounds (the compute-bound case, where swizzles differ only in HBM bytes): the one
+    # likely to move the fewest bytes first
+    shortlist.sort(key=lambda e: (e[0], e[1], e[2]))
+    best: tuple[float, float, _Cand, int, int, WaveArrays] | None = None
+    timed = 0
+    for lb, _, _, c, sp, sw in shortlist:
+        # a candidate that can at best tie the fastest is not timed (1e-12: the bound may round
+        # one ulp above the exact time it equals)
+        if best is not None and lb >= best[0] * (1 - 1e-12):
+            break
+        wa = wave_arrays(c.bm, c.bn, c.bk, c.occupancy, sp, sw, m, n, k, in_b, out_b, gv)
+        reduction = _reduction_bytes(sp, m, n, out_b)
+        t = kernel_time_s(wa, reduction, rates)
+        hb = float(wa.hbm_bytes.sum()) + reduction
+        timed += 1
+        # fastest wins; an exact tie goes to the plan moving fewer HBM bytes (better L2 reuse)
+        if best is None or t < best[0] or (t == best[0] and hb < best[1]):
+            best = (t, hb, c, sp, sw, wa)
     assert best is not None
-    est, _, sp, sw, c = best
-    return _build(device, gv, m, n, k, dtype, out_dtype, in_b, out_b, c, sp, sw, est, scored)
+    t, _, c, sp, sw, wa = best
+    return _build(
+        m, n, k, dtype, out_dtype, in_b, out_b, gv, c, sp, sw, wa, t, len(shortlist), timed
+    )
+
+
+def _reduction_bytes(split: int, m: int, n: int, out_b: int) -> float:
+    """The split-K pass: read every slice's fp32 partials, write C (0 without split-K)."""
+    return float(split * m * n * ACC_BYTES + m * n * out_b) if split > 1 else 0.0
 
 
 def _build(
-    device: Device,
-    gv: GpuView,
     m: int,
     n: int,
     k: int,
@@ -444,62 +394,30 @@ def _build(
     out_dtype: str,
     in_b: int,
     out_b: int,
+    gv: GpuView,
     c: _Cand,
     split: int,
     sw: int,
-    est: float,
+    wa: WaveArrays,
+    kernel_s: float,
     scored: int,
+    timed: int,
 ) -> GemmPlan:
-    tm, tn = math.ceil(m / c.bm), math.ceil(n / c.bn)
-    ks = math.ceil(math.ceil(k / split) / c.bk) * c.bk
-    split = math.ceil(k / ks)  # rounding ks up may leave fewer non-empty splits
-    s_idx, r_idx, c_idx = cta_order(tm, tn, split, sw)
-    ctas = len(s_idx)
-    slots = gv.units * c.occupancy
-    k_lo = s_idx * ks
-    k_len = np.minimum(k, k_lo + ks) - k_lo
-    k_pad = np.ceil(k_len / c.bk) * c.bk
-    rows = _valid(m, c.bm, r_idx)
-    cols = _valid(n, c.bn, c_idx)
-    # panel ids and sizes: A panel (split, row), B panel (split, col)
-    a_id = s_idx * tm + r_idx
-    b_id = s_idx * tn + c_idx
-    s_all = np.arange(split)
-    kl_s = np.minimum(k, s_all * ks + ks) - s_all * ks
-    a_sz = (np.outer(kl_s, _valid(m, c.bm, np.arange(tm))) * in_b).ravel().astype(float)
-    b_sz = (np.outer(kl_s, _valid(n, c.bn, np.arange(tn))) * in_b).ravel().astype(float)
-    a_b, b_b = m * k * in_b, k * n * in_b
-    fit = a_b + b_b <= L2_RESIDENT_FRACTION * gv.l2_bytes
-    n_waves = math.ceil(ctas / slots)
-    bounds = [(w * slots, min(ctas, (w + 1) * slots)) for w in range(n_waves)]
-    a_keys = [np.unique(a_id[lo:hi]) for lo, hi in bounds]
-    b_keys = [np.unique(b_id[lo:hi]) for lo, hi in bounds]
-    panel = wave_hbm_panel_bytes(
-        a_keys, b_keys, a_sz, b_sz, L2_RESIDENT_FRACTION * gv.l2_bytes, fit
-    )
-    epi_per_cta = rows * cols * (out_b if split == 1 else ACC_BYTES)
-    waves: list[Wave] = []
-    for w, (lo, hi) in enumerate(bounds):
-        sl = slice(lo, hi)
-        nc = hi - lo
-        busy = math.ceil(nc / gv.units)
-        kp = float(k_pad[sl].max())
-        opnd = float(((rows[sl] + cols[sl]) * k_len[sl]).sum() * in_b)
-        epi = float(epi_per_cta[sl].sum())
-        waves.append(
-            Wave(
-                index=w,
-                ctas=nc,
-                active_units=min(nc, gv.units),
-                flops=float((2.0 * rows[sl] * cols[sl] * k_len[sl]).sum()),
-                busy_flops=busy * 2.0 * c.bm * c.bn * kp,
-                busy_smem_bytes=busy * SMEM_READ_FACTOR * (c.bm + c.bn) * kp * in_b,
-                l2_bytes=opnd + epi,
-                hbm_bytes=float(panel[w]) + epi,
-            )
+    """The plan of candidate ``c`` with ``split`` (non-empty) K slices and swizzle ``sw``,
+    from its per-wave accounting ``wa``."""
+    waves = tuple(
+        Wave(
+            index=w,
+            ctas=int(wa.ctas[w]),
+            active_units=int(wa.active_units[w]),
+            flops=float(wa.flops[w]),
+            busy_flops=float(wa.busy_flops[w]),
+            busy_smem_bytes=float(wa.busy_smem_bytes[w]),
+            l2_bytes=float(wa.l2_bytes[w]),
+            hbm_bytes=float(wa.hbm_bytes[w]),
         )
-    epilogue = float(epi_per_cta.sum())
-    reduction = float(split * m * n * ACC_BYTES + m * n * out_b) if split > 1 else 0.0
+        for w in range(len(wa.ctas))
+    )
     return GemmPlan(
         m=m,
         n=n,
@@ -509,24 +427,25 @@ def _build(
         in_bytes=in_b,
         out_bytes=out_b,
         tile=TileConfig(c.bm, c.bn, c.bk, c.stages, c.occupancy, split, sw),
-        tiles_m=tm,
-        tiles_n=tn,
-        k_split=ks,
-        ctas=ctas,
-        slots=slots,
+        tiles_m=math.ceil(m / c.bm),
+        tiles_n=math.ceil(n / c.bn),
+        k_split=math.ceil(math.ceil(k / split) / c.bk) * c.bk,
+        ctas=int(wa.ctas.sum()),
+        slots=gv.units * c.occupancy,
         units=gv.units,
-        waves=tuple(waves),
+        waves=waves,
         flops=2.0 * m * n * k,
-        padded_flops=float(2.0 * c.bm * c.bn * k_pad.sum()),
-        hbm_read_bytes=float(panel.sum()),
-        l2_read_bytes=float(((rows + cols) * k_len).sum() * in_b),
-        epilogue_bytes=epilogue,
-        reduction_bytes=reduction,
+        padded_flops=wa.padded_flops,
+        hbm_read_bytes=float(wa.panel_bytes.sum()),
+        l2_read_bytes=wa.l2_read_bytes,
+        epilogue_bytes=float(wa.epilogue_bytes.sum()),
+        reduction_bytes=_reduction_bytes(split, m, n, out_b),
         smem_bytes_per_cta=c.smem_cta,
         l2_resident_bytes=L2_RESIDENT_FRACTION * gv.l2_bytes,
-        operands_fit_l2=fit,
-        estimate_s=est,
+        operands_fit_l2=(m * k + k * n) * in_b <= L2_RESIDENT_FRACTION * gv.l2_bytes,
+        estimate_s=kernel_s,
         candidates=scored,
+        timed=timed,
     )
 
 
