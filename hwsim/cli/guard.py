@@ -1,14 +1,18 @@
 """Run the typer app so that every failure is one line on stderr and a non-zero exit code.
 
 Exit codes: 0 success, 2 bad input (:class:`SpecError` or a usage error), 3 internal error (a bug:
-please report it), 130 interrupted. ``--debug`` anywhere on the command line shows the traceback
-instead, and turns on the invariant checks of :mod:`hwsim.sim.invariants` (``HWSIM_DEBUG=1``).
+please report it), 130 interrupted. Global options, anywhere on the command line (before a
+``--``): ``--debug`` shows the traceback instead and turns on the invariant checks of
+:mod:`hwsim.sim.invariants` (``with invariants.debug_checks()``); ``--max-events N`` and
+``--max-memory SIZE`` (``8 GiB``) set the resource limits of :mod:`hwsim.sim.budget`
+(``with budget.limits(...)``). No environment variable changes any of this.
 Warnings (e.g. a :class:`~hwsim.spec.errors.SpecWarning` for memory levels out of order) print
 as one ``warning:`` line each and do not change the exit code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
@@ -18,8 +22,11 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.markup import escape
 
-from hwsim.sim import invariants
+from hwsim.sim import budget, invariants
 from hwsim.spec.errors import SpecError, one_line
+
+#: Global options taking a value, handled here (not by the commands): name -> parser.
+VALUE_OPTIONS = ("--max-events", "--max-memory")
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
@@ -53,27 +60,52 @@ def _show_warning(
     )
 
 
+def split_global_options(args: list[str]) -> tuple[list[str], bool, dict[str, str]]:
+    """(the command's own arguments, ``--debug`` given, {``--max-events``/``--max-memory``:
+    value}), taking the global options from anywhere before a ``--``."""
+    rest: list[str] = []
+    debug, values = False, {}
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            rest += args[i:]
+            break
+        name, eq, value = a.partition("=")
+        if a == "--debug":
+            debug = True
+        elif name in VALUE_OPTIONS and eq:
+            values[name] = value
+        elif a in VALUE_OPTIONS:
+            if i + 1 >= len(args):
+                raise SpecError(f"{a} needs a value, e.g. {a} {'2e8' if 'events' in a else '8GiB'}")
+            values[a] = args[i + 1]
+            i += 1
+        else:
+            rest.append(a)
+        i += 1
+    return rest, debug, values
+
+
 def run(app: Any, argv: Sequence[str] | None = None) -> int:
     """Run ``app`` on ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args
-    args = [a for a in args if a != "--debug"]
-    saved_env = os.environ.get("HWSIM_DEBUG")
-    if debug:
-        os.environ["HWSIM_DEBUG"] = "1"
-    if debug or invariants.enabled():
-        invariants.install_engine_checks()  # every engine run of every simulator is checked
     try:
-        with warnings.catch_warnings():
-            if not debug:
-                warnings.showwarning = _show_warning
-            return _invoke(app, args, debug)
-    finally:
-        if debug:
-            if saved_env is None:
-                os.environ.pop("HWSIM_DEBUG", None)
-            else:
-                os.environ["HWSIM_DEBUG"] = saved_env
+        args, debug, values = split_global_options(args)
+        max_events = values.get("--max-events")
+        max_memory = values.get("--max-memory")
+        limits = budget.limits(
+            max_events=None if max_events is None else budget.parse_max_events(max_events),
+            max_memory_bytes=None if max_memory is None else budget.parse_max_memory(max_memory),
+        )
+    except SpecError as err:
+        _say("error", str(err))
+        return EXIT_BAD_INPUT
+    checks = invariants.debug_checks() if debug else contextlib.nullcontext()
+    with warnings.catch_warnings(), limits, checks:
+        if not debug:
+            warnings.showwarning = _show_warning
+        return _invoke(app, args, debug)
 
 
 def _invoke(app: Any, args: list[str], debug: bool) -> int:

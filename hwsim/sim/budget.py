@@ -6,15 +6,21 @@ Simulators estimate their cost *before* building the event graph and call :func:
 :class:`~hwsim.spec.errors.SpecError` naming the cheaper mode. :func:`run_bounded` is the safety
 net when an estimate is wrong: it runs an engine and stops it once the limit is passed.
 
-Limits are configurable per call (``limit=``) or for the whole process through the environment:
-``HWSIM_MAX_EVENTS`` (a count, default 5,000,000 ≈ a minute of simpy) and ``HWSIM_MAX_MEMORY``
-(a size such as ``8 GiB``, default 4 GiB).
+Limits are explicit configuration, never environment variables: per call (``limit=``), or for
+a block of code with ``with budget.limits(max_events=..., max_memory_bytes=...):`` (a
+:mod:`contextvars` value, so it holds for that thread/task only and ends with the block). The
+CLI enters it from its global ``--max-events`` and ``--max-memory`` options (a count such as
+``2e8``; a size such as ``8 GiB``). Defaults: 5,000,000 events (about a minute of simpy) and
+4 GiB.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-import os
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from typing import Any
 
 from hwsim.spec.errors import SpecError
@@ -24,27 +30,70 @@ DEFAULT_MAX_EVENTS = 5_000_000
 DEFAULT_MAX_MEMORY_BYTES = 4 * 2**30
 
 
-def event_limit() -> int:
-    """The event budget: ``HWSIM_MAX_EVENTS`` if set, else :data:`DEFAULT_MAX_EVENTS`."""
-    raw = os.environ.get("HWSIM_MAX_EVENTS")
-    if raw is None or not raw.strip():
-        return DEFAULT_MAX_EVENTS
+@dataclass(frozen=True)
+class Limits:
+    """The budget one run may use: simpy events (a count) and host memory (bytes)."""
+
+    max_events: int = DEFAULT_MAX_EVENTS
+    max_memory_bytes: float = float(DEFAULT_MAX_MEMORY_BYTES)
+
+
+# Limits is frozen, so one shared default instance is safe
+_LIMITS: ContextVar[Limits] = ContextVar("hwsim_budget_limits", default=Limits())  # noqa: B039
+
+
+def current_limits() -> Limits:
+    """The limits in force here (the innermost :func:`limits` block, else the defaults)."""
+    return _LIMITS.get()
+
+
+@contextlib.contextmanager
+def limits(
+    max_events: int | None = None, max_memory_bytes: float | None = None
+) -> Iterator[Limits]:
+    """Run a block under other limits (``None`` keeps the enclosing value); yields them."""
+    new = current_limits()
+    if max_events is not None:
+        new = replace(new, max_events=int(max_events))
+    if max_memory_bytes is not None:
+        new = replace(new, max_memory_bytes=float(max_memory_bytes))
+    token = _LIMITS.set(new)
     try:
-        value = parse_quantity(raw, Dim.COUNT)
+        yield new
+    finally:
+        _LIMITS.reset(token)
+
+
+def parse_max_events(text: str, option: str = "--max-events") -> int:
+    """A user's event budget (``5e6``, ``200000000``) as an int; a SpecError naming ``option``."""
+    try:
+        value = parse_quantity(text, Dim.COUNT)
     except UnitError as err:
-        raise SpecError(f"HWSIM_MAX_EVENTS: {err}") from None
+        raise SpecError(f"{option} {text!r}: {err}") from None
+    if not math.isfinite(value) or value < 1:
+        raise SpecError(f"{option} {text!r}: expected a positive count such as '2e8'")
     return int(value)
 
 
-def memory_limit_bytes() -> float:
-    """The memory budget (bytes): ``HWSIM_MAX_MEMORY`` if set, else 4 GiB."""
-    raw = os.environ.get("HWSIM_MAX_MEMORY")
-    if raw is None or not raw.strip():
-        return float(DEFAULT_MAX_MEMORY_BYTES)
+def parse_max_memory(text: str, option: str = "--max-memory") -> float:
+    """A user's memory budget (``8 GiB``) in bytes; a SpecError naming ``option``."""
     try:
-        return parse_quantity(raw, Dim.BYTES)
+        value = parse_quantity(text, Dim.BYTES)
     except UnitError as err:
-        raise SpecError(f"HWSIM_MAX_MEMORY: {err}") from None
+        raise SpecError(f"{option} {text!r}: {err}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise SpecError(f"{option} {text!r}: expected a positive size such as '8 GiB'")
+    return value
+
+
+def event_limit() -> int:
+    """The event budget in force (see :func:`limits`)."""
+    return current_limits().max_events
+
+
+def memory_limit_bytes() -> float:
+    """The memory budget in force, bytes (see :func:`limits`)."""
+    return current_limits().max_memory_bytes
 
 
 def _tail(hint: str) -> str:
@@ -60,7 +109,7 @@ def check_budget(
     if not math.isfinite(estimated_events) or estimated_events > cap:
         shown = f"{estimated_events:,.0f}" if math.isfinite(estimated_events) else "unbounded"
         raise SpecError(
-            f"would process ~{shown} events (limit {cap:,}; HWSIM_MAX_EVENTS raises it)"
+            f"would process ~{shown} events (limit {cap:,}; --max-events raises it)"
             f"{_tail(cheaper_mode_hint)}"
         )
 
@@ -74,7 +123,7 @@ def check_memory(
     if not math.isfinite(estimated_bytes) or estimated_bytes > cap:
         raise SpecError(
             f"would need ~{format_quantity(estimated_bytes, Dim.BYTES)} of host memory "
-            f"(limit {format_quantity(cap, Dim.BYTES)}; HWSIM_MAX_MEMORY raises it)"
+            f"(limit {format_quantity(cap, Dim.BYTES)}; --max-memory raises it)"
             f"{_tail(cheaper_mode_hint)}"
         )
 
@@ -102,7 +151,7 @@ def run_bounded(
         if env.events_processed - start > cap:
             raise SpecError(
                 f"stopped after {cap:,} events at simulated time "
-                f"{format_quantity(env.now, Dim.TIME)} (HWSIM_MAX_EVENTS raises the limit)"
+                f"{format_quantity(env.now, Dim.TIME)} (--max-events raises the limit)"
                 f"{_tail(cheaper_mode_hint)}"
             )
 

@@ -17,19 +17,20 @@ much):
   convention (``*_s`` times, ``*_bytes``, ``*_Bps``, ``*utilization``/``*_fraction``).
 
 Simulators call :func:`debug_check` (or ``if invariants.enabled(): ...``) at the end of ``run()``:
-it is free unless ``HWSIM_DEBUG=1`` (which ``hwsim --debug`` sets). In debug mode the CLI also
-calls :func:`install_engine_checks`, so *every* engine run of every simulator is checked
-(:func:`check_engine`) without the simulators doing anything. Tests call the checks directly
-over random cases.
+it is free unless debug mode is on, i.e. inside a ``with invariants.debug_checks():`` block
+(which ``hwsim --debug`` enters; a :mod:`contextvars` value, never an environment variable).
+In debug mode *every* engine run of every simulator is also checked (:func:`check_engine`)
+without the simulators doing anything. Tests call the checks directly over random cases.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
-import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 #: Relative slack for floating-point accumulation (the engine integrates rates over time).
@@ -48,9 +49,26 @@ class InvariantError(AssertionError):
     """A simulation result that cannot be physically right (a bug, not bad input)."""
 
 
+_DEBUG: ContextVar[bool] = ContextVar("hwsim_debug_checks", default=False)
+
+
 def enabled() -> bool:
-    """Whether invariant checks run inside simulators (``HWSIM_DEBUG`` set to 1/true/yes)."""
-    return os.environ.get("HWSIM_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+    """Whether invariant checks run inside simulators (inside :func:`debug_checks`)."""
+    return _DEBUG.get()
+
+
+@contextlib.contextmanager
+def debug_checks(on: bool = True) -> Iterator[None]:
+    """Run a block with the invariant checks on (``on=False``: off); ``hwsim --debug`` enters
+    it around the command. Also installs :func:`install_engine_checks`, which checks engine
+    runs only while debug mode is on."""
+    if on:
+        install_engine_checks()
+    token = _DEBUG.set(on)
+    try:
+        yield
+    finally:
+        _DEBUG.reset(token)
 
 
 def _fail(what: str, detail: str) -> InvariantError:
@@ -284,11 +302,13 @@ def debug_check(
 
 
 def install_engine_checks() -> None:
-    """Check every :meth:`hwsim.sim.engine.Engine.run` from now on with :func:`check_engine`
-    (time finite, no link above its bandwidth, bytes finite and physically possible).
+    """Check every :meth:`hwsim.sim.engine.Engine.run` made in debug mode (:func:`enabled`)
+    with :func:`check_engine` (time finite, no link above its bandwidth, bytes finite and
+    physically possible).
 
-    Debug mode only (``hwsim --debug`` or ``HWSIM_DEBUG=1`` call it): it wraps the method for
-    the rest of the process, costing one pass over the links per run. Idempotent."""
+    :func:`debug_checks` calls it: it wraps the method for the rest of the process, costing
+    one pass over the links per run in debug mode and one context lookup otherwise.
+    Idempotent."""
     from hwsim.sim import engine as engine_mod
 
     original = engine_mod.Engine.run
@@ -297,7 +317,8 @@ def install_engine_checks() -> None:
 
     def run(self: Any, until: Any = None) -> float:
         t = original(self, until)
-        check_engine(self, what="engine run (debug checks)")
+        if enabled():
+            check_engine(self, what="engine run (debug checks)")
         return t
 
     run._hwsim_checked = True  # type: ignore[attr-defined]

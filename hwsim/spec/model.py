@@ -209,6 +209,12 @@ class ModelConfig(Strict):
                     src = node.get("source")
                     if not src:
                         raise ValueError(f"{path}: missing 'source' (every number cites one)")
+                    if not isinstance(src, str):
+                        # a list or mapping is unhashable: `in sources` would raise TypeError
+                        raise ValueError(
+                            f"{path}.source: expected the key of one entry of the sources table "
+                            f"({', '.join(sorted(sources))}), got a {type(src).__name__}"
+                        )
                     if src not in sources:
                         raise ValueError(
                             f"{path}: source '{src}' is not in the sources table "

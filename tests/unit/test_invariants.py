@@ -82,12 +82,13 @@ def test_check_result_by_naming_convention() -> None:
             inv.check_result(result)
 
 
-def test_debug_check_runs_only_in_debug_mode(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("HWSIM_DEBUG", raising=False)
+def test_debug_check_runs_only_in_debug_mode() -> None:
     inv.debug_check({"time_s": -1.0})  # off: free, no check
-    monkeypatch.setenv("HWSIM_DEBUG", "1")
-    with pytest.raises(inv.InvariantError):
+    with inv.debug_checks(), pytest.raises(inv.InvariantError):
         inv.debug_check({"time_s": -1.0})
+    assert not inv.enabled()  # the block ended
+    with inv.debug_checks(), inv.debug_checks(on=False):
+        inv.debug_check({"time_s": -1.0})  # switched off inside
 
 
 # ---- random engine scenarios ----------------------------------------------------------------
@@ -319,7 +320,11 @@ def test_install_engine_checks_catches_an_impossible_run(monkeypatch: pytest.Mon
     lk = bad.link("hbm", 10.0)
     bad.transfer(lk, 100.0)
     lk.peak_rate_Bps = 25.0  # as if the scheduler had allocated 250 % of the link
-    with pytest.raises(inv.InvariantError, match=r"hbm: peak_rate_fraction = 2\.5"):
+    assert bad.run() == pytest.approx(10.0)  # debug mode off: installed, but not checking
+    with (
+        inv.debug_checks(),
+        pytest.raises(inv.InvariantError, match=r"hbm: peak_rate_fraction = 2\.5"),
+    ):
         bad.run()
 
 
@@ -333,7 +338,6 @@ def test_cli_debug_mode_checks_real_simulations(monkeypatch: pytest.MonkeyPatch)
     from hwsim.sim import engine as engine_mod
 
     monkeypatch.setattr(engine_mod.Engine, "run", engine_mod.Engine.run)
-    monkeypatch.delenv("HWSIM_DEBUG", raising=False)
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = guard.run(app, ["gemm", "-d", "h100-sxm", "--m", "512", "--n", "512", "--k", "512",
