@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from hwsim.cli.common import console, print_json
-from hwsim.plan.attention import AttentionShape
-from hwsim.sim.gpu_attention import AttentionSimResult, simulate_attention
 from hwsim.sim.kernel_profiles import KERNELS
-from hwsim.sim.trace import chrome_trace
 from hwsim.spec.errors import SpecError
-from hwsim.spec.load import load_device
 from hwsim.spec.units import Dim, format_quantity
+
+if TYPE_CHECKING:
+    from hwsim.sim.gpu_attention import AttentionSimResult
 
 PASSES = ("fwd", "bwd", "fwd+bwd")
 
@@ -31,6 +30,8 @@ def _write(path: Path, text: str, what: str) -> None:
 
 def write_trace_file(path: Path, res: AttentionSimResult) -> None:
     """Perfetto / Chrome trace of a traced result (see :mod:`hwsim.sim.trace`)."""
+    from hwsim.sim.trace import chrome_trace
+
     tr = res.trace
     if tr is None:
         raise SpecError("the result holds no trace; simulate with trace=True")
@@ -86,6 +87,10 @@ def attention_cmd(
 
     Example: hwsim attention --device h100-sxm --batch 4 --heads 16 --seqlen 4096 --causal --json
     """
+    from hwsim.plan.attention import AttentionShape
+    from hwsim.sim.gpu_attention import simulate_attention
+    from hwsim.spec.load import load_device
+
     if pass_ not in PASSES:
         raise SpecError(f"expected one of {PASSES}, got {pass_!r}", key="--pass")
     shape = AttentionShape(

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from hwsim.cli.common import console, print_json
-from hwsim.functional.check import CheckResult, run_cases
+
+if TYPE_CHECKING:
+    from hwsim.functional.check import CheckResult
+
 
 #: Exit code when any case fails (distinct from 2 = bad input and 3 = internal error).
 EXIT_FAILED = 1
@@ -52,6 +55,8 @@ def check_cmd(
 
     Example: hwsim check --quick
     """
+    from hwsim.functional.check import run_cases
+
     t0 = time.perf_counter()
     results = run_cases(quick=quick, match=match)
     wall = time.perf_counter() - t0

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from hwsim.cli.common import console, print_json
-from hwsim.spec.device import Device
-from hwsim.spec.load import list_devices, load_device
 from hwsim.spec.units import Dim, format_quantity
+
+if TYPE_CHECKING:
+    from hwsim.spec.device import Device
 
 
 def _summary(name: str, d: Device) -> dict[str, object]:
@@ -44,6 +45,8 @@ def devices_cmd(
 
     Example: hwsim devices --json
     """
+    from hwsim.spec.load import list_devices, load_device
+
     rows = [_summary(n, load_device(n)) for n in list_devices()]
     if json_out:
         print_json(rows)
@@ -84,6 +87,8 @@ def show_cmd(
 
     Example: hwsim show h100-sxm
     """
+    from hwsim.spec.load import load_device
+
     d = load_device(device)
     if json_out:
         print_json(d.model_dump(mode="json"))
@@ -116,6 +121,8 @@ def schema_cmd() -> None:
 
     Example: hwsim schema > device.schema.json
     """
+    from hwsim.spec.device import Device
+
     print(json.dumps(Device.model_json_schema(by_alias=True), indent=2))
 
 

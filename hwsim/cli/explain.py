@@ -8,21 +8,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
 from hwsim.cli.common import console, print_json
-from hwsim.report.explain import Explanation, explain, fmt_delta, fmt_time
-from hwsim.report.explain_attention import AttentionSubject
-from hwsim.report.explain_decode import DecodeSubject
-from hwsim.report.explain_figures import write_explanation_page
-from hwsim.report.explain_gemm import GemmSubject
-from hwsim.report.explain_moe import MoeSubject
-from hwsim.report.explain_subjects import subject_from_json
 from hwsim.spec.errors import SpecError
+
+if TYPE_CHECKING:
+    from hwsim.report.explain import Explanation
 
 explain_app = typer.Typer(
     name="explain",
@@ -45,6 +41,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")
 
 
 def _show(e: Explanation, html: Path | None, json_out: bool) -> None:
+    from hwsim.report.explain import fmt_delta, fmt_time
+    from hwsim.report.explain_figures import write_explanation_page
+
     if html is not None:
         write_explanation_page(html, e)
     if json_out:
@@ -81,6 +80,8 @@ def _show(e: Explanation, html: Path | None, json_out: bool) -> None:
 
 
 def _run(subject: Any, html: Path | None, json_out: bool) -> None:
+    from hwsim.report.explain import explain
+
     if json_out:
         e = explain(subject)
     else:
@@ -112,6 +113,8 @@ def explain_main(
     Example: hwsim gemm --device h100-sxm --m 16 --n 8192 --k 8192 --json > g.json && hwsim
     explain --from g.json
     """
+    from hwsim.report.explain_subjects import subject_from_json
+
     if ctx.invoked_subcommand is not None:
         if from_file is not None:
             raise SpecError("give either --from FILE or a subcommand, not both", key="--from")
@@ -142,6 +145,8 @@ def explain_gemm(
 
     Example: hwsim explain gemm --device a100-sxm-80gb --m 8192 --n 8192 --k 8192 --dtype fp16
     """
+    from hwsim.report.explain_gemm import GemmSubject
+
     _run(GemmSubject(device, m, n, k, dtype), html, json_out)
 
 
@@ -170,6 +175,8 @@ def explain_attention(
     Example: hwsim explain attention --device h100-sxm --batch 2 --heads 16 --seqlen 8192
     --head-dim 128 --kernel fa3
     """
+    from hwsim.report.explain_attention import AttentionSubject
+
     subject = AttentionSubject(
         device, batch, heads, seqlen, head_dim, kv_heads, seqlen_kv, head_dim_v, causal, dtype,
         kernel, pass_, detail,
@@ -207,6 +214,8 @@ def explain_moe(
 
     Example: hwsim explain moe --cluster h800-deepseek --ep 32 --tokens 1024 --topk-groups 4
     """
+    from hwsim.report.explain_moe import MoeSubject
+
     subject = MoeSubject(
         cluster, ep, tokens, hidden, experts, topk, topk_groups, phase, dtype, kernel, routing,
         seed, comm_sms, nodes, redundant,
@@ -235,6 +244,8 @@ def explain_decode(
 
     Example: hwsim explain decode --model llama-3.1-8b --device h100-sxm --batch 1
     """
+    from hwsim.report.explain_decode import DecodeSubject
+
     subject = DecodeSubject(model, device, batch, context, dtype, kv_dtype, tp, ep, pp, dp, phase)
     _run(subject, html, json_out)
 

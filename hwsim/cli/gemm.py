@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from hwsim.cli.common import console, print_json
 from hwsim.plan.streaming import OPS
-from hwsim.sim.engine import TraceEvent
-from hwsim.sim.gpu_gemm import simulate_gemm
-from hwsim.sim.streaming import simulate_op
 from hwsim.spec.device import DTYPES
 from hwsim.spec.errors import SpecError
 from hwsim.spec.units import Dim, format_quantity
+
+if TYPE_CHECKING:
+    from hwsim.sim.engine import TraceEvent
 
 DeviceOpt = Annotated[
     str, typer.Option("--device", "-d", help="device name (file stem) or path to a YAML file")
@@ -80,6 +80,8 @@ def gemm_cmd(
 
     Example: hwsim gemm --device a100-sxm-80gb --m 1024 --n 12288 --k 12288 --dtype fp16 --json
     """
+    from hwsim.sim.gpu_gemm import simulate_gemm
+
     r = simulate_gemm(device, m, n, k, dtype, trace=trace is not None)
     if trace is not None:
         write_trace(trace, r.trace, f"gemm {m}x{n}x{k} {dtype} on {r.device}")
@@ -130,6 +132,8 @@ def op_cmd(
 
     Example: hwsim op softmax --device a100-sxm-80gb --m 4096 --n 4096 --dtype fp16 --json
     """
+    from hwsim.sim.streaming import simulate_op
+
     r = simulate_op(device, op, m, n, dtype, trace=trace is not None)
     if trace is not None:
         write_trace(trace, r.trace, f"{op} {m}x{n} {dtype} on {r.device}")

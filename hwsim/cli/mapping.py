@@ -5,28 +5,27 @@ drawings of the wafer regions, the RDU pipeline stages or the LPU chips."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from hwsim.cli.common import console, print_json
-from hwsim.plan.model_step import StepSpec, memory_per_device
-from hwsim.serve.api import make_target
-from hwsim.serve.capacity import min_devices
-from hwsim.serve.layout import Layout, check_layout, parse_layout
-from hwsim.serve.step import simulate_step
-from hwsim.sim.dataflow import DataflowMapper, pipeline_stages, weight_tier_bytes
-from hwsim.sim.lpu import LpuMapper, place_chips
-from hwsim.sim.wafer import WaferMapper
 from hwsim.spec.device import DTYPES
 from hwsim.spec.errors import SpecError
-from hwsim.spec.fit import human_bytes
-from hwsim.spec.model import ModelConfig, load_model_config
+
+if TYPE_CHECKING:
+    from hwsim.plan.model_step import StepSpec
+    from hwsim.serve.layout import Layout
+    from hwsim.sim.wafer import WaferMapper
+    from hwsim.spec.model import ModelConfig
 
 
 def _wafer_layout(model: ModelConfig, mapper: WaferMapper, spec: StepSpec) -> Layout:
     """Wafers pipeline whole layers (Cerebras, Hot Chips 2024): the fewest stages that fit."""
+    from hwsim.plan.model_step import memory_per_device
+    from hwsim.serve.layout import Layout
+
     for pp in range(1, model.layers + 1):
         w, kv = memory_per_device(model, Layout(pp=pp), spec)
         if w + kv <= mapper.capacity_bytes:
@@ -36,6 +35,11 @@ def _wafer_layout(model: ModelConfig, mapper: WaferMapper, spec: StepSpec) -> La
 
 def placement(model: ModelConfig, mapper: Any, layout: Layout, spec: StepSpec) -> dict[str, Any]:
     """A JSON-able summary of where things live, per device kind."""
+    from hwsim.plan.model_step import memory_per_device
+    from hwsim.sim.dataflow import DataflowMapper, pipeline_stages, weight_tier_bytes
+    from hwsim.sim.lpu import LpuMapper, place_chips
+    from hwsim.sim.wafer import WaferMapper
+
     if isinstance(mapper, WaferMapper):
         from hwsim.report.mapping_figures import Mapping, wafer_regions
 
@@ -103,6 +107,15 @@ def map_cmd(
 
     Example: hwsim map --model llama-3.1-70b --device groq-lpu --dtype fp8 --html lpu.html
     """
+    from hwsim.plan.model_step import StepSpec
+    from hwsim.serve.api import make_target
+    from hwsim.serve.capacity import min_devices
+    from hwsim.serve.layout import check_layout, parse_layout
+    from hwsim.serve.step import simulate_step
+    from hwsim.sim.wafer import WaferMapper
+    from hwsim.spec.fit import human_bytes
+    from hwsim.spec.model import load_model_config
+
     for d in (dtype, kv_dtype):
         if d not in DTYPES:
             raise SpecError(f"unknown dtype {d!r}; expected one of {', '.join(DTYPES)}")
@@ -179,6 +192,9 @@ def _write_html(
         rdu_figure,
         wafer_figure,
     )
+    from hwsim.sim.dataflow import DataflowMapper
+    from hwsim.sim.lpu import LpuMapper
+    from hwsim.sim.wafer import WaferMapper
 
     m = Mapping(cfg, lay, spec)
     if isinstance(mapper, WaferMapper):

@@ -6,19 +6,18 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from hwsim.cli.common import console, print_json
-from hwsim.plan.moe import synthetic_dispatch_plan
-from hwsim.sim.alltoall import AllToAllResult, simulate_alltoall
 from hwsim.sim.alltoall_profiles import KERNELS
-from hwsim.sim.topology import Topology, build_topology
-from hwsim.sim.trace import chrome_trace
-from hwsim.spec.cluster import list_clusters
 from hwsim.spec.errors import SpecError
+
+if TYPE_CHECKING:
+    from hwsim.sim.alltoall import AllToAllResult
+    from hwsim.sim.topology import Topology
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -68,6 +67,10 @@ def run_moe(
     trace: bool = False,
 ) -> tuple[Topology, AllToAllResult, float]:
     """Build the topology and the plan, simulate; returns (topology, result, plan wall s)."""
+    from hwsim.plan.moe import synthetic_dispatch_plan
+    from hwsim.sim.alltoall import simulate_alltoall
+    from hwsim.sim.topology import build_topology
+
     _check_choice("phase", phase, ("dispatch", "combine"))
     _check_choice("kernel", kernel, KERNELS)
     if dtype is not None:
@@ -134,6 +137,7 @@ def _overlap(
 ) -> dict[str, Any]:
     """Dispatch (FP8) and combine (BF16) of one micro-batch of half the tokens, the expert
     GEMMs of the busiest rank, and the two-micro-batch schedule."""
+    from hwsim.plan.moe import synthetic_dispatch_plan
     from hwsim.sim.moe_overlap import dual_microbatch_overlap
 
     half = max(1, tokens // 2)
@@ -273,6 +277,8 @@ def moe_cmd(
 
     Example: hwsim moe --cluster h800-deepseek --ep 32 --tokens 4096 --phase dispatch --json
     """
+    from hwsim.sim.trace import chrome_trace
+
     t0 = time.perf_counter()
     topo, res, plan_s = run_moe(
         cluster,
@@ -416,6 +422,8 @@ def topology_cmd(
     Example: hwsim topology h800-deepseek --nodes 4 --html out/topo.html
     """
     from hwsim.report.network_figures import graph_summary, topology_figure
+    from hwsim.sim.topology import build_topology
+    from hwsim.spec.cluster import list_clusters
 
     topo = build_topology(cluster, nodes)
     summary = graph_summary(topo)

@@ -11,14 +11,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from hwsim.cli.common import console, print_json
-from hwsim.report.build import BUILDERS, ReportContext, build_report
-from hwsim.report.figures import DevicePanel, results_table, roofline_figure
-from hwsim.report.page import Section, html_table, write_page
-from hwsim.roofline.analytic import roofline
-from hwsim.roofline.ops import EXAMPLES, example_kernels
+from hwsim.roofline.ops import EXAMPLES
 from hwsim.spec.device import DTYPES
 from hwsim.spec.errors import SpecError
-from hwsim.spec.load import load_device
 
 
 def _check_dtype(dtype: str) -> str:
@@ -52,6 +47,12 @@ def roofline_cmd(
 
     Example: hwsim roofline h100-sxm mi300x -k attn-decode -k gemm-8192 --html out/roofline.html
     """
+    from hwsim.report.figures import DevicePanel, results_table, roofline_figure
+    from hwsim.report.page import Section, html_table, write_page
+    from hwsim.roofline.analytic import roofline
+    from hwsim.roofline.ops import example_kernels
+    from hwsim.spec.load import load_device
+
     _check_dtype(dtype)
     panels = []
     for key in devices:
@@ -103,6 +104,8 @@ def report_cmd(
 
     Example: hwsim report --out out
     """
+    from hwsim.report.build import BUILDERS, ReportContext, build_report
+
     ctx = ReportContext(dtype=_check_dtype(dtype))
     total = len(BUILDERS) + 2
     if json_out:

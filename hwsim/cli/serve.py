@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from hwsim.cli.common import console, print_json
-from hwsim.serve.api import make_target, serve_step
-from hwsim.serve.capacity import min_devices
-from hwsim.serve.compare import compare
-from hwsim.serve.size import SizedCluster, size_cluster
-from hwsim.serve.step import StepResult
-from hwsim.serve.whatif import whatif
 from hwsim.spec.device import DTYPES
 from hwsim.spec.errors import SpecError
-from hwsim.spec.fit import human_bytes
-from hwsim.spec.model import load_model_config
+
+if TYPE_CHECKING:
+    from hwsim.serve.size import SizedCluster
+    from hwsim.serve.step import StepResult
 
 Model = Annotated[str, typer.Option(help="model name (workloads/models) or HF config.json")]
 Device = Annotated[str, typer.Option(help="device name (devices/*.yaml) or YAML path")]
@@ -39,9 +35,10 @@ Json = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 Ops = Annotated[bool, typer.Option("--ops", help="include every op's timing")]
 
 
-def _dtype(d: str) -> str:
+def _dtype(d: str, option: str = "--dtype") -> str:
+    """``d`` if it is a known dtype; else a SpecError naming ``option`` (the flag it came from)."""
     if d not in DTYPES:
-        raise SpecError(f"--dtype {d!r}: expected one of {', '.join(DTYPES)}")
+        raise SpecError(f"{option} {d!r}: expected one of {', '.join(DTYPES)}")
     return d
 
 
@@ -50,6 +47,8 @@ def _fmt_s(t: float) -> str:
 
 
 def _print_step(r: StepResult) -> None:
+    from hwsim.spec.fit import human_bytes
+
     t = Table(title=f"{r.phase}: {r.model} on {r.devices} × {r.device} ({r.layout})")
     t.add_column("metric")
     t.add_column("value", justify="right")
@@ -92,9 +91,11 @@ def _print_step(r: StepResult) -> None:
 
 
 def _step(phase: str, **kw: Any) -> None:
+    from hwsim.serve.api import serve_step
+
     json_out, ops = kw.pop("json_out"), kw.pop("ops")
     _dtype(kw["dtype"])
-    _dtype(kw["kv_dtype"])
+    _dtype(kw["kv_dtype"], "--kv-dtype")
     r = serve_step(kw.pop("model"), kw.pop("device"), phase, **kw)
     if json_out:
         print_json(r.to_dict(ops=ops))
@@ -179,10 +180,13 @@ def size_cmd(
     Example: hwsim size --model deepseek-v3 --device h200 --tokens-per-s-per-user 50
     --total-tokens-per-s 100000 --max-ttft 1.0
     """
+    from hwsim.serve.size import size_cluster
+
     ans = size_cluster(
         model, device, tokens_per_s_per_user=tokens_per_s_per_user,
         total_tokens_per_s=total_tokens_per_s, context=context, max_ttft_s=max_ttft,
-        dtype=_dtype(dtype), kv_dtype=_dtype(kv_dtype), mtp=mtp, mtp_acceptance=mtp_acceptance,
+        dtype=_dtype(dtype), kv_dtype=_dtype(kv_dtype, "--kv-dtype"), mtp=mtp,
+        mtp_acceptance=mtp_acceptance,
         max_devices_per_instance=max_devices_per_instance,
     )  # fmt: skip
     if json_out:
@@ -229,13 +233,22 @@ def compare_cmd(
 
     Example: hwsim compare --model llama-3.1-70b --devices h200,mi300x,groq-lpu --batch 1,64
     """
+    from hwsim.serve.compare import compare
+
     try:
         batches = [int(b) for b in batch.split(",") if b.strip()]
     except ValueError:
         raise SpecError(f"--batch {batch!r}: expected integers like 1,64") from None
+    if not batches:
+        raise SpecError(f"--batch {batch!r}: expected at least one batch size, like 1,64")
+    names = [d.strip() for d in devices.split(",") if d.strip()]
+    if not names:
+        raise SpecError(
+            f"--devices {devices!r}: expected at least one device name, like h200,mi300x"
+        )
     n: int | str = int(count) if count.isdigit() else count
     cmp = compare(
-        model, [d.strip() for d in devices.split(",") if d.strip()], batches, phase=phase,
+        model, names, batches, phase=phase,
         context=context, dtype=_dtype(dtype), count=n,
     )  # fmt: skip
     data = cmp.to_dict()
@@ -314,6 +327,9 @@ def whatif_cmd(
 
     Example: hwsim whatif --device h100-sxm --set hbm.bandwidth=x2 -- decode --model llama-3.1-70b
     """
+    from hwsim.serve.whatif import whatif
+    from hwsim.spec.fit import human_bytes
+
     if "--json" in step:  # given after '--' it still means this command's --json
         step = [a for a in step if a != "--json"]
         json_out = True
@@ -350,10 +366,14 @@ def capacity_cmd(
 
     Example: hwsim capacity --model llama-3.1-70b --device groq-lpu --dtype fp8
     """
+    from hwsim.serve.api import make_target
+    from hwsim.serve.capacity import min_devices
+    from hwsim.spec.model import load_model_config
+
     tgt = make_target(device)
     plan = min_devices(
         load_model_config(model), tgt.mapper, batch=batch, context=context,
-        dtype=_dtype(dtype), kv_dtype=_dtype(kv_dtype), device_name=device,
+        dtype=_dtype(dtype), kv_dtype=_dtype(kv_dtype, "--kv-dtype"), device_name=device,
     )  # fmt: skip
     if json_out:
         print_json(plan.to_dict())

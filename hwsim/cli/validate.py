@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from hwsim.cli.common import console, print_json
 from hwsim.spec.errors import SpecError
-from hwsim.validate.core import SuiteResult, suites
+
+if TYPE_CHECKING:
+    from hwsim.validate.core import SuiteResult
 
 
 def _load() -> dict[str, object]:
     import hwsim.validate.all  # noqa: F401  (each suite module registers itself)
+    from hwsim.validate.core import suites
 
     return dict(suites())
 

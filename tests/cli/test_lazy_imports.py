@@ -1,0 +1,53 @@
+"""``hwsim --help`` must start fast: importing the CLI may not pull the heavy simulation and
+plotting stacks, which each command imports inside its function when it runs.
+
+Checked on ``sys.modules`` in a fresh interpreter (no timing: tests never depend on the clock).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+#: Each costs 0.1-0.6 s to import, and no command's --help needs it.
+HEAVY = ("scipy.stats", "plotly", "simpy", "ml_dtypes")
+
+#: Command modules that import lazily (hwsim.cli.sweep is not one yet: see the last test).
+LAZY_MODULES = (
+    "hwsim.cli.attention",
+    "hwsim.cli.check",
+    "hwsim.cli.devices",
+    "hwsim.cli.explain",
+    "hwsim.cli.gemm",
+    "hwsim.cli.guard",
+    "hwsim.cli.mapping",
+    "hwsim.cli.moe",
+    "hwsim.cli.roofline",
+    "hwsim.cli.serve",
+    "hwsim.cli.validate",
+)
+
+
+def _heavy_after_import(module: str) -> list[str]:
+    code = (
+        f"import json, sys, importlib; importlib.import_module({module!r}); "
+        f"print(json.dumps([m for m in {list(HEAVY)!r} if m in sys.modules]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    return list(json.loads(out.stdout))
+
+
+@pytest.mark.parametrize("module", LAZY_MODULES)
+def test_command_module_imports_nothing_heavy(module: str) -> None:
+    assert _heavy_after_import(module) == []
+
+
+def test_app_pulls_heavy_modules_only_through_sweep() -> None:
+    """hwsim.cli.sweep still imports plotly and scipy.stats (via hwsim.sweep) at module level;
+    whatever ``hwsim.cli.app`` imports beyond that is a regression in a lazy module."""
+    assert set(_heavy_after_import("hwsim.cli.app")) <= set(_heavy_after_import("hwsim.cli.sweep"))
