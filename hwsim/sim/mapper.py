@@ -79,9 +79,12 @@ __all__ = [
     "registered_kinds",
 ]
 
-#: Largest EP group whose all-to-all the GPU mapper simulates flow by flow (EP144 takes a few
-#: seconds per phase; EP320 about half a minute, too slow inside a search).
-ALLTOALL_SIM_MAX_RANKS = 160
+#: Most (sender, receiver) flows an all-to-all may have for the GPU mapper to simulate it flow
+#: by flow; estimated as ranks x min(ranks, tokens x top-k). EP320 decode (~52k flows) takes
+#: ~1.5 s of CPU per phase, EP320 prefill (~83k) ~1.4 s, 1024 GPUs at 256 tokens (262k) ~5 s.
+#: Beyond it the alpha-beta model is used and noted: it is 0.55-0.65x the flow time for
+#: DeepEP low-latency decode at EP64-320 (optimistic), 1.7-1.9x for normal prefill at EP<=256.
+ALLTOALL_SIM_MAX_FLOWS = 2**18
 #: DeepEP's low-latency kernels serve decode batches up to this many tokens per rank.
 LOW_LATENCY_TOKENS = 128
 
@@ -396,10 +399,12 @@ class GpuMapper(RooflineMapper):
         assert tr is not None
         if self.cluster is None:
             raise _Fallback("no cluster given: all-to-all by the alpha-beta model")
-        if op.group > ALLTOALL_SIM_MAX_RANKS:
+        flows = op.group * min(op.group, tr.tokens_per_rank * tr.top_k)
+        if flows > ALLTOALL_SIM_MAX_FLOWS:
             raise _Fallback(
-                f"EP{op.group} all-to-all by the alpha-beta model (the flow simulator takes tens "
-                f"of seconds per phase beyond EP{ALLTOALL_SIM_MAX_RANKS}; hwsim moe runs it)"
+                f"EP{op.group} all-to-all by the alpha-beta model (~{flows} flows, over the flow "
+                f"simulator's budget of {ALLTOALL_SIM_MAX_FLOWS}; optimistic for low-latency "
+                "decode kernels by up to ~1.8x; hwsim moe runs it)"
             )
         sim = _load("hwsim.sim.alltoall", "simulate_alltoall")
         plan_fn = _load("hwsim.plan.moe", "synthetic_dispatch_plan")
