@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,7 @@ def attention_check(
     budget: float = H100_SMEM_BYTES,
     seed: int = 0,
     scale: float = 1.0,
-    **plan_kw: int,
+    **plan_kw: Any,  # plan_attention keywords (block sizes, splits, pack_gqa)
 ) -> list[CheckResult]:
     """Run one attention case; one result per output tensor, each carrying ``bytes_match``
     (executor counts == plan totals, incl. FLOPs and exps)."""
