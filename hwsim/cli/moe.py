@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -12,32 +11,11 @@ import typer
 from rich.table import Table
 
 from hwsim.cli.common import console, print_json
-from hwsim.sim.alltoall_profiles import KERNELS
+from hwsim.sim.alltoall_run import run_alltoall
 from hwsim.spec.errors import SpecError
 
 if TYPE_CHECKING:
     from hwsim.sim.alltoall import AllToAllResult
-    from hwsim.sim.topology import Topology
-
-
-def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise SpecError(f"{name} must be one of {', '.join(allowed)}, got {value!r}", key=name)
-
-
-def _routing_ok(routing: str) -> None:
-    if routing in ("deepep", "uniform"):
-        return
-    if routing.startswith("zipf:"):
-        try:
-            if float(routing[5:]) > 0:
-                return
-        except ValueError:
-            pass
-    raise SpecError(
-        f"--routing must be deepep, uniform or zipf:S with S > 0 (e.g. zipf:1.2), got {routing!r}",
-        key="routing",
-    )
 
 
 def _write(path: Path, text: str, what: str) -> None:
@@ -46,76 +24,6 @@ def _write(path: Path, text: str, what: str) -> None:
         path.write_text(text, encoding="utf-8")
     except OSError as err:
         raise SpecError(f"cannot write the {what}: {err.strerror or err}", file=str(path)) from None
-
-
-def run_moe(
-    cluster: str,
-    ep: int,
-    tokens: int,
-    hidden: int,
-    experts: int,
-    topk: int,
-    topk_groups: int,
-    phase: str,
-    dtype: str | None,
-    kernel: str,
-    routing: str,
-    seed: int,
-    nodes: int | None = None,
-    redundant: int = 0,
-    sms: int | None = None,
-    trace: bool = False,
-) -> tuple[Topology, AllToAllResult, float]:
-    """Build the topology and the plan, simulate; returns (topology, result, plan wall s)."""
-    from hwsim.plan.moe import synthetic_dispatch_plan
-    from hwsim.sim.alltoall import simulate_alltoall
-    from hwsim.sim.topology import build_topology
-
-    _check_choice("phase", phase, ("dispatch", "combine"))
-    _check_choice("kernel", kernel, KERNELS)
-    if dtype is not None:
-        _check_choice("dtype", dtype, ("fp8", "bf16"))
-    _routing_ok(routing)
-    for name, v in (
-        ("ep", ep),
-        ("tokens", tokens),
-        ("hidden", hidden),
-        ("experts", experts),
-        ("topk", topk),
-        ("topk-groups", topk_groups),
-    ):
-        if v < 1:
-            raise SpecError(f"--{name} must be at least 1, got {v}", key=name)
-    if topk > experts:
-        raise SpecError(f"--topk ({topk}) cannot exceed --experts ({experts})", key="topk")
-    probe = build_topology(cluster, 1)
-    per = probe.per_node
-    if ep > per and ep % per:
-        raise SpecError(
-            f"--ep {ep} is not a multiple of the {per} devices per node of '{cluster}'", key="ep"
-        )
-    need = max(1, math.ceil(ep / per))
-    n = need if nodes is None else nodes
-    if n < need:
-        raise SpecError(f"--ep {ep} needs at least {need} node(s), got --nodes {n}", key="nodes")
-    topo = build_topology(cluster, n)
-    t0 = time.perf_counter()
-    plan, _, _ = synthetic_dispatch_plan(
-        ep,
-        tokens,
-        hidden,
-        experts,
-        topk,
-        topk_groups,
-        routing,
-        min(per, ep),
-        redundant,
-        seed,
-        dispatch_dtype=dtype if (dtype and phase == "dispatch") else "fp8",
-    )
-    plan_s = time.perf_counter() - t0
-    res = simulate_alltoall(topo, plan, kernel, phase, dtype=dtype, comm_sms=sms, trace=trace)
-    return topo, res, plan_s
 
 
 def _overlap(
@@ -143,7 +51,7 @@ def _overlap(
     half = max(1, tokens // 2)
     out = {}
     for phase, dt in (("dispatch", "fp8"), ("combine", "bf16")):
-        topo, r, _ = run_moe(
+        topo, r, _ = run_alltoall(
             cluster,
             ep,
             half,
@@ -280,7 +188,7 @@ def moe_cmd(
     from hwsim.sim.trace import chrome_trace
 
     t0 = time.perf_counter()
-    topo, res, plan_s = run_moe(
+    topo, res, plan_s = run_alltoall(
         cluster,
         ep,
         tokens,
@@ -430,7 +338,7 @@ def topology_cmd(
     res = None
     if load and topo.ranks > 1:
         ep = topo.ranks
-        _, res, _ = run_moe(
+        _, res, _ = run_alltoall(
             cluster,
             ep,
             tokens,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from hwsim.plan.model_step import StepSpec
 from hwsim.serve.capacity import auto_layouts, layouts_that_fit, min_devices
@@ -31,6 +32,9 @@ from hwsim.spec.device import Device
 from hwsim.spec.errors import SpecError
 from hwsim.spec.load import load_device
 from hwsim.spec.model import ModelConfig, load_model_config
+
+if TYPE_CHECKING:
+    from hwsim.spec.cluster import Cluster
 
 OVERLAPS = ("auto", "none", "dual")
 
@@ -66,11 +70,16 @@ class Target:
     cluster: str | None
 
 
-def make_target(device: str | Device, cluster: str | None = "default", key: str = "") -> Target:
+def make_target(
+    device: str | Device, cluster: str | Cluster | None = "default", key: str = ""
+) -> Target:
     """Load ``device`` (a name or an already-modified :class:`Device`) and its mapper. ``cluster``
-    ``"default"`` picks the built-in cluster of that device, ``None`` uses the device's ports."""
+    ``"default"`` picks the built-in cluster of that device, ``None`` uses the device's ports; a
+    :class:`Cluster` object (e.g. with overridden link speeds) is used as it is."""
     dev = load_device(device) if isinstance(device, str) else device
     k = key or (device if isinstance(device, str) else dev.name)
+    if cluster is not None and not isinstance(cluster, str):
+        return Target(k, dev, mapper_for(dev, cluster), cluster.name)
     name = default_cluster_name(k, dev) if cluster == "default" else cluster
     spec = None
     if name:
@@ -164,7 +173,7 @@ def serve_step(
     mtp: int = 0,
     mtp_acceptance: float = 0.85,
     overlap: str = "auto",
-    cluster: str | None = "default",
+    cluster: str | Cluster | None = "default",
     strict: bool = True,
     timeline: bool = True,
 ) -> StepResult:

@@ -40,13 +40,15 @@ from hwsim.sim.alltoall_profiles import (
     load_cluster_profile,
     load_kernel_profile,
 )
+from hwsim.sim.alltoall_run import PHASES
 from hwsim.sim.network import LinkLoad, Transfer, VirtualLink, run_transfers
 from hwsim.sim.topology import Route, Topology, build_topology
 from hwsim.spec.errors import SpecError
 
 FArr = NDArray[np.float64]
 IArr = NDArray[np.int64]
-PHASES = ("dispatch", "combine")
+#: average utilisation of the busiest link above which a run counts as bandwidth-bound
+BOUND_UTILIZATION = 0.5
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,13 @@ class AllToAllResult:
     trace: tuple[Any, ...] = field(default=(), repr=False)  #: TraceEvent spans (trace=True)
     rate_log: tuple[tuple[float, tuple[float, ...]], ...] = field(default=(), repr=False)
 
+    @property
+    def bound(self) -> str:
+        """Kind of the busiest link, or ``latency`` when no link averages 50 % utilisation
+        (the run is then set by hop latencies and per-message costs, not bandwidth)."""
+        top = max(self.links, key=lambda lk: lk.utilization, default=None)
+        return top.kind if top is not None and top.utilization >= BOUND_UTILIZATION else "latency"
+
     def to_dict(self, links: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
             k: getattr(self, k)
@@ -94,6 +103,7 @@ class AllToAllResult:
                 "nodes",
                 "hidden",
                 "time_s",
+                "bound",
                 "rdma_gbps",
                 "nvlink_gbps",
                 "ll_gbps",

@@ -417,7 +417,9 @@ class GpuMapper(RooflineMapper):
         key = (op.group, tr.tokens_per_rank, tr.hidden, tr.n_experts, tr.top_k, tr.topk_groups)
         try:
             if nodes not in self._topologies:
-                self._topologies[nodes] = topo_fn(self.cluster, nodes)
+                # the mapper's device, not the one the cluster YAML names: a what-if device
+                # (faster NVLink ports, more SMs) must time its own all-to-all
+                self._topologies[nodes] = topo_fn(self.cluster, nodes, self.device)
             if key not in self._plans:
                 self._plans[key] = plan_fn(
                     op.group, tr.tokens_per_rank, tr.hidden, tr.n_experts, tr.top_k,
@@ -427,12 +429,10 @@ class GpuMapper(RooflineMapper):
             r = sim(self._topologies[nodes], self._plans[key], kernel, tr.phase, dtype=tr.dtype)
         except SpecError as err:
             raise _Fallback(f"all-to-all simulator: {err}; alpha-beta used") from None
-        top = max(r.links, key=lambda lk: lk.utilization, default=None)
-        bound = top.kind if top is not None and top.utilization >= 0.5 else "latency"
         return OpTiming(
             op.name or op.kind,
             r.time_s,
-            bound,
+            r.bound,
             dict(r.bytes_by_link_kind),
             0.0,
             r.events,

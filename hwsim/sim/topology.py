@@ -224,18 +224,23 @@ class Topology:
         return route
 
 
-def build_topology(cluster: Cluster | str, nodes: int | None = None) -> Topology:
+def build_topology(
+    cluster: Cluster | str, nodes: int | None = None, device: Device | None = None
+) -> Topology:
     """Build the graph of ``cluster`` (a :class:`Cluster` or a name/path) with ``nodes`` nodes
-    (default: the YAML's ``nodes``). Raises :class:`SpecError` for an unknown device, a
-    dangling extra link, a network too large for its switches, or a disconnected graph."""
+    (default: the YAML's ``nodes``). ``device`` replaces the cluster's ``device:`` (a what-if
+    device with overridden ports or SMs; default: the device the YAML names). Raises
+    :class:`SpecError` for an unknown device, a dangling extra link, a network too large for its
+    switches, or a disconnected graph."""
     c = load_cluster(cluster) if isinstance(cluster, str) else cluster
     n = c.default_nodes if nodes is None else int(nodes)
     if n < 1:
         raise SpecError(f"--nodes must be at least 1, got {n}", key="nodes")
-    try:
-        device = load_device(c.device)
-    except SpecError as err:
-        raise SpecError(f"device: {err}", file=cluster_file(c), key="device") from None
+    if device is None:
+        try:
+            device = load_device(c.device)
+        except SpecError as err:
+            raise SpecError(f"device: {err}", file=cluster_file(c), key="device") from None
     graph, devices, links = _Builder(c, device, n).build()
     ix = {name: i for i, name in enumerate(graph.nodes)}
     return Topology(c, device, n, graph, devices, links, ix)
