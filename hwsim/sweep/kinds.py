@@ -88,6 +88,11 @@ class MetricKind(ABC):
     #: top-level device sections the results depend on (None: all of them). Points whose
     #: devices differ only elsewhere (a price, a link speed) share one unit.
     device_fields: ClassVar[tuple[str, ...] | None] = None
+    #: point kinds that run on a cluster (an ``options.cluster``): they also receive the
+    #: ``axes.cluster`` overrides of each point as parameters named ``cluster.<path>`` (SI)
+    reads_cluster: ClassVar[bool] = False
+    #: sub-problem keys that shape a random kind's draw (None: its whole unit key)
+    seed_params: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         try:
@@ -113,6 +118,10 @@ class MetricKind(ABC):
     ) -> dict[str, Any]:
         """Point kinds: the metrics of one sub-problem (``params`` is :meth:`subproblem`'s)."""
         raise NotImplementedError
+
+
+#: parameter/column-name prefix of the sweep's ``axes.cluster`` overrides (``cluster.<path>``)
+CLUSTER_PREFIX = "cluster."
 
 
 # ---- registry ----------------------------------------------------------------------------------
@@ -149,6 +158,7 @@ def _load_builtin() -> None:
     importlib.import_module("hwsim.sweep.model_kinds")
     importlib.import_module("hwsim.sweep.sim_kinds")
     importlib.import_module("hwsim.sweep.serve_kinds")
+    importlib.import_module("hwsim.sweep.moe_kinds")
 
 
 # ---- devices as arrays -------------------------------------------------------------------------

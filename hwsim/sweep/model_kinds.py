@@ -55,6 +55,8 @@ def model_params(cfg: ModelConfig) -> dict[str, Scalar]:
         "moe_layers": cfg.moe_layers,
         "experts": experts,
         "top_k": top_k,
+        # DeepSeek-V3: each token's experts lie in at most 4 node groups
+        "topk_groups": cfg.moe.topk_groups if cfg.moe else 1,
     }
 
 

@@ -17,13 +17,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from hwsim.spec.cluster import Cluster, load_cluster
 from hwsim.spec.device import Device
 from hwsim.spec.errors import SpecError
 from hwsim.spec.load import load_device
 from hwsim.spec.model import load_model_config
 from hwsim.spec.overrides import apply_overrides, get_value, path_dim
+from hwsim.spec.units import Dim
 from hwsim.sweep import expr
-from hwsim.sweep.kinds import MetricKind
+from hwsim.sweep.kinds import CLUSTER_PREFIX, MetricKind
 from hwsim.sweep.model_kinds import model_params
 from hwsim.sweep.spec import LAYOUT_KEYS, Range, SweepFile, parse_layout, range_end
 
@@ -65,6 +67,8 @@ def axes_of(sweep: SweepFile) -> list[Axis]:
         out.append(Axis("model", "model", tuple(a.model)))
     for path, v in a.spec.items():
         out.append(_axis(path, "spec", v))
+    for path, v in a.cluster.items():
+        out.append(_axis(CLUSTER_PREFIX + path, "cluster", v))
     for name, v in a.workload.items():
         out.append(_axis(name, "workload", v))
     if a.layout:
@@ -80,15 +84,15 @@ def _relative(v: Any) -> bool:
     return isinstance(v, str) and v.strip()[:1] in ("x", "X", "×", "*")
 
 
-def _range_values(axis: Axis, device: Device, u: NDArray[np.float64] | None) -> list[Any]:
-    """Grid values of a range axis (``u`` None) or the values at uniform samples ``u``."""
+def _range_values(axis: Axis, dim: Dim | None, u: NDArray[np.float64] | None) -> list[Any]:
+    """Grid values of a range axis (``u`` None) or the values at uniform samples ``u``;
+    ``dim``: the dimension of the spec number it overrides (None: a workload number)."""
     r = axis.range
     assert r is not None
     rel = _relative(r.from_) and _relative(r.to)
     if rel:
         lo, hi = (float(str(e).strip()[1:]) for e in (r.from_, r.to))
     else:
-        dim = path_dim(device, axis.name) if axis.category == "spec" else None
         lo, hi = range_end(r.from_, dim, axis.name), range_end(r.to, dim, axis.name)
     if r.scale == "log" and (lo <= 0 or hi <= 0):
         raise SpecError(f"axis '{axis.name}': a log range needs positive ends, got {lo}..{hi}")
@@ -108,15 +112,47 @@ def _range_values(axis: Axis, device: Device, u: NDArray[np.float64] | None) -> 
     return [float(v) for v in vals]
 
 
-def _sample(sweep: SweepFile, axes: list[Axis], base: Device) -> list[list[Any]]:
-    """Per axis, the value of every point (grid: all combinations; else n samples)."""
+def _dims(axes: list[Axis], device: Device, cluster: Cluster | None) -> list[Dim | None]:
+    """Per axis, the dimension of the number a range overrides (None: workload/other)."""
+    out: list[Dim | None] = []
+    for a in axes:
+        if a.range is not None and a.category == "spec":
+            out.append(path_dim(device, a.name))
+        elif a.range is not None and a.category == "cluster" and cluster is not None:
+            out.append(path_dim(cluster, a.name[len(CLUSTER_PREFIX) :]))
+        else:
+            out.append(None)
+    return out
+
+
+def _groups(sweep: SweepFile, axes: list[Axis]) -> list[list[int]]:
+    """Axis indices that vary together: one group per ``axes.zip`` entry, else one per axis."""
+    at = {a.name: i for i, a in enumerate(axes)}
+    zipped = [[at[name] for name in group] for group in sweep.axes.zip]
+    inside = {i for g in zipped for i in g}
+    groups = zipped + [[i] for i in range(len(axes)) if i not in inside]
+    return sorted(groups, key=min)  # axis order: the sample stream of unzipped files is unchanged
+
+
+def _sample(sweep: SweepFile, axes: list[Axis], dims: list[Dim | None]) -> list[list[Any]]:
+    """Per axis, the value of every point (grid: all combinations of the groups, the axes of a
+    zipped group advancing together; else n samples, one coordinate per group)."""
     s = sweep.sampling
+    groups = _groups(sweep, axes)
+    out: list[list[Any]] = [[] for _ in axes]
     if s.method == "grid":
-        lists = [list(a.values) if a.range is None else _range_values(a, base, None) for a in axes]
-        combos = list(itertools.product(*lists)) if lists else [()]
-        return [[c[i] for c in combos] for i in range(len(axes))]
+        lists = [
+            list(a.values) if a.range is None else _range_values(a, d, None)
+            for a, d in zip(axes, dims, strict=True)
+        ]
+        rows = [list(zip(*(lists[i] for i in g), strict=True)) for g in groups]
+        for combo in itertools.product(*rows) if rows else [()]:
+            for g, row in zip(groups, combo, strict=True):
+                for i, v in zip(g, row, strict=True):
+                    out[i].append(v)
+        return out
     assert s.n is not None
-    d = max(len(axes), 1)
+    d = max(len(groups), 1)
     if s.method == "random":
         u = np.random.default_rng(s.seed).random((s.n, d))
     elif s.method == "lhs":
@@ -127,13 +163,14 @@ def _sample(sweep: SweepFile, axes: list[Axis], base: Device) -> list[list[Any]]
         from scipy.stats import qmc
 
         u = qmc.Sobol(d=d, scramble=True, seed=s.seed).random(s.n)
-    out = []
-    for i, a in enumerate(axes):
-        if a.range is None:
-            pick = np.minimum((u[:, i] * len(a.values)).astype(int), len(a.values) - 1)
-            out.append([a.values[j] for j in pick])
-        else:
-            out.append(_range_values(a, base, u[:, i]))
+    for j, g in enumerate(groups):
+        for i in g:
+            a = axes[i]
+            if a.range is None:
+                pick = np.minimum((u[:, j] * len(a.values)).astype(int), len(a.values) - 1)
+                out[i] = [a.values[k] for k in pick]
+            else:
+                out[i] = _range_values(a, dims[i], u[:, j])
     return out
 
 
@@ -155,7 +192,9 @@ def build_points(sweep: SweepFile, kinds: list[MetricKind]) -> PointSet:
     """Expand a checked sweep file into points (see the module docstring)."""
     axes = axes_of(sweep)
     base_name = sweep.device_names()[0]
-    per_axis = _sample(sweep, axes, load_device(base_name))
+    clusters = sweep.cluster_names(kinds) if sweep.axes.cluster else []
+    base_cluster = load_cluster(clusters[0]) if clusters else None
+    per_axis = _sample(sweep, axes, _dims(axes, load_device(base_name), base_cluster))
     n_all = len(per_axis[0]) if per_axis else 1
     by_name = dict(zip((a.name for a in axes), per_axis, strict=True))
     dev_names = by_name.get("device", [sweep.base.device] * n_all)
@@ -191,6 +230,8 @@ def build_points(sweep: SweepFile, kinds: list[MetricKind]) -> PointSet:
     for a in spec_axes:  # the SI value each point's device really has
         per_dev = np.array([get_value(d, a.name) for d in devices])
         inputs[a.name] = per_dev[device_index]
+    if base_cluster is not None:
+        inputs.update(_cluster_columns(base_cluster, axes, by_name, n_all, caught))
     for a in axes:
         if a.category == "workload":
             inputs[a.name] = column(by_name[a.name])
@@ -220,6 +261,28 @@ def build_points(sweep: SweepFile, kinds: list[MetricKind]) -> PointSet:
         total=n_all,
         warnings=tuple(dict.fromkeys(caught)),
     )
+
+
+def _cluster_columns(
+    base: Cluster, axes: list[Axis], by_name: dict[str, list[Any]], n: int, caught: list[str]
+) -> dict[str, NDArray[Any]]:
+    """The SI value of every cluster-axis number per point; each distinct combination is
+    applied (and validated) once, as the devices are."""
+    cl_axes = [a for a in axes if a.category == "cluster"]
+    cols = [by_name[a.name] for a in cl_axes]
+    seen: dict[tuple[Any, ...], tuple[float, ...]] = {}
+    out = np.empty((n, len(cl_axes)))
+    for p in range(n):
+        combo = tuple(c[p] for c in cols)
+        if combo not in seen:
+            paths = [a.name[len(CLUSTER_PREFIX) :] for a in cl_axes]
+            with warnings.catch_warnings(record=True) as got:
+                warnings.simplefilter("always")
+                c = apply_overrides(base, dict(zip(paths, combo, strict=True)), si_numbers=True)
+            caught += [str(w.message) for w in got]
+            seen[combo] = tuple(get_value(c, path) for path in paths)
+        out[p] = seen[combo]
+    return {a.name: out[:, i] for i, a in enumerate(cl_axes)}
 
 
 def _device_columns(
@@ -268,7 +331,12 @@ def _params(
     for name, v in sweep.workload.items():
         layers[name] = [v] * n
     for name, col in inputs.items():
-        if name in layers or name in sweep.axes.workload or name in LAYOUT_KEYS:
+        if (
+            name in layers
+            or name in sweep.axes.workload
+            or name in LAYOUT_KEYS
+            or name.startswith(CLUSTER_PREFIX)
+        ):
             layers[name] = list(col.tolist())
     out: dict[str, NDArray[Any]] = {}
     for name, values in layers.items():

@@ -27,7 +27,7 @@ from hwsim.spec.device import Device
 from hwsim.sweep import expr
 from hwsim.sweep.cache import SweepCache, canonical_json, code_version, unit_key
 from hwsim.sweep.executors import Executor, LocalExecutor
-from hwsim.sweep.kinds import Batch, MetricKind, get_kind
+from hwsim.sweep.kinds import CLUSTER_PREFIX, Batch, MetricKind, get_kind
 from hwsim.sweep.points import PointSet, build_points, column, device_columns
 from hwsim.sweep.sensitivity import Elasticity, elasticities
 from hwsim.sweep.spec import SweepFile
@@ -174,6 +174,8 @@ def _unit_keys(
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """Per point: its unit key and (point kinds) its sub-problem parameters."""
     names = list(kind.params)
+    if kind.reads_cluster:  # the point's axes.cluster values are part of its sub-problem
+        names += [n for n in pts.params if n.startswith(CLUSTER_PREFIX)]
     dev_fp = [fps[i] for i in pts.device_index.tolist()]
     if kind.vectorised and type(kind).subproblem is MetricKind.subproblem:
         # analytic kinds: all their parameters matter. Numbers go in as float64 bytes (8 and
@@ -203,8 +205,14 @@ def _unit_keys(
     return keys, subs
 
 
-def _seed(sweep_seed: int, key: str) -> int:
-    return int(hashlib.sha256(f"{sweep_seed}:{key}".encode()).hexdigest()[:8], 16)
+def _seed(sweep_seed: int, kind: MetricKind, key: str, sub: Mapping[str, Any]) -> int:
+    """A point's seed: from the sweep seed and its unit key, or only the sub-problem values
+    that shape the random draw (``kind.seed_params``), so points that differ elsewhere (a link
+    speed) see the same draw: common random numbers, a smoother sweep."""
+    basis = (
+        key if kind.seed_params is None else canonical_json({p: sub[p] for p in kind.seed_params})
+    )
+    return int(hashlib.sha256(f"{sweep_seed}:{basis}".encode()).hexdigest()[:8], 16)
 
 
 def _compact(
@@ -292,7 +300,11 @@ def run_sweep(
                         store[m][where[k]] = x
             reps = [first[k] for k in missing]
             point_kind = not kind.vectorised
-            seeds = [_seed(sweep.sampling.seed, k) for k in missing] if point_kind else []
+            seeds = (
+                [_seed(sweep.sampling.seed, kind, k, subs[first[k]]) for k in missing]
+                if point_kind
+                else []
+            )
             items = [subs[r] for r in reps] if point_kind else []
             tasks = _tasks(kind, opts, pts, reps, items, seeds, chunk_size, ex.workers)
             offsets = np.cumsum([0] + [t.size for t in tasks])

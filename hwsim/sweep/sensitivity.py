@@ -11,7 +11,10 @@ Two estimates, both over the sweep's own points:
 * **local**: along each axis, finite differences ``Δ ln y / Δ ln x`` between neighbouring values
   with every other input fixed (a grid); the median and the range over the sweep.
 
-Inputs or metrics that are not strictly positive (a 0 or a bool) are skipped.
+An input that moves in lockstep with an earlier one (one is a function of the other: the axes
+of an ``axes.zip`` group) cannot be varied with the other held fixed, so only the first is
+kept; its elasticity is that of moving the whole group. Inputs or metrics that are
+not strictly positive (a 0 or a bool) are skipped.
 """
 
 from __future__ import annotations
@@ -58,12 +61,16 @@ def elasticities(
     ok = _positive(y)
     if ok is None:
         return []
-    usable = []
+    usable: list[str] = []
+    lockstep: set[str] = set()
     for name in inputs:
         x = np.asarray(columns[name])
         good = _positive(x)
         if good is None or np.unique(x[good]).size < 2:
             continue  # constant or not a positive number: no slope to estimate
+        if any(_lockstep(x, np.asarray(columns[u])) for u in usable):
+            lockstep.add(name)  # collinear with an input already in the fit (a zip group)
+            continue
         ok = ok & good
         usable.append(name)
     if not usable or ok.sum() <= len(usable) + 1:
@@ -77,7 +84,9 @@ def elasticities(
     r2 = 1.0 - float((resid**2).sum()) / ss_tot if ss_tot > 0 else 1.0
     out = []
     for i, name in enumerate(usable):
-        local = _local(columns, metric, name, [n for n in inputs if n != name])
+        # hold the other inputs fixed, except those that move with this one
+        others = [n for n in inputs if n != name and n not in lockstep]
+        local = _local(columns, metric, name, others)
         out.append(
             Elasticity(
                 metric=metric,
@@ -91,6 +100,16 @@ def elasticities(
             )
         )
     return sorted(out, key=lambda e: -abs(e.elasticity))
+
+
+def _lockstep(a: NDArray[Any], b: NDArray[Any]) -> bool:
+    """Whether one of two repeating columns is a function of the other (a zip group: each HBM
+    bandwidth comes with one capacity). Columns of distinct values (continuous samples) never
+    are: any column is trivially a function of those."""
+    ua, ub = len(set(a.tolist())), len(set(b.tolist()))
+    if ua == a.size or ub == b.size:
+        return False
+    return len(set(zip(a.tolist(), b.tolist(), strict=True))) == max(ua, ub)
 
 
 def _local(

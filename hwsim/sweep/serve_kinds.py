@@ -9,12 +9,16 @@ the executor's workers. The serve layer is imported when a point is evaluated.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from hwsim.spec.device import Device
-from hwsim.sweep.kinds import MetricKind, Scalar, register_kind
+from hwsim.sweep.kinds import CLUSTER_PREFIX, MetricKind, Scalar, register_kind
+from hwsim.sweep.moe_kinds import cluster_overrides, cluster_with
+
+if TYPE_CHECKING:
+    from hwsim.spec.cluster import Cluster
 
 
 class ServeOptions(BaseModel):
@@ -33,6 +37,7 @@ class ServeStep(MetricKind):
     name = "serve_step"
     description = "whole-model prefill/decode step simulated by the what-if engine (hwsim decode)"
     vectorised = False
+    reads_cluster = True
     params: ClassVar[dict[str, Scalar | None]] = {
         "model": None,
         "batch": 1,
@@ -85,6 +90,7 @@ class ServeStep(MetricKind):
             "context": int(params["context"]),
             "dtype": str(params["dtype"]),
             "layout": lay,
+            **{k: v for k, v in params.items() if k.startswith(CLUSTER_PREFIX)},
         }
 
     def evaluate_point(
@@ -94,6 +100,11 @@ class ServeStep(MetricKind):
 
         o = self.options
         assert isinstance(o, ServeOptions)
+        overrides = cluster_overrides(params)
+        cluster: str | Cluster | None = o.cluster
+        if overrides:  # the sweep checked that a named cluster goes with axes.cluster
+            assert o.cluster not in (None, "default")
+            cluster = cluster_with(o.cluster, overrides)
         r = serve_step(
             params["model"],
             device,
@@ -105,7 +116,7 @@ class ServeStep(MetricKind):
             mtp=o.mtp,
             mtp_acceptance=o.mtp_acceptance,
             overlap=o.overlap,
-            cluster=o.cluster,
+            cluster=cluster,
         )
         return {
             "step_time_s": r.step_time_s,

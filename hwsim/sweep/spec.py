@@ -14,9 +14,12 @@
       spec:                                   # spec overrides (hwsim.spec.overrides)
         memory.hbm.bandwidth: [2 TB/s, 3.35 TB/s, 4.8 TB/s, 8 TB/s]
         memory.l2.capacity: {from: 50 MiB, to: 4 GiB, num: 8, scale: log}
+      cluster:                                # overrides of base.cluster (link speeds)
+        nics.bandwidth: [25 GB/s, 50 GB/s, 100 GB/s, 200 GB/s]  # column cluster.nics.bandwidth
       workload:                               # workload parameters
         batch: {from: 1, to: 256, num: 9, scale: log, integer: true}
       layout: ["tp=4", "tp=8"]                # parallel layouts (tp, ep, pp, dp)
+      zip: [[memory.hbm.bandwidth, cluster.nics.bandwidth]]  # advance together, not a grid
     metrics:
       - kind: decode_roofline                 # analytic, vectorised
       - kind: attention_sim                   # simulator, one run per unique shape
@@ -49,7 +52,7 @@ from hwsim.spec.model import load_model_config
 from hwsim.spec.overrides import canonical_path, path_dim, resolve_overrides
 from hwsim.spec.units import Dim, UnitError, parse_quantity
 from hwsim.sweep import expr
-from hwsim.sweep.kinds import KINDS, MetricKind, _load_builtin, get_kind
+from hwsim.sweep.kinds import CLUSTER_PREFIX, KINDS, MetricKind, _load_builtin, get_kind
 from hwsim.sweep.model_kinds import model_params
 
 #: Built-in sweep files.
@@ -89,8 +92,15 @@ class Axes(_Strict):
     device: list[str] | None = None
     model: list[str] | None = None
     spec: dict[str, AxisValues] = Field(default_factory=dict)
+    cluster: dict[str, AxisValues] = Field(
+        default_factory=dict, description="overrides of the cluster of kinds that run on one"
+    )
     workload: dict[str, AxisValues] = Field(default_factory=dict)
     layout: list[str] | None = None
+    zip: list[list[str]] = Field(
+        default_factory=list,
+        description="groups of axis columns that advance together (equal-length lists)",
+    )
 
 
 class Sampling(_Strict):
@@ -242,6 +252,8 @@ class SweepFile(_Strict):
             except SpecError as err:
                 raise FieldError(("base", "cluster"), err.message) from None
         self._check_specs()
+        self._check_cluster_axes(kinds)
+        self._check_zip()
         for i, text in enumerate(self.axes.layout or []):
             try:
                 parse_layout(text)
@@ -286,20 +298,88 @@ class SweepFile(_Strict):
                 ) from None
             for path, values in self.axes.spec.items():
                 try:
-                    canonical_path(device, path)
-                    samples = (
-                        [values.from_, values.to] if isinstance(values, Range) else list(values)
-                    )
-                    if isinstance(values, Range) and not _relative_range(values):
-                        dim = path_dim(device, path)
-                        samples = [range_end(s, dim, path) for s in samples]
-                        resolve_overrides(device, [(path, s) for s in samples[:1]], si_numbers=True)
-                        resolve_overrides(device, [(path, s) for s in samples[1:]], si_numbers=True)
-                        continue
-                    for s in samples:  # every listed value is checked once on the base device
-                        resolve_overrides(device, [(path, s)])
+                    _check_values(device, path, values)
                 except SpecError as err:
                     raise FieldError(("axes", "spec", path), f"{err} (device {dev_name})") from None
+
+    def cluster_names(self, kinds: list[MetricKind]) -> list[str]:
+        """The clusters the ``axes.cluster`` overrides apply to: each cluster-reading kind's."""
+        out = []
+        for i, k in enumerate(kinds):
+            if k.reads_cluster:
+                name = self.kind_options(i).get("cluster")
+                if name in (None, "default"):
+                    raise FieldError(
+                        ("axes", "cluster"),
+                        f"metric '{self.metrics[i].label}' has no named cluster to override: "
+                        "set base.cluster (or its options.cluster)",
+                    )
+                out.append(str(name))
+        return list(dict.fromkeys(out))
+
+    def _check_cluster_axes(self, kinds: list[MetricKind]) -> None:
+        if not self.axes.cluster:
+            return
+        if not any(k.reads_cluster for k in kinds):
+            runs = sorted(name for name, cls in KINDS.items() if cls.reads_cluster)
+            raise FieldError(
+                ("axes", "cluster"),
+                f"no metric kind runs on a cluster (kinds that do: {', '.join(runs)})",
+            )
+        names = self.cluster_names(kinds)
+        if len(names) > 1:  # values like 'x2' resolve against one base cluster
+            raise FieldError(
+                ("axes", "cluster"),
+                f"the metrics run on different clusters ({', '.join(names)}); "
+                "cluster axes need one",
+            )
+        for name in names:
+            cluster = load_cluster(name)
+            for path, values in self.axes.cluster.items():
+                try:
+                    _check_values(cluster, path, values)
+                except SpecError as err:
+                    raise FieldError(("axes", "cluster", path), f"{err} (cluster {name})") from None
+
+    def axis_values(self) -> dict[str, AxisValues]:
+        """Every axis by its output column name (spec path, ``cluster.<path>``, parameter)."""
+        a = self.axes
+        out: dict[str, AxisValues] = {}
+        for name in ("device", "model", "layout"):
+            values = getattr(a, name)
+            if values:
+                out[name] = list(values)
+        out.update(a.spec)
+        out.update({CLUSTER_PREFIX + p: v for p, v in a.cluster.items()})
+        out.update(a.workload)
+        return out
+
+    def _check_zip(self) -> None:
+        axes = self.axis_values()
+        seen: set[str] = set()
+        for i, group in enumerate(self.axes.zip):
+            if len(group) < 2:
+                raise FieldError(("axes", "zip", i), "a zip group names at least two axes")
+            lengths = []
+            for name in group:
+                if name not in axes:
+                    raise FieldError(
+                        ("axes", "zip", i),
+                        f"'{name}' is not an axis{_hint(name, list(axes))} "
+                        f"(axes: {', '.join(axes)})",
+                    )
+                if name in seen:
+                    raise FieldError(("axes", "zip", i), f"'{name}' is in two zip groups")
+                seen.add(name)
+                values = axes[name]
+                if isinstance(values, Range):
+                    raise FieldError(
+                        ("axes", "zip", i), f"'{name}' is a range; zip takes listed values"
+                    )
+                lengths.append(len(values))
+            if len(set(lengths)) > 1:
+                sizes = ", ".join(f"{n}: {k}" for n, k in zip(group, lengths, strict=True))
+                raise FieldError(("axes", "zip", i), f"zipped axes need equal lengths, got {sizes}")
 
     def _check_sampling(self) -> None:
         s = self.sampling
@@ -314,6 +394,7 @@ class SweepFile(_Strict):
     def _column_names(self, kinds: list[MetricKind]) -> set[str]:
         """Names a constraint may use: inputs, parameters, metrics and device spec paths."""
         names = set(RESERVED) | set(LAYOUT_KEYS) | set(self.axes.spec) | set(self.workload)
+        names |= {CLUSTER_PREFIX + p for p in self.axes.cluster}
         names |= set(self.axes.workload) | set().union(*(k.params for k in kinds))
         names |= set(self.metric_columns())
         device = load_device(self.device_names()[0])
@@ -324,6 +405,19 @@ class SweepFile(_Strict):
             if name is not None:
                 names |= set(model_params(load_model_config(name)))
         return names
+
+
+def _check_values(spec: Any, path: str, values: AxisValues) -> None:
+    """Every listed value (or both range ends) of an override axis, checked on the base spec."""
+    canonical_path(spec, path)
+    samples = [values.from_, values.to] if isinstance(values, Range) else list(values)
+    if isinstance(values, Range) and not _relative_range(values):
+        dim = path_dim(spec, path)
+        for end in samples:
+            resolve_overrides(spec, [(path, range_end(end, dim, path))], si_numbers=True)
+        return
+    for v in samples:
+        resolve_overrides(spec, [(path, v)])
 
 
 def _relative_range(r: Range) -> bool:
