@@ -164,3 +164,30 @@ def test_builtin_link_speed_sweep_is_monotone() -> None:
         t = c["dispatch.time_s"][sel][order]
         # 1e-9: the same flows on faster links; only float rounding may differ
         assert np.all(np.diff(t) <= 1e-9 * t[:-1]), combo
+
+
+def test_serve_step_reads_cluster_axes(tmp_path: Path) -> None:
+    """A whole decode step of an MoE model across two nodes: halving the NIC slows it, and the
+    point equals serve_step on an edited cluster file."""
+    from hwsim.serve.api import serve_step
+
+    data = {
+        "name": "serve-ib",
+        "base": {"device": "h800", "model": "qwen3-30b-a3b", "cluster": "h800-deepseek"},
+        "workload": {"batch": 512, "context": 2048},
+        "axes": {"cluster": {"nics.bandwidth": ["25 GB/s", "50 GB/s"]}, "layout": ["ep=16,dp=16"]},
+        "metrics": [{"kind": "serve_step", "options": {"overlap": "none"}}],
+    }
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    res = run_sweep(load_sweep(path))
+    t = dict(zip(res.columns["cluster.nics.bandwidth"].tolist(),
+                 res.columns["serve_step.step_time_s"].tolist(), strict=True))  # fmt: skip
+    assert t[25e9] > t[50e9]  # EP16 spans two nodes: the dispatch/combine cross the NICs
+    edited = yaml.safe_load((CLUSTERS / "h800-deepseek.yaml").read_text(encoding="utf-8"))
+    edited["nics"]["bandwidth"]["value"] = "25 GB/s"
+    cpath = tmp_path / "slow-ib.yaml"
+    cpath.write_text(yaml.safe_dump(edited), encoding="utf-8")
+    ref = serve_step("qwen3-30b-a3b", "h800", "decode", batch=512, context=2048,
+                     layout="ep=16,dp=16", overlap="none", cluster=str(cpath))  # fmt: skip
+    assert t[25e9] == ref.step_time_s
