@@ -74,6 +74,10 @@ def run_alltoall(
     from hwsim.sim.alltoall import simulate_alltoall
     from hwsim.sim.topology import build_topology
 
+    if device is not None:  # a what-if device brings its own ports into the node
+        from hwsim.spec.cluster import for_device, load_cluster
+
+        cluster = for_device(load_cluster(cluster) if isinstance(cluster, str) else cluster, device)
     check_choice("phase", phase, PHASES)
     check_choice("kernel", kernel, KERNELS)
     if dtype is not None:

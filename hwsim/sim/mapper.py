@@ -193,8 +193,13 @@ class RooflineMapper:
 
     def __init__(self, device: Device, cluster: Cluster | None = None, note: str = "") -> None:
         self.device = device
+        if cluster is not None:
+            from hwsim.spec.cluster import for_device
+
+            # a what-if device (2x NVLink ports) carries its ports into the node's links
+            cluster = for_device(cluster, device)
         self.cluster = cluster
-        self.fabric = fabric_for(device, cluster)
+        self.fabric = fabric_for(device, self.cluster)
         self._notes: tuple[str, ...] = (note,) if note else ()
         self._cache: dict[Op, OpTiming] = {}
         self._topologies: dict[int, Any] = {}

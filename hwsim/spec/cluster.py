@@ -26,13 +26,16 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from hwsim.spec.errors import FieldError, SpecError
 from hwsim.spec.load import DEVICES_DIR, load_model, resolve_path
 from hwsim.spec.quantity import Bandwidth, Bytes, Count, Latency, Sourced, Strict, WholeCount
+
+if TYPE_CHECKING:
+    from hwsim.spec.device import Device
 
 #: Built-in cluster YAML files (names are file stems).
 CLUSTERS_DIR = DEVICES_DIR / "clusters"
@@ -308,3 +311,26 @@ def cluster_file(cluster: Cluster | str) -> str:
 def list_clusters() -> list[str]:
     """Names of the built-in clusters, sorted."""
     return sorted(p.stem for p in CLUSTERS_DIR.glob("*.yaml"))
+
+
+def for_device(cluster: Cluster, device: Device) -> Cluster:
+    """``cluster`` built of ``device`` instead of the device its file names: an explicit
+    intra-node bandwidth scales with the device's own port of that link kind (all ports of the
+    kind together) against the named device's, so a what-if device with 2x NVLink gets 2x
+    NVLink inside the node. Unchanged when the ports agree, a side lacks the port, or the
+    bandwidth comes from the device's ports anyway (``port_kind`` without ``bandwidth``)."""
+    intra = cluster.intra_node
+    if intra is None or intra.bandwidth is None:
+        return cluster
+    kind = intra.port_kind or intra.link_kind
+    from hwsim.spec.load import load_device
+    from hwsim.spec.overrides import apply_overrides
+
+    def aggregate(d: Device) -> float | None:
+        rates = [p.bandwidth_Bps * p.count.value for p in d.interconnect if p.kind == kind]
+        return sum(rates) if rates else None
+
+    mine, named = aggregate(device), aggregate(load_device(cluster.device))
+    if mine is None or named is None or mine == named:
+        return cluster
+    return apply_overrides(cluster, {"intra_node.bandwidth": f"x{mine / named!r}"})

@@ -191,3 +191,23 @@ def test_serve_step_reads_cluster_axes(tmp_path: Path) -> None:
     ref = serve_step("qwen3-30b-a3b", "h800", "decode", batch=512, context=2048,
                      layout="ep=16,dp=16", overlap="none", cluster=str(cpath))  # fmt: skip
     assert t[25e9] == ref.step_time_s
+
+
+def test_a_what_if_device_brings_its_ports_into_an_explicit_cluster() -> None:
+    """dgx-h100 states its NVLink bandwidth itself; an H100 with 2x NVLink ports must still
+    get 2x inside the node (it used to be silently ignored: whatif reported +0.0 %)."""
+    from hwsim.serve.api import serve_step
+    from hwsim.spec.cluster import for_device
+
+    base = load_device("h100-sxm")
+    fast = apply_overrides(base, {"interconnect.nvlink.bandwidth": "x2"})
+    c = load_cluster("dgx-h100")
+    assert for_device(c, base) is c
+    scaled = for_device(c, fast)
+    assert c.intra_node is not None and scaled.intra_node is not None
+    assert scaled.intra_node.bandwidth.value == pytest.approx(2 * c.intra_node.bandwidth.value)  # type: ignore[union-attr]
+    kw = {"batch": 64, "context": 2048, "layout": "tp=8"}
+    slow_r = serve_step("llama-3.1-70b", base, "decode", **kw)  # type: ignore[arg-type]
+    fast_r = serve_step("llama-3.1-70b", fast, "decode", **kw)  # type: ignore[arg-type]
+    assert fast_r.comm_exposed_s < slow_r.comm_exposed_s
+    assert fast_r.step_time_s < slow_r.step_time_s
