@@ -88,8 +88,8 @@ class MetricKind(ABC):
     #: top-level device sections the results depend on (None: all of them). Points whose
     #: devices differ only elsewhere (a price, a link speed) share one unit.
     device_fields: ClassVar[tuple[str, ...] | None] = None
-    #: point kinds that run on a cluster (an ``options.cluster``): they also receive the
-    #: ``axes.cluster`` overrides of each point as parameters named ``cluster.<path>`` (SI)
+    #: point kinds that run on a cluster (an ``options.cluster``): the sweep adds each point's
+    #: ``axes.cluster`` overrides to their sub-problem as ``cluster.<path>`` entries (SI)
     reads_cluster: ClassVar[bool] = False
     #: sub-problem keys that shape a random kind's draw (None: its whole unit key)
     seed_params: ClassVar[tuple[str, ...] | None] = None

@@ -106,9 +106,7 @@ class MoeAllToAll(MetricKind):
         experts = int(params["experts"])
         if experts < 1:
             raise SpecError("moe_alltoall needs an MoE model (base.model) or workload 'experts'")
-        sub = {k: int(params[k]) for k in self.params}
-        sub.update({k: v for k, v in params.items() if k.startswith(CLUSTER_PREFIX)})
-        return sub
+        return {k: int(params[k]) for k in self.params}
 
     def evaluate_point(
         self, device: Device, params: Mapping[str, Any], seed: int

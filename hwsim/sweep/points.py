@@ -59,21 +59,7 @@ class PointSet:
 
 def axes_of(sweep: SweepFile) -> list[Axis]:
     """The sweep's axes in output-column order."""
-    out: list[Axis] = []
-    a = sweep.axes
-    if a.device:
-        out.append(Axis("device", "device", tuple(a.device)))
-    if a.model:
-        out.append(Axis("model", "model", tuple(a.model)))
-    for path, v in a.spec.items():
-        out.append(_axis(path, "spec", v))
-    for path, v in a.cluster.items():
-        out.append(_axis(CLUSTER_PREFIX + path, "cluster", v))
-    for name, v in a.workload.items():
-        out.append(_axis(name, "workload", v))
-    if a.layout:
-        out.append(Axis("layout", "layout", tuple(a.layout)))
-    return out
+    return [_axis(name, category, v) for name, category, v in sweep.axis_items()]
 
 
 def _axis(name: str, category: str, v: Any) -> Axis:
@@ -270,12 +256,12 @@ def _cluster_columns(
     applied (and validated) once, as the devices are."""
     cl_axes = [a for a in axes if a.category == "cluster"]
     cols = [by_name[a.name] for a in cl_axes]
+    paths = [a.name[len(CLUSTER_PREFIX) :] for a in cl_axes]
     seen: dict[tuple[Any, ...], tuple[float, ...]] = {}
     out = np.empty((n, len(cl_axes)))
     for p in range(n):
         combo = tuple(c[p] for c in cols)
         if combo not in seen:
-            paths = [a.name[len(CLUSTER_PREFIX) :] for a in cl_axes]
             with warnings.catch_warnings(record=True) as got:
                 warnings.simplefilter("always")
                 c = apply_overrides(base, dict(zip(paths, combo, strict=True)), si_numbers=True)

@@ -174,8 +174,6 @@ def _unit_keys(
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """Per point: its unit key and (point kinds) its sub-problem parameters."""
     names = list(kind.params)
-    if kind.reads_cluster:  # the point's axes.cluster values are part of its sub-problem
-        names += [n for n in pts.params if n.startswith(CLUSTER_PREFIX)]
     dev_fp = [fps[i] for i in pts.device_index.tolist()]
     if kind.vectorised and type(kind).subproblem is MetricKind.subproblem:
         # analytic kinds: all their parameters matter. Numbers go in as float64 bytes (8 and
@@ -197,9 +195,13 @@ def _unit_keys(
             keys.append(h.hexdigest())
         return keys, []
     cols = [pts.params[n].tolist() for n in names]
+    # a cluster kind's sub-problem also holds the point's axes.cluster values (cluster.<path>)
+    cl_names = [n for n in pts.params if n.startswith(CLUSTER_PREFIX)] if kind.reads_cluster else []
+    cl_cols = [pts.params[n].tolist() for n in cl_names]
     keys, subs = [], []
     for p, vals in enumerate(zip(*cols, strict=True) if cols else [()] * pts.n):
         sub = kind.subproblem(dict(zip(names, vals, strict=True)))
+        sub.update((n, c[p]) for n, c in zip(cl_names, cl_cols, strict=True))
         keys.append(unit_key(kid, dev_fp[p], canonical_json(sub)))
         subs.append(sub)
     return keys, subs

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from hwsim.spec.device import Device
-from hwsim.sweep.kinds import CLUSTER_PREFIX, MetricKind, Scalar, register_kind
+from hwsim.sweep.kinds import MetricKind, Scalar, register_kind
 from hwsim.sweep.moe_kinds import cluster_overrides, cluster_with
 
 if TYPE_CHECKING:
@@ -90,7 +90,6 @@ class ServeStep(MetricKind):
             "context": int(params["context"]),
             "dtype": str(params["dtype"]),
             "layout": lay,
-            **{k: v for k, v in params.items() if k.startswith(CLUSTER_PREFIX)},
         }
 
     def evaluate_point(

@@ -341,21 +341,24 @@ class SweepFile(_Strict):
                 except SpecError as err:
                     raise FieldError(("axes", "cluster", path), f"{err} (cluster {name})") from None
 
-    def axis_values(self) -> dict[str, AxisValues]:
-        """Every axis by its output column name (spec path, ``cluster.<path>``, parameter)."""
+    def axis_items(self) -> list[tuple[str, str, AxisValues]]:
+        """Every axis as (output column name, category, values), in output-column order:
+        device, model, spec paths, ``cluster.<path>``, workload parameters, layout."""
         a = self.axes
-        out: dict[str, AxisValues] = {}
-        for name in ("device", "model", "layout"):
+        out: list[tuple[str, str, AxisValues]] = []
+        for name in ("device", "model"):
             values = getattr(a, name)
             if values:
-                out[name] = list(values)
-        out.update(a.spec)
-        out.update({CLUSTER_PREFIX + p: v for p, v in a.cluster.items()})
-        out.update(a.workload)
+                out.append((name, name, list(values)))
+        out += [(path, "spec", v) for path, v in a.spec.items()]
+        out += [(CLUSTER_PREFIX + path, "cluster", v) for path, v in a.cluster.items()]
+        out += [(name, "workload", v) for name, v in a.workload.items()]
+        if a.layout:
+            out.append(("layout", "layout", list(a.layout)))
         return out
 
     def _check_zip(self) -> None:
-        axes = self.axis_values()
+        axes = {name: values for name, _, values in self.axis_items()}
         seen: set[str] = set()
         for i, group in enumerate(self.axes.zip):
             if len(group) < 2:

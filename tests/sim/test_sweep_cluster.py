@@ -70,15 +70,9 @@ def test_overrides_equal_an_edited_cluster_file(tmp_path: Path) -> None:
     edited = tmp_path / "h800-fast-ib.yaml"
     edited.write_text(yaml.safe_dump(data), encoding="utf-8")
     kind = get_kind("moe_alltoall")({"cluster": "h800-deepseek"})
-    sub = kind.subproblem(
-        {
-            "ep": 16,
-            "redundant": 0,
-            **A2A,
-            "cluster.nics.bandwidth": 100e9,
-            "cluster.network.link_bandwidth": 100e9,
-        }
-    )
+    sub = kind.subproblem({"ep": 16, "redundant": 0, **A2A})
+    # as run_sweep does: the point's axes.cluster values join a cluster kind's sub-problem
+    sub.update({"cluster.nics.bandwidth": 100e9, "cluster.network.link_bandwidth": 100e9})
     got = kind.evaluate_point(load_device("h800"), sub, seed=7)
     _, ref, _ = run_alltoall(
         str(edited), 16, A2A["tokens"], A2A["hidden"], A2A["experts"], A2A["top_k"],
