@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from hwsim.cli.common import console, print_json
-from hwsim.sim.alltoall_run import run_alltoall
+from hwsim.sim.alltoall_run import prepare_alltoall, run_alltoall
 from hwsim.spec.errors import SpecError
 
 if TYPE_CHECKING:
@@ -45,42 +45,18 @@ def _overlap(
 ) -> dict[str, Any]:
     """Dispatch (FP8) and combine (BF16) of one micro-batch of half the tokens, the expert
     GEMMs of the busiest rank, and the two-micro-batch schedule."""
-    from hwsim.plan.moe import synthetic_dispatch_plan
+    from hwsim.sim.alltoall import simulate_alltoall
     from hwsim.sim.moe_overlap import dual_microbatch_overlap
 
     half = max(1, tokens // 2)
-    out = {}
-    for phase, dt in (("dispatch", "fp8"), ("combine", "bf16")):
-        topo, r, _ = run_alltoall(
-            cluster,
-            ep,
-            half,
-            hidden,
-            experts,
-            topk,
-            topk_groups,
-            phase,
-            dt,
-            kernel,
-            routing,
-            seed,
-            nodes,
-            redundant,
-            sms,
-        )
-        out[phase] = r
-    plan, _, _ = synthetic_dispatch_plan(
-        ep,
-        half,
-        hidden,
-        experts,
-        topk,
-        topk_groups,
-        routing,
-        min(topo.per_node, ep),
-        redundant,
-        seed,
+    # one routing plan for both phases (the combine reverses the dispatch), built once
+    topo, plan, _ = prepare_alltoall(
+        cluster, ep, half, hidden, experts, topk, topk_groups, routing, seed, nodes, redundant
     )
+    out = {
+        phase: simulate_alltoall(topo, plan, kernel, phase, dtype=dt, comm_sms=sms)
+        for phase, dt in (("dispatch", "fp8"), ("combine", "bf16"))
+    }
     rows = int(plan.expert_copies.sum(axis=0).max())  # (token, expert) rows of the busiest rank
     dev = topo.device
     if dev.kind == "gpu":

@@ -17,6 +17,7 @@ from hwsim.sim.alltoall_profiles import KERNELS
 from hwsim.spec.errors import SpecError
 
 if TYPE_CHECKING:
+    from hwsim.plan.moe_dispatch import DispatchPlan
     from hwsim.sim.alltoall import AllToAllResult
     from hwsim.sim.topology import Topology
     from hwsim.spec.cluster import Cluster
@@ -70,18 +71,45 @@ def run_alltoall(
     """Build the topology and the plan, simulate; returns (topology, result, plan wall s).
 
     ``tokens`` are per rank; ``nodes`` defaults to the fewest that hold ``ep`` ranks."""
-    from hwsim.plan.moe import synthetic_dispatch_plan
     from hwsim.sim.alltoall import simulate_alltoall
+
+    check_choice("phase", phase, PHASES)
+    check_choice("kernel", kernel, KERNELS)
+    if dtype is not None:
+        check_choice("dtype", dtype, WIRE_DTYPES)
+    topo, plan, plan_s = prepare_alltoall(
+        cluster, ep, tokens, hidden, experts, topk, topk_groups, routing, seed, nodes, redundant,
+        dispatch_dtype=dtype if (dtype and phase == "dispatch") else "fp8", device=device,
+    )  # fmt: skip
+    res = simulate_alltoall(topo, plan, kernel, phase, dtype=dtype, comm_sms=sms, trace=trace)
+    return topo, res, plan_s
+
+
+def prepare_alltoall(
+    cluster: str | Cluster,
+    ep: int,
+    tokens: int,
+    hidden: int,
+    experts: int,
+    topk: int,
+    topk_groups: int,
+    routing: str,
+    seed: int,
+    nodes: int | None = None,
+    redundant: int = 0,
+    dispatch_dtype: str = "fp8",
+    device: Device | None = None,
+) -> tuple[Topology, DispatchPlan, float]:
+    """Check the routing parameters, build the topology and the synthetic routing plan;
+    returns (topology, plan, plan wall s). One plan serves both phases (the combine reverses
+    the dispatch's routes), so a caller timing both builds it once."""
+    from hwsim.plan.moe import synthetic_dispatch_plan
     from hwsim.sim.topology import build_topology
 
     if device is not None:  # a what-if device brings its own ports into the node
         from hwsim.spec.cluster import for_device, load_cluster
 
         cluster = for_device(load_cluster(cluster) if isinstance(cluster, str) else cluster, device)
-    check_choice("phase", phase, PHASES)
-    check_choice("kernel", kernel, KERNELS)
-    if dtype is not None:
-        check_choice("dtype", dtype, WIRE_DTYPES)
     check_routing(routing)
     for name, v in (
         ("ep", ep),
@@ -119,8 +147,6 @@ def run_alltoall(
         min(per, ep),
         redundant,
         seed,
-        dispatch_dtype=dtype if (dtype and phase == "dispatch") else "fp8",
+        dispatch_dtype=dispatch_dtype,
     )
-    plan_s = time.perf_counter() - t0
-    res = simulate_alltoall(topo, plan, kernel, phase, dtype=dtype, comm_sms=sms, trace=trace)
-    return topo, res, plan_s
+    return topo, plan, time.perf_counter() - t0
