@@ -20,27 +20,13 @@ from hwsim.serve.layout import Layout
 from hwsim.serve.step import StepResult, simulate_step
 from hwsim.sim.lpu import LpuMapper
 from hwsim.sim.mapper import mapper_for
-from hwsim.spec.cluster import load_cluster
 from hwsim.spec.errors import SpecError
 from hwsim.spec.load import load_device, read_yaml
 from hwsim.spec.model import load_model_config
 from hwsim.spec.profiles import profile_path
+from hwsim.validate.nongpu import Published, excluded, layout_of, load_table, predict
 
 CONTEXT = 2048
-#: Per-user decode speeds the vendors published at 16 bit (Cerebras, SambaNova) and 8 bit (Groq),
-#: tok/s, from Artificial Analysis as tabulated by SambaNova's blog of 10 Sep 2024 ('Why
-#: SambaNova's SN40L chip is the best for inference'); 405B on Cerebras from its blog of 18 Nov
-#: 2024 (969 tok/s). GPU clouds in the same table: 71 (70B) and 288 (8B) tok/s.
-PUBLISHED = {
-    ("llama-3.1-8b", "cerebras-wse3"): 1837,
-    ("llama-3.1-70b", "cerebras-wse3"): 445,
-    ("llama-3.1-405b", "cerebras-wse3"): 969,
-    ("llama-3.1-8b", "sambanova-sn40l"): 1042,
-    ("llama-3.1-70b", "sambanova-sn40l"): 457,
-    ("llama-3.1-405b", "sambanova-sn40l"): 129,
-    ("llama-3.1-8b", "groq-lpu"): 751,
-    ("llama-3.1-70b", "groq-lpu"): 250,
-}
 MODELS = ("llama-3.1-8b", "llama-3.1-70b", "llama-3.1-405b")
 DTYPE = {"cerebras-wse3": "bf16", "sambanova-sn40l": "bf16", "groq-lpu": "fp8", "h100-sxm": "bf16"}
 
@@ -90,27 +76,82 @@ def _params_table(family: str) -> Table:
 
 
 def _published_table(device: str) -> Table:
+    """Every row of workloads/measured/nongpu_decode_published.csv for ``device``: hwsim's
+    prediction, the public number, and whether (and how) it is scored."""
     rows = []
-    for name in MODELS:
-        pub = PUBLISHED.get((name, device))
-        try:
-            r = decode(name, device)
-        except SpecError as err:  # a refusal is a row too
-            rows.append([name, "-", "-", str(err)[:80], str(pub or "-")])
+    for rec in load_table():
+        if rec.device != device:
             continue
+        pred, lay = predict(rec)
+        if rec.metric == "e2e_s":
+            what = f"{rec.prompt_tokens:,} in + {rec.output_tokens:,} out, whole request"
+            cells = [fmt.t(pred), fmt.t(rec.value)]
+        else:
+            what = "decode" + (f" at {rec.context:,} tokens" if rec.prompt_tokens else "")
+            cells = [f"{pred:,.0f} tok/s", f"{rec.value:,.0f} tok/s"]
+        status = {"fit": "fit", "check": "held out"}.get(rec.role, f"not scored ({rec.decode})")
         rows.append(
             [
-                name,
-                f"{r.devices} ({r.layout})",
-                fmt.t(r.time_per_token_s),
-                f"{r.tokens_per_s_per_user:,.0f}",
-                f"{pub:,}" if pub else "not served",
+                rec.model,
+                what,
+                f"{lay.devices} ({lay})",
+                *cells,
+                f"{pred / rec.value - 1:+.0%}",
+                status,
+                f"{rec.date}, `{rec.source}`",
             ]
         )
-    return Table(
-        ["model", "devices (layout)", "time per token", "predicted tok/s/user", "published"],
-        rows,
-    )
+    cols = ["model", "request", "devices (layout)", "hwsim", "public", "error", "role", "source"]
+    return Table(cols, rows, "lllrrrll")
+
+
+def _excluded_table() -> Table:
+    """The rows that are not scored, with the plain-decode memory bound."""
+    rows = []
+    for e in excluded():
+        r = e.rec
+        rows.append(
+            [
+                f"{r.model} on {r.device}",
+                f"{r.value:,.0f}",
+                r.decode,
+                f"{e.predicted:,.0f}",
+                f"{e.bound:,.0f}",
+                fmt.times(r.value / e.bound) if r.value > e.bound else "below",
+            ]
+        )
+    cols = ["row", "public tok/s", "decode", "hwsim plain decode", "memory bound", "public / bound"]
+    return Table(cols, rows)
+
+
+def _argonne_facts() -> dict[str, str]:
+    """What the Argonne SN40L rows say: the HBM fraction the 70B request needed, and how the
+    time per output token of the MHA model grows from its 1,024- to its 2,048-token request."""
+    rows = {
+        (r.model, r.prompt_tokens): r
+        for r in load_table()
+        if r.source == "argonne-llm-inference-bench"
+    }
+    big = rows[("llama-3.1-70b", 2048)]
+    model = load_model_config(big.model)
+    dev = load_device(big.device)
+    lay = layout_of(big, model, mapper_for(dev))
+    assert big.prompt_tokens is not None and big.output_tokens is not None
+    prefill = simulate_step(model, mapper_for(dev), lay, big.spec(big.prompt_tokens, "prefill"))
+    per_token = (big.value - prefill.step_time_s) / big.output_tokens
+    w, kv = memory_per_device(model, lay, big.spec())
+    need = (w + kv) / per_token / dev.level_bandwidth_Bps(dev.main_memory.name)
+    small, large = rows[("llama-2-7b", 1024)], rows[("llama-2-7b", 2048)]
+
+    def growth(a: float, b: float) -> str:
+        assert small.output_tokens and large.output_tokens
+        return fmt.pct(b / large.output_tokens / (a / small.output_tokens) - 1)
+
+    return {
+        "rdu_70b_hbm_needed": fmt.pct(need),
+        "rdu_mha_growth_measured": growth(small.value, large.value),
+        "rdu_mha_growth_hwsim": growth(predict(small)[0], predict(large)[0]),
+    }
 
 
 def _capacity_table(device: str) -> Table:
@@ -157,65 +198,69 @@ def _batch_figure() -> go.Figure:
     return fig
 
 
-def _lpu_variant(hop_s: float) -> LpuMapper:
-    """The built-in LPU deployment (groq-rack cluster) with every C2C hop taking ``hop_s``."""
-    mapper = LpuMapper(load_device("groq-lpu"), load_cluster("groq-rack"))
+def _lpu_variant(hop_s: float, op_s: float | None = None) -> LpuMapper:
+    """The groq-lpu mapper as the suite builds it (its own C2C ports) with every C2C hop taking
+    ``hop_s`` and, if given, ``op_s`` per dependent operator instead of the fitted value."""
+    mapper = LpuMapper(load_device("groq-lpu"))
     outer = hop_s * mapper.profile.node_hops.value
     mapper.links = dataclasses.replace(mapper.links, hop_latency_s=hop_s, outer_latency_s=outer)
+    if op_s is not None:
+        lat = mapper.profile.op_latency.model_copy(update={"value": op_s})
+        mapper.profile = mapper.profile.model_copy(update={"op_latency": lat})
     return mapper
 
 
-def _lpu_per_layer(name: str, mapper: LpuMapper | None = None) -> tuple[StepResult, float]:
-    """Batch-1 decode on the capacity plan's chips, and the hop latency (s) that would make it
-    as slow as Groq's published speed (bisection: the time grows with the hop latency)."""
-    model = load_model_config(name)
-    spec = StepSpec("decode", 1, CONTEXT, "fp8", "fp8")
-    lay = layout_for(name, "groq-lpu")
-    r = simulate_step(model, mapper or _lpu_variant(600e-9), lay, spec)
-    target = PUBLISHED[(name, "groq-lpu")]
-    hop = brentq(
-        lambda h: simulate_step(model, _lpu_variant(h), lay, spec).tokens_per_s_per_user - target,
-        0.0,
-        100e-6,
-        xtol=1e-9,
+def _groq_rows() -> list[Published]:
+    """The scored Groq rows, one per model (the latest date wins)."""
+    rows: dict[str, Published] = {}
+    for rec in load_table():
+        if rec.device == "groq-lpu" and rec.scored:
+            rows[rec.model] = rec
+    return list(rows.values())
+
+
+def _hop_needed(rec: Published) -> float:
+    """Without the per-operator latency: the C2C hop latency (s) that would make hwsim as slow
+    as ``rec`` (bisection; the time grows with the hop latency)."""
+    return float(
+        brentq(lambda h: predict(rec, _lpu_variant(h, 0.0))[0] - rec.value, 0.0, 100e-6, xtol=1e-9)
     )
-    return r, float(hop)
 
 
-def _lpu_layer_table() -> tuple[Table, list[float]]:
-    """Per decoder layer at batch 1: what the model charges against Groq's published budget."""
-    rows, hops = [], []
-    for name in ("llama-3.1-8b", "llama-3.1-70b"):
-        r, hop = _lpu_per_layer(name)
-        hops.append(hop)
-        layers = load_model_config(name).layers
-        per = r.layout.pp / layers  # the slowest stage's busy time, spread over its layers
-        comp = sum(v for k, v in r.breakdown_s.items() if k not in ("comm", "comm_exposed")) * per
-        comm = r.breakdown_s.get("comm", 0.0) * per
-        pub = 1.0 / PUBLISHED[(name, "groq-lpu")] / layers
+def _lpu_layer_table() -> Table:
+    """Per decoder layer at batch 1: streaming, per-operator latency and C2C, against public."""
+    rows = []
+    for rec in _groq_rows():
+        model = load_model_config(rec.model)
+        fitted = mapper_for(load_device("groq-lpu"))
+        lay = layout_of(rec, model, fitted)
+        full = simulate_step(model, fitted, lay, rec.spec())
+        bare = simulate_step(model, _lpu_variant(fitted.links.hop_latency_s, 0.0), lay, rec.spec())
+        per = lay.pp / model.layers  # the slowest stage's busy time, spread over its layers
+        comm = full.breakdown_s.get("comm", 0.0) * per
+        busy = sum(v for k, v in full.breakdown_s.items() if k not in ("comm", "comm_exposed"))
+        bare_busy = sum(v for k, v in bare.breakdown_s.items() if k not in ("comm", "comm_exposed"))
         rows.append(
             [
-                name,
-                f"{r.devices} ({r.layout})",
-                fmt.t(comp),
+                f"{rec.model} ({'fit' if rec.role == 'fit' else 'held out'})",
+                f"{lay.devices} ({lay})",
+                fmt.t(bare_busy * per),
+                fmt.t((busy - bare_busy) * per),
                 fmt.t(comm),
-                fmt.t(r.time_per_token_s / layers),
-                fmt.t(pub),
-                fmt.times(pub * layers / r.time_per_token_s),
-                fmt.t(hop),
+                fmt.t(full.time_per_token_s / model.layers),
+                fmt.t(1.0 / rec.value / model.layers),
             ]
         )
     cols = [
         "model",
         "chips (layout)",
-        "compute",
+        "streams (SRAM, MXM, vector)",
+        "per-operator latency",
         "chip-to-chip",
-        "model total",
-        "published",
-        "published / model",
-        "hop latency that would close it",
+        "hwsim per layer",
+        "public per layer",
     ]
-    return Table(cols, rows), hops
+    return Table(cols, rows)
 
 
 def facts() -> dict[str, Any]:
@@ -248,25 +293,35 @@ def facts() -> dict[str, Any]:
         strict=False, timeline=False,
     )  # fmt: skip
     f["lpu_70b_b64"] = f"{r64.tokens_per_s_per_user:,.0f}"
-    ratios = [
-        decode(n, "groq-lpu").tokens_per_s_per_user / PUBLISHED[(n, "groq-lpu")]
-        for n in ("llama-3.1-8b", "llama-3.1-70b")
+    fit_row = next(r for r in load_table() if r.role == "fit")
+    f["lpu_fit_row"] = f"{fit_row.model} at {fit_row.value:g} tok/s per user ({fit_row.date})"
+    lpu = mapper_for(load_device("groq-lpu"))
+    assert isinstance(lpu, LpuMapper)
+    f["lpu_op_latency"] = fmt.t(lpu.profile.op_latency.value)
+    f["lpu_op_cycles"] = f"{lpu.profile.op_latency.value * lpu.device.compute.clock_Hz:,.0f}"
+    held = [
+        abs(predict(r)[0] / r.value - 1)
+        for r in load_table()
+        if r.device == "groq-lpu" and r.role == "check"
     ]
+    f["lpu_heldout_max"] = fmt.pct(max(held))
+    sep = [r for r in _groq_rows() if r.model in ("llama-3.1-8b", "llama-3.1-70b")]
+    ratios = [predict(r, _lpu_variant(lpu.links.hop_latency_s, 0.0))[0] / r.value for r in sep]
     f["lpu_ratio"] = f"{min(ratios):.1f}-{max(ratios):.1f}×"
-    per_layer = [
-        decode(n, "groq-lpu").time_per_token_s / load_model_config(n).layers
-        for n in ("llama-3.1-8b", "llama-3.1-70b")
-    ]
-    f["lpu_per_layer"] = f"{fmt.t(min(per_layer))} to {fmt.t(max(per_layer))}"
-    m8 = load_model_config("llama-3.1-8b")
-    tp8 = simulate_step(
-        m8, _lpu_variant(600e-9), Layout(tp=8, pp=8), StepSpec("decode", 1, CONTEXT, "fp8", "fp8")
-    )
-    f["lpu_8b_tp8"] = fmt.t(tp8.time_per_token_s / m8.layers)
-    table, hops = _lpu_layer_table()
-    f["lpu_layer_table"] = table
+    f["lpu_layer_table"] = _lpu_layer_table()
+    hops = [_hop_needed(r) for r in sep]
     f["lpu_hop_needed"] = f"{fmt.t(min(hops))} to {fmt.t(max(hops))}"
     f["lpu_hop_ratio"] = f"{min(hops) / 0.6e-6:.0f}-{max(hops) / 0.6e-6:.0f}×"
+    m8 = load_model_config("llama-3.1-8b")
+    tp8 = simulate_step(
+        m8,
+        _lpu_variant(600e-9, 0.0),
+        Layout(tp=8, pp=8),
+        StepSpec("decode", 1, CONTEXT, "fp8", "fp8"),
+    )
+    f["lpu_8b_tp8"] = fmt.t(tp8.time_per_token_s / m8.layers)
+    f["excluded_table"] = _excluded_table()
+    f.update(_argonne_facts())
     rdu_mtp = simulate_step(
         m70,
         rdu,

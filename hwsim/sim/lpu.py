@@ -13,8 +13,10 @@ Machine Learning"):
   quantity with no contention and no jitter: ``max`` of the MXM weight-install stream (every
   weight, and every K/V row of attention, enters the matrix unit through the stream
   registers at ``weight_stream_bandwidth``), the MXM arithmetic at ``matrix_efficiency`` of
-  peak, and the vector unit (norms, softmax exponentials). Identical inputs give identical
-  times; there is nothing to simulate beyond that sum.
+  peak, and the vector unit (norms, softmax exponentials), plus a fixed ``op_latency`` per
+  dependent operator (pipeline fill and drain, chip synchronisation: not published, fitted on
+  one public Groq speed, see docs/devices/lpu.md). Identical inputs give identical times;
+  there is nothing to simulate beyond that sum.
 * **Chip-to-chip links** with a fixed per-hop latency (``lpu.c2c_hop_latency``): 8 chips of a
   GroqNode fully connected (one 14 GB/s link per pair), ``global_links`` per chip to other
   nodes, 3 hops (local, global, local) between nodes of a Dragonfly group. Collectives pick
@@ -42,7 +44,7 @@ from hwsim.sim.spatial import (
 )
 from hwsim.spec.device import DTYPE_BYTES
 from hwsim.spec.fit import human_bytes
-from hwsim.spec.quantity import Bandwidth, Count, Strict, WholeCount
+from hwsim.spec.quantity import Bandwidth, Count, Latency, Strict, WholeCount
 
 if TYPE_CHECKING:
     from hwsim.plan.model_step import StepSpec
@@ -64,6 +66,11 @@ class LpuProfile(Strict):
     node_chips: WholeCount = Field(description="chips fully connected in one node")
     global_links: WholeCount = Field(description="chip-to-chip links per chip to other nodes")
     node_hops: WholeCount = Field(description="C2C hops between chips of different nodes")
+    op_latency: Latency = Field(
+        description="seconds each dependent operator adds to a chip's critical path beyond its "
+        "streaming time (fill and drain of the stream and MXM pipelines, the synchronisation "
+        "the plesiochronous chips need); fitted, see docs/devices/lpu.md"
+    )
 
 
 class LpuMapper(SpatialMapper):
@@ -128,9 +135,11 @@ class LpuMapper(SpatialMapper):
         self, name: str, parts: dict[str, float], level_bytes: dict[str, float], flops: float
     ) -> OpTiming:
         bound = max(parts, key=lambda k: parts[k])
+        # the fixed per-operator latency is paid after the slowest stream, not overlapped with
+        # it: the next operator depends on this one's last vector (static schedule, no overlap)
         return OpTiming(
             op=name,
-            time_s=parts[bound],
+            time_s=parts[bound] + self.profile.op_latency.value,
             bound=bound,
             bytes_by_level={k: v for k, v in level_bytes.items() if v > 0},
             flops=flops,

@@ -66,9 +66,12 @@ def test_batch1_decode_ranks_spatial_kinds_ahead_of_an_h100_node(llama70) -> Non
         assert r.fits, name
         # the published ranking: every spatial kind beats the GPU node per user at batch 1
         assert r.time_per_token_s < gpu.time_per_token_s, (name, r.time_per_token_s)
-    # and the SRAM-resident ones by a wide margin (published: 3.5-6x; tolerance: > 3x)
+    # and the SRAM-resident ones by a clear margin. Published: 250 (Groq) and 445 (Cerebras)
+    # tok/s/user against 71 for the fastest GPU cloud (SambaNova blog, Sep 2024), but GPU clouds
+    # serve at batch; a batch-1 node is faster than that (~120 tok/s here), so the check is
+    # >= 1.5x, not the published 3.5-6x (the suite nongpu-decode holds each kind to its own speed)
     for name in ("groq-lpu", "cerebras-wse3"):
-        assert others[name].time_per_token_s * 3 < gpu.time_per_token_s, name
+        assert others[name].time_per_token_s * 1.5 < gpu.time_per_token_s, name
     # the GPU node and the SN40L rack are both HBM-bound: within the weights / bandwidth floor
     floor = 141.1e9 / (8 * 3.35e12)
     assert floor < gpu.time_per_token_s < 3 * floor
