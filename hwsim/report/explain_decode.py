@@ -41,6 +41,18 @@ def _engine() -> Any:
     return step
 
 
+def _layout_ok(model: str, layout: dict[str, int]) -> bool:
+    """Whether ``layout`` is a valid parallel layout of ``model`` (heads, experts, layers)."""
+    from hwsim.serve.layout import Layout, check_layout
+    from hwsim.spec.model import load_model_config
+
+    try:
+        check_layout(load_model_config(model), Layout(**layout))
+    except SpecError:
+        return False
+    return True
+
+
 def model_key(name: str) -> str:
     """A model file stem from a stem, a path or a display name (``Llama-3.1-8B``), as step JSON
     records it."""
@@ -194,7 +206,9 @@ class DecodeSubject:
         wider = {**lay, "tp": 2 * lay["tp"]}
         pool: dict[str, Candidate] = {
             "bw": _level_x2(main, f"weights and KV cache stream twice as fast from {main}"),
-            "tp": Candidate(
+        }
+        if _layout_ok(self.model, wider):  # e.g. not tp=128 for a model of 64 heads
+            pool["tp"] = Candidate(
                 f"tp-{wider['tp']}",
                 f"tensor parallel over {wider['tp']} devices per group",
                 "layout",
@@ -202,8 +216,7 @@ class DecodeSubject:
                 Change(params=wider),
                 f"tp={wider['tp']} instead of {lay['tp']}: each device reads half the weights, "
                 "at the cost of an all-reduce per layer",
-            ),
-        }
+            )
         narrow = NARROWER.get(self.dtype)
         if narrow and narrow in d.compute.peak:
             pool["dtype"] = Candidate(

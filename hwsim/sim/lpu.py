@@ -134,13 +134,15 @@ class LpuMapper(SpatialMapper):
     def _timing(
         self, name: str, parts: dict[str, float], level_bytes: dict[str, float], flops: float
     ) -> OpTiming:
-        bound = max(parts, key=lambda k: parts[k])
+        stream = max(parts, key=lambda k: parts[k])
         # the fixed per-operator latency is paid after the slowest stream, not overlapped with
-        # it: the next operator depends on this one's last vector (static schedule, no overlap)
+        # it: the next operator depends on this one's last vector (static schedule, no overlap).
+        # The bound is the larger term, so a batch-1 GEMV reads "latency", not "sram"
+        lat = self.profile.op_latency.value
         return OpTiming(
             op=name,
-            time_s=parts[bound] + self.profile.op_latency.value,
-            bound=bound,
+            time_s=parts[stream] + lat,
+            bound="latency" if lat > parts[stream] else stream,
             bytes_by_level={k: v for k, v in level_bytes.items() if v > 0},
             flops=flops,
             notes=(STATIC_NOTE,),

@@ -223,3 +223,13 @@ def test_from_json_reproduces_the_run(
     run, saved = _saved_run(tmp_path, name, argv)
     data = _explain("--from", str(saved))
     assert data["time_s"] == pytest.approx(run[time_key], rel=SAME)
+
+
+def test_latency_bound_lpu_decode_skips_an_invalid_wider_layout() -> None:
+    """Llama-3.1-70B on 448 Groq chips is TP64: doubling TP (128) does not divide its 64 heads,
+    so that what-if is left out instead of failing the whole explanation."""
+    data = _explain("decode", "--model", "llama-3.1-70b", "--device", "groq-lpu",
+                    "--dtype", "fp8")  # fmt: skip
+    assert data["bound"] == "latency"  # the fitted per-operator latency dominates at batch 1
+    assert all(not w["key"].startswith("tp-") for w in data["whatifs"])
+    assert data["whatifs"]  # the other levers are still re-simulated
