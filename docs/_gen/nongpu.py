@@ -124,6 +124,29 @@ def _excluded_table() -> Table:
     return Table(cols, rows)
 
 
+def _wse_sram_x2() -> dict[str, str]:
+    """Each WSE-3 core with twice the SRAM: 8B unchanged, 70B on fewer wafers but slower."""
+    from hwsim.spec.overrides import apply_overrides
+
+    big = mapper_for(apply_overrides(load_device("cerebras-wse3"), ["memory.sram.capacity=x2"]))
+    base = mapper_for(load_device("cerebras-wse3"))
+    spec = StepSpec("decode", 1, CONTEXT)
+    m8, m70 = load_model_config("llama-3.1-8b"), load_model_config("llama-3.1-70b")
+    t8 = [simulate_step(m8, mp, Layout(pp=1), spec).time_per_token_s for mp in (base, big)]
+    pp = next(
+        p
+        for p in range(1, 9)
+        if sum(memory_per_device(m70, Layout(pp=p), spec)) <= big.capacity_bytes
+    )
+    t70 = simulate_step(m70, big, Layout(pp=pp), spec).time_per_token_s
+    return {
+        "wse_8b_x2": f"{fmt.t(t8[0])} and {fmt.t(t8[1])} per token",
+        "wse_70b_x2_wafers": str(pp),
+        "wse_70b_x2_time": fmt.t(t70),
+        "wse_70b_time": fmt.t(simulate_step(m70, base, Layout(pp=4), spec).time_per_token_s),
+    }
+
+
 def _argonne_facts() -> dict[str, str]:
     """What the Argonne SN40L rows say: the HBM fraction the 70B request needed, and how the
     time per output token of the MHA model grows from its 1,024- to its 2,048-token request."""
@@ -322,6 +345,7 @@ def facts() -> dict[str, Any]:
     f["lpu_8b_tp8"] = fmt.t(tp8.time_per_token_s / m8.layers)
     f["excluded_table"] = _excluded_table()
     f.update(_argonne_facts())
+    f.update(_wse_sram_x2())
     rdu_mtp = simulate_step(
         m70,
         rdu,

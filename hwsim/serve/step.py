@@ -283,6 +283,7 @@ def simulate_step(
     notes = list(graph.notes)
     mem = graph.weight_bytes_per_device + graph.kv_bytes_per_device
     fits = mapper.fits(mem)
+    mapper = mapper.for_resident(mem)  # e.g. a wafer packs its cores denser when it must
     if strict and not fits:
         raise capacity_error(
             f"weights + KV cache with {layout}", mem * layout.devices, mapper, layout.devices

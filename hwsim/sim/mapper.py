@@ -122,6 +122,8 @@ class Mapper(Protocol):
 
     def fits(self, need_bytes: float, devices: int = 1) -> bool: ...
 
+    def for_resident(self, resident_bytes: float) -> Mapper: ...
+
 
 MapperFactory = Callable[[Device, "Cluster | None"], Mapper]
 _FACTORIES: dict[str, MapperFactory] = {}
@@ -223,6 +225,12 @@ class RooflineMapper:
 
     def refuse_reason(self, op: Op) -> str | None:
         return None
+
+    def for_resident(self, resident_bytes: float) -> Mapper:
+        """This mapper for a device that holds ``resident_bytes`` (weights and KV cache) in
+        all: a spatial kind may lay each op out over more of the chip when the whole is
+        larger (the wafer does). Most kinds time an op the same whatever else is resident."""
+        return self
 
     def time(self, op: Op) -> OpTiming:
         """Time ``op`` (cached: ops are frozen and hashable)."""

@@ -6,8 +6,9 @@ Micro 43(3), 2023; Cerebras Hot Chips 2024 inference talk: Llama-3.1-8B on one C
 pipelined over four; Cerebras weight-streaming white paper; ALCF AI-testbed material):
 
 * **Regions.** Each operator (a layer's QKV projection, its attention, its FFN …) owns a
-  near-square region of ``P`` cores, sized so that its resident data (weights, or KV cache)
-  fills ``weight_fill`` of each core's 48 KB (``devices/profiles/wafer.yaml``). Layers are laid
+  near-square region of ``P`` cores, sized so that each core holds ``core_data`` bytes of its
+  resident data (weights, or KV cache; ``devices/profiles/wafer.yaml``), or more when the
+  wafer's whole share of the model needs it (:meth:`WaferMapper.for_resident`). Layers are laid
   out one after another across the wafer (:func:`place_regions`) and the wafer runs them as a
   pipeline: region after region, a token's activations flow over the mesh.
 * **Latency of one token through a region** (batch 1): each core reads its slice of the
@@ -30,6 +31,7 @@ pipelined over four; Cerebras weight-streaming white paper; ALCF AI-testbed mate
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -48,7 +50,7 @@ from hwsim.sim.spatial import (
 )
 from hwsim.spec.device import DTYPE_BYTES, Device
 from hwsim.spec.errors import SpecError
-from hwsim.spec.quantity import Count, Strict, WholeCount
+from hwsim.spec.quantity import Bytes, Count, Strict, WholeCount
 
 if TYPE_CHECKING:
     from hwsim.spec.cluster import Cluster
@@ -62,7 +64,10 @@ class WaferProfile(Strict):
     """Per-architecture wafer parameters (``devices/profiles/wafer.yaml``)."""
 
     description: str
-    weight_fill: Count = Field(description="fraction of a core's SRAM holding a region's data")
+    core_data: Bytes = Field(
+        description="bytes of resident data (weights or KV cache) the compiler places per core "
+        "when the wafer has room to spare; more when the device holds more (for_resident)"
+    )
     matrix_efficiency: Count = Field(description="fraction of the cores' FMAC peak sustained")
     stream_chunks: WholeCount | None = None
 
@@ -110,8 +115,10 @@ class WaferMapper(SpatialMapper):
             sram.capacity_bytes if sram.scope == "per_unit" else (sram.capacity_bytes / self.cores)
         )
         self.core_Bps = d.level_bandwidth_Bps(sram.name) / self.cores
-        self.fill = self.profile.weight_fill.value
+        #: bytes of a region's data per core: the profile's budget, never more than a core holds
+        self.core_data_bytes = min(self.profile.core_data.value, self.core_bytes)
         self.eff = self.profile.matrix_efficiency.value
+        self._resident: dict[float, WaferMapper] = {}
         if self.weight_streaming:
             self._notes = ("wafer: weight streaming from MemoryX",)
 
@@ -153,9 +160,35 @@ class WaferMapper(SpatialMapper):
         return Links(bw, bw, lat, 1, bw, lat, "swarmx", "swarmx", source)
 
     # ---- regions ---------------------------------------------------------------------------
+    @property
+    def fill(self) -> float:
+        """Fraction of each region core's SRAM its data takes."""
+        return self.core_data_bytes / self.core_bytes
+
+    def for_resident(self, resident_bytes: float) -> WaferMapper:
+        """This wafer holding ``resident_bytes`` in all: regions keep the profile's bytes per
+        core while the whole fits the cores that way, and pack denser when it does not (every
+        core then holds ``resident / cores``), so the sum of the regions never needs more cores
+        than the wafer has. Why a budget per core and not a fraction of the SRAM: a chip with
+        more SRAM per core holds more of a model, but the same model on the same cores runs
+        at the same speed (a fraction would shrink every region and slow it down)."""
+        per_core = min(
+            self.core_bytes, max(self.profile.core_data.value, resident_bytes / self.cores)
+        )
+        if per_core == self.core_data_bytes:
+            return self
+        hit = self._resident.get(per_core)
+        if hit is None:
+            hit = copy.copy(self)
+            hit.core_data_bytes = per_core
+            hit._cache = {}  # op times depend on the packing: never share the parent's
+            hit._resident = {}
+            self._resident[per_core] = hit
+        return hit
+
     def region_cores(self, nbytes: float) -> int:
-        """Cores whose SRAM holds ``nbytes`` at the profile's fill (at least 1, at most all)."""
-        return int(min(self.cores, max(1, math.ceil(nbytes / (self.fill * self.core_bytes)))))
+        """Cores holding ``nbytes`` at ``core_data_bytes`` each (at least 1, at most all)."""
+        return int(min(self.cores, max(1, math.ceil(nbytes / self.core_data_bytes))))
 
     def region_shape(self, cores: int) -> tuple[int, int]:
         """A near-square ``rows × cols`` rectangle of at least ``cores`` cores on the mesh."""
@@ -308,7 +341,7 @@ class WaferMapper(SpatialMapper):
         (denser SRAM use) so that the set fits."""
         cores = [self.region_cores(b) for _, b, _ in items]
         for (name, nbytes, _), p in zip(items, cores, strict=True):
-            if p * self.fill * self.core_bytes < nbytes:
+            if p * self.core_data_bytes < nbytes:
                 raise SpecError(
                     f"region {name!r} of {nbytes / 1e9:.1f} GB does not fit one wafer "
                     f"({self.mesh_rows}×{self.mesh_cols} cores at fill {self.fill:.0%})"

@@ -185,7 +185,7 @@ def test_wafer_region_gemm_by_hand(mappers) -> None:  # type: ignore[no-untyped-
     m = mappers["cerebras-wse3"]
     op = Gemm(1, 8192, 8192, "bf16")
     w = 8192 * 8192 * 2
-    cores = math.ceil(w / (0.8 * 49152))
+    cores = math.ceil(w / 39.2e3)  # the profile's 39.2 KB of data per core
     rows = math.isqrt(cores)
     cols = math.ceil(cores / rows)
     core_rate = 15.8e15 / 900_000 * 0.7
@@ -197,6 +197,37 @@ def test_wafer_region_gemm_by_hand(mappers) -> None:  # type: ignore[no-untyped-
     assert big.time_s == pytest.approx(
         t_core + t_mesh + 1023 / 1024 * 2 * 1024 * 8192**2 / (15.8e15 * 0.7), rel=1e-9
     )
+
+
+def test_wafer_more_sram_per_core_keeps_the_same_model_as_fast() -> None:
+    """Twice the SRAM per core holds twice the model per wafer; the same model on the same
+    cores keeps its regions and its time (exactly: same floats). A fraction-of-SRAM rule made
+    Llama-3.1-8B 79% slower under this what-if."""
+    from hwsim.plan.model_step import StepSpec
+    from hwsim.serve.layout import Layout
+    from hwsim.serve.step import simulate_step
+    from hwsim.spec.model import load_model_config
+    from hwsim.spec.overrides import apply_overrides
+
+    m8 = load_model_config("llama-3.1-8b")
+    spec = StepSpec("decode", 1, 2048)
+    base = mapper_for(load_device("cerebras-wse3"))
+    big = mapper_for(apply_overrides(load_device("cerebras-wse3"), ["memory.sram.capacity=x2"]))
+    assert big.capacity_bytes == pytest.approx(2 * base.capacity_bytes, rel=1e-12)
+    t0 = simulate_step(m8, base, Layout(pp=1), spec).time_per_token_s
+    assert simulate_step(m8, big, Layout(pp=1), spec).time_per_token_s == t0
+
+
+def test_wafer_packs_denser_when_its_share_of_the_model_needs_it(mappers) -> None:  # type: ignore[no-untyped-def]
+    m = mappers["cerebras-wse3"]
+    assert m.for_resident(16e9) is m  # 8B: 17.8 KB per core fits the 39.2 KB budget
+    dense = m.for_resident(40e9)  # 44.4 KB per core: above the budget, below 48 KiB
+    assert dense.core_data_bytes == pytest.approx(40e9 / 900_000, rel=1e-12)
+    assert dense is m.for_resident(40e9)  # cached: one variant per packing
+    op = Gemm(1, 8192, 8192, "bf16")
+    assert dense.region_cores(8192 * 8192 * 2) < m.region_cores(8192 * 8192 * 2)
+    assert dense.time(op).time_s > m.time(op).time_s  # more weights per core, longer
+    assert m.for_resident(1e12).core_data_bytes == m.core_bytes  # never beyond the SRAM
 
 
 def test_wafer_weight_streaming_is_io_bound(mappers) -> None:  # type: ignore[no-untyped-def]
