@@ -320,10 +320,18 @@ def whatif_cmd(
     set_: Annotated[
         list[str], typer.Option("--set", help="PATH=VALUE spec change, repeatable (x2, +20%)")
     ],
+    relayout: Annotated[
+        bool,
+        typer.Option(
+            "--relayout",
+            help="plan the what-if device's layout on its own (e.g. fewer devices with more "
+            "memory) instead of reusing the baseline's",
+        ),
+    ] = False,
     json_out: Json = False,
 ) -> None:
     """Change device spec fields on the fly and compare a decode or prefill step with the
-    baseline (same layout).
+    baseline (same layout, or its own with --relayout).
 
     Example: hwsim whatif --device h100-sxm --set hbm.bandwidth=x2 -- decode --model llama-3.1-70b
     """
@@ -334,18 +342,22 @@ def whatif_cmd(
         step = [a for a in step if a != "--json"]
         json_out = True
     phase, kw = _sub_args(step)
-    w = whatif(device, set_, phase, **kw)
+    w = whatif(device, set_, phase, relayout=relayout, **kw)
     if json_out:
         print_json(w.to_dict())
         return
-    t = Table(title=f"what if {device}: {', '.join(set_)} ({phase}, {w.baseline.layout})")
+    lay = str(w.baseline.layout)
+    if w.modified.layout != w.baseline.layout:
+        lay += f" -> {w.modified.layout}"
+    t = Table(title=f"what if {device}: {', '.join(set_)} ({phase}, {lay})")
     for c in ("metric", "baseline", "what-if", "change"):
         t.add_column(c, justify="left" if c == "metric" else "right")
     for name, d in w.deltas().items():
         good = (d["change"] < 0) == d["lower_is_better"]
         colour = "green" if good and d["change"] else ("red" if d["change"] else "white")
+        digits = 0 if name == "devices" else 1
         fmt = _fmt_s if name.endswith("_s") else (
-            human_bytes if name.endswith("bytes") else (lambda v: f"{v:,.1f}"))  # fmt: skip
+            human_bytes if name.endswith("bytes") else (lambda v, n=digits: f"{v:,.{n}f}"))  # fmt: skip
         t.add_row(name, fmt(d["baseline"]), fmt(d["whatif"]), f"[{colour}]{d['change']:+.1%}[/]")
     t.add_row("bound", w.baseline.bound, w.modified.bound, "")
     console.print(t)

@@ -8,6 +8,10 @@ layout, and reports both with the relative change of every metric.
 
 The layout is resolved once on the baseline (capacity planning), so that a what-if changes the
 hardware and nothing else; a change that makes the model no longer fit is reported, not hidden.
+``relayout=True`` instead plans each side on its own (``--devices auto``: the fewest devices
+that hold the model, or the step's own ``devices``/``layout`` rule), so a capacity change shows
+as a change in the number of devices: twice the SRAM per wafer holds Llama-3.1-70B on 2 wafers
+instead of 4 (and at batch 1 each token takes longer on fewer cores).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from hwsim.spec.model import load_model_config
 
 #: Metrics compared, with the direction that is better.
 METRICS: tuple[tuple[str, str], ...] = (
+    ("devices", "lower"),
     ("time_per_token_s", "lower"),
     ("tokens_per_s_per_user", "higher"),
     ("tokens_per_s_total", "higher"),
@@ -77,10 +82,12 @@ def whatif(
     device: str,
     overrides: Sequence[str],
     phase: str = "decode",
+    relayout: bool = False,
     **step_args: Any,
 ) -> WhatIf:
     """Simulate ``phase`` with ``step_args`` (as :func:`hwsim.serve.api.serve_step`) on
-    ``device`` and on ``device`` with ``overrides`` (``"path=value"`` strings)."""
+    ``device`` and on ``device`` with ``overrides`` (``"path=value"`` strings); with the
+    baseline's layout, or (``relayout``) each side with its own."""
     try:
         from hwsim.spec.overrides import apply_overrides, resolve_overrides
     except ImportError as err:  # pragma: no cover - the overrides module is part of spec
@@ -99,7 +106,8 @@ def whatif(
     cfg = load_model_config(model) if isinstance(model, str) else model
     step_args.pop("strict", None)
     baseline = serve_step(cfg, base_t, phase, **step_args)
-    step_args["layout"] = baseline.layout
-    step_args.pop("devices", None)
+    if not relayout:
+        step_args["layout"] = baseline.layout
+        step_args.pop("devices", None)
     modified = serve_step(cfg, new_t, phase, strict=False, **step_args)
     return WhatIf(device, tuple(overrides), changed, baseline, modified)

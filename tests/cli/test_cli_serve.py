@@ -94,6 +94,19 @@ def test_whatif_doubles_bandwidth() -> None:
     assert -0.5 <= change < -0.2
 
 
+def test_whatif_relayout_shows_fewer_devices_with_more_memory() -> None:
+    """Twice the SRAM per wafer: with the baseline's layout nothing changes for 70B on four
+    wafers; replanned, it fits two, and each token crosses twice the layers per wafer."""
+    argv = ["whatif", "--device", "cerebras-wse3", "--set", "memory.sram.capacity=x2"]
+    step = ["--", "decode", "--model", "llama-3.1-70b"]
+    same = _json([*argv, *step])
+    assert same["deltas"]["devices"]["change"] == 0.0
+    assert same["deltas"]["time_per_token_s"]["change"] == 0.0  # same cores, same regions
+    new = _json([*argv, "--relayout", *step])
+    assert new["deltas"]["devices"]["baseline"] == 4 and new["deltas"]["devices"]["whatif"] == 2
+    assert new["deltas"]["time_per_token_s"]["change"] > 0.5  # half the cores per token
+
+
 def test_capacity_reasoning() -> None:
     d = _json(["capacity", "--model", "llama-3.1-70b", "--device", "h100-sxm"])
     assert d["lower_bound_devices"] == 2 and d["devices"] == 2
