@@ -314,6 +314,10 @@ def _sub_args(args: list[str]) -> tuple[str, dict[str, Any]]:
     return args[0], kw
 
 
+def _fmt_count(v: float) -> str:
+    return f"{v:,.0f}"
+
+
 def whatif_cmd(
     device: Device,
     step: Annotated[list[str], typer.Argument(help="-- decode|prefill and its options")],
@@ -355,9 +359,9 @@ def whatif_cmd(
     for name, d in w.deltas().items():
         good = (d["change"] < 0) == d["lower_is_better"]
         colour = "green" if good and d["change"] else ("red" if d["change"] else "white")
-        digits = 0 if name == "devices" else 1
         fmt = _fmt_s if name.endswith("_s") else (
-            human_bytes if name.endswith("bytes") else (lambda v, n=digits: f"{v:,.{n}f}"))  # fmt: skip
+            human_bytes if name.endswith("bytes") else _fmt_count if name == "devices" else (
+                lambda v: f"{v:,.1f}"))  # fmt: skip
         t.add_row(name, fmt(d["baseline"]), fmt(d["whatif"]), f"[{colour}]{d['change']:+.1%}[/]")
     t.add_row("bound", w.baseline.bound, w.modified.bound, "")
     console.print(t)
