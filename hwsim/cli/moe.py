@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ import typer
 from rich.table import Table
 
 from hwsim.cli.common import console, print_json
-from hwsim.sim.alltoall_run import prepare_alltoall, run_alltoall
+from hwsim.sim.alltoall_run import Routing, prepare_alltoall, run_alltoall
 from hwsim.spec.errors import SpecError
 
 if TYPE_CHECKING:
@@ -27,18 +28,8 @@ def _write(path: Path, text: str, what: str) -> None:
 
 
 def _overlap(
-    cluster: str,
-    ep: int,
-    tokens: int,
-    hidden: int,
-    experts: int,
-    topk: int,
-    topk_groups: int,
+    problem: Routing,
     kernel: str,
-    routing: str,
-    seed: int,
-    nodes: int,
-    redundant: int,
     sms: int | None,
     moe_inter: int,
     attention_s: float,
@@ -48,11 +39,10 @@ def _overlap(
     from hwsim.sim.alltoall import simulate_alltoall
     from hwsim.sim.moe_overlap import dual_microbatch_overlap
 
-    half = max(1, tokens // 2)
+    half = dataclasses.replace(problem, tokens=max(1, problem.tokens // 2))
     # one routing plan for both phases (the combine reverses the dispatch), built once
-    topo, plan, _ = prepare_alltoall(
-        cluster, ep, half, hidden, experts, topk, topk_groups, routing, seed, nodes, redundant
-    )
+    topo, plan, _ = prepare_alltoall(half)
+    hidden = problem.hidden
     out = {
         phase: simulate_alltoall(topo, plan, kernel, phase, dtype=dt, comm_sms=sms)
         for phase, dt in (("dispatch", "fp8"), ("combine", "bf16"))
@@ -82,7 +72,7 @@ def _overlap(
             "attention_s": attention_s,
             "experts_model": model,
             "comm_sm_fraction": frac,
-            "tokens_per_microbatch": half,
+            "tokens_per_microbatch": half.tokens,
         }
     )
     return d
@@ -164,43 +154,14 @@ def moe_cmd(
     from hwsim.sim.trace import chrome_trace
 
     t0 = time.perf_counter()
-    topo, res, plan_s = run_alltoall(
-        cluster,
-        ep,
-        tokens,
-        hidden,
-        experts,
-        topk,
-        topk_groups,
-        phase,
-        dtype,
-        kernel,
-        routing,
-        seed,
-        nodes,
-        redundant,
-        sms,
-        trace is not None,
+    problem = Routing(
+        cluster, ep, tokens, hidden, experts, topk, topk_groups, routing, seed, nodes, redundant
     )
+    topo, res, plan_s = run_alltoall(problem, phase, dtype, kernel, sms, trace is not None)
     ov = None
     if overlap:
-        ov = _overlap(
-            cluster,
-            ep,
-            tokens,
-            hidden,
-            experts,
-            topk,
-            topk_groups,
-            kernel,
-            routing,
-            seed,
-            topo.nodes,
-            redundant,
-            sms,
-            moe_inter,
-            attn_us * 1e-6,
-        )
+        resolved = dataclasses.replace(problem, nodes=topo.nodes)
+        ov = _overlap(resolved, kernel, sms, moe_inter, attn_us * 1e-6)
     wall = time.perf_counter() - t0
     if trace is not None:
         names = [lk.name for lk in res.links]
@@ -314,21 +275,9 @@ def topology_cmd(
     res = None
     if load and topo.ranks > 1:
         ep = topo.ranks
-        _, res, _ = run_alltoall(
-            cluster,
-            ep,
-            tokens,
-            7168,
-            max(256, ep),
-            8,
-            4,
-            "dispatch",
-            None,
-            kernel,
-            "deepep",
-            0,
-            topo.nodes,
-        )
+        # DeepSeek-V3's routing: hidden 7168, 256 experts (or one per rank), top-8 in 4 nodes
+        load_problem = Routing(cluster, ep, tokens, 7168, max(256, ep), 8, 4, nodes=topo.nodes)
+        _, res, _ = run_alltoall(load_problem, "dispatch", None, kernel)
         summary["run"] = res.to_dict()
     if html is not None:
         fig = topology_figure(topo, res.links if res else None)

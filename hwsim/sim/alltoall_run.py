@@ -1,5 +1,6 @@
 """One MoE dispatch or combine from its parameters: check them, build the cluster graph and the
-synthetic routing plan, simulate (:func:`run_alltoall`).
+synthetic routing plan, simulate (:func:`run_alltoall`). The routing problem (ranks, tokens,
+experts, distribution) is one :class:`Routing` value.
 
 ``hwsim moe`` and the sweep's ``moe_alltoall`` metric kind both call it, so a sweep point and the
 CLI run with the same arguments give the same time. The cluster may be a name or an already
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hwsim.sim.alltoall_profiles import KERNELS
@@ -49,28 +51,56 @@ def check_routing(routing: str) -> None:
     )
 
 
+@dataclass(frozen=True)
+class Routing:
+    """Who sends what to whom in one MoE all-to-all: ``ep`` ranks on ``cluster`` (a name or a
+    modified :class:`~hwsim.spec.cluster.Cluster`), ``tokens`` per rank of ``hidden`` values,
+    each routed to ``topk`` of ``experts`` within ``topk_groups`` nodes, by the ``routing``
+    distribution (``deepep``, ``uniform``, ``zipf:S``) drawn with ``seed``; ``nodes`` defaults
+    to the fewest that hold ``ep`` ranks; ``redundant`` extra expert copies (EPLB)."""
+
+    cluster: str | Cluster
+    ep: int
+    tokens: int
+    hidden: int
+    experts: int
+    topk: int
+    topk_groups: int
+    routing: str = "deepep"
+    seed: int = 0
+    nodes: int | None = None
+    redundant: int = 0
+
+    def check(self) -> None:
+        """SpecError naming the option on a value no plan can use."""
+        check_routing(self.routing)
+        for name, v in (
+            ("ep", self.ep),
+            ("tokens", self.tokens),
+            ("hidden", self.hidden),
+            ("experts", self.experts),
+            ("topk", self.topk),
+            ("topk-groups", self.topk_groups),
+        ):
+            if v < 1:
+                raise SpecError(f"--{name} must be at least 1, got {v}", key=name)
+        if self.topk > self.experts:
+            raise SpecError(
+                f"--topk ({self.topk}) cannot exceed --experts ({self.experts})", key="topk"
+            )
+
+
 def run_alltoall(
-    cluster: str | Cluster,
-    ep: int,
-    tokens: int,
-    hidden: int,
-    experts: int,
-    topk: int,
-    topk_groups: int,
+    problem: Routing,
     phase: str,
     dtype: str | None,
     kernel: str,
-    routing: str,
-    seed: int,
-    nodes: int | None = None,
-    redundant: int = 0,
     sms: int | None = None,
     trace: bool = False,
     device: Device | None = None,
 ) -> tuple[Topology, AllToAllResult, float]:
-    """Build the topology and the plan, simulate; returns (topology, result, plan wall s).
-
-    ``tokens`` are per rank; ``nodes`` defaults to the fewest that hold ``ep`` ranks."""
+    """Build the topology and the plan, simulate ``phase`` with ``kernel`` on the wire format
+    ``dtype`` (None: the phase's own); returns (topology, result, plan wall s)."""
     from hwsim.sim.alltoall import simulate_alltoall
 
     check_choice("phase", phase, PHASES)
@@ -78,56 +108,34 @@ def run_alltoall(
     if dtype is not None:
         check_choice("dtype", dtype, WIRE_DTYPES)
     topo, plan, plan_s = prepare_alltoall(
-        cluster, ep, tokens, hidden, experts, topk, topk_groups, routing, seed, nodes, redundant,
-        dispatch_dtype=dtype if (dtype and phase == "dispatch") else "fp8", device=device,
-    )  # fmt: skip
+        problem,
+        dispatch_dtype=dtype if (dtype and phase == "dispatch") else "fp8",
+        device=device,
+    )
     res = simulate_alltoall(topo, plan, kernel, phase, dtype=dtype, comm_sms=sms, trace=trace)
     return topo, res, plan_s
 
 
 def prepare_alltoall(
-    cluster: str | Cluster,
-    ep: int,
-    tokens: int,
-    hidden: int,
-    experts: int,
-    topk: int,
-    topk_groups: int,
-    routing: str,
-    seed: int,
-    nodes: int | None = None,
-    redundant: int = 0,
-    dispatch_dtype: str = "fp8",
-    device: Device | None = None,
+    problem: Routing, dispatch_dtype: str = "fp8", device: Device | None = None
 ) -> tuple[Topology, DispatchPlan, float]:
-    """Check the routing parameters, build the topology and the synthetic routing plan;
-    returns (topology, plan, plan wall s). One plan serves both phases (the combine reverses
-    the dispatch's routes), so a caller timing both builds it once."""
+    """Check ``problem``, build the topology and the synthetic routing plan; returns
+    (topology, plan, plan wall s). One plan serves both phases (the combine reverses the
+    dispatch's routes), so a caller timing both builds it once."""
     from hwsim.plan.moe import synthetic_dispatch_plan
     from hwsim.sim.topology import build_topology
+    from hwsim.spec.cluster import for_device, load_cluster
 
+    problem.check()
+    c = problem.cluster
+    cluster = load_cluster(c) if isinstance(c, str) else c
     if device is not None:  # a what-if device brings its own ports into the node
-        from hwsim.spec.cluster import for_device, load_cluster
-
-        cluster = for_device(load_cluster(cluster) if isinstance(cluster, str) else cluster, device)
-    check_routing(routing)
-    for name, v in (
-        ("ep", ep),
-        ("tokens", tokens),
-        ("hidden", hidden),
-        ("experts", experts),
-        ("topk", topk),
-        ("topk-groups", topk_groups),
-    ):
-        if v < 1:
-            raise SpecError(f"--{name} must be at least 1, got {v}", key=name)
-    if topk > experts:
-        raise SpecError(f"--topk ({topk}) cannot exceed --experts ({experts})", key="topk")
-    probe = build_topology(cluster, 1, device)
-    per = probe.per_node
+        cluster = for_device(cluster, device)
+    ep, nodes = problem.ep, problem.nodes
+    per = cluster.devices_per_node_count
     if ep > per and ep % per:
         raise SpecError(
-            f"--ep {ep} is not a multiple of the {per} devices per node of '{probe.name}'",
+            f"--ep {ep} is not a multiple of the {per} devices per node of '{cluster.name}'",
             key="ep",
         )
     need = max(1, math.ceil(ep / per))
@@ -136,17 +144,18 @@ def prepare_alltoall(
         raise SpecError(f"--ep {ep} needs at least {need} node(s), got --nodes {n}", key="nodes")
     topo = build_topology(cluster, n, device)
     t0 = time.perf_counter()
+    p = problem
     plan, _, _ = synthetic_dispatch_plan(
         ep,
-        tokens,
-        hidden,
-        experts,
-        topk,
-        topk_groups,
-        routing,
+        p.tokens,
+        p.hidden,
+        p.experts,
+        p.topk,
+        p.topk_groups,
+        p.routing,
         min(per, ep),
-        redundant,
-        seed,
+        p.redundant,
+        p.seed,
         dispatch_dtype=dispatch_dtype,
     )
     return topo, plan, time.perf_counter() - t0

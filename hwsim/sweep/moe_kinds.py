@@ -111,14 +111,14 @@ class MoeAllToAll(MetricKind):
     def evaluate_point(
         self, device: Device, params: Mapping[str, Any], seed: int
     ) -> dict[str, Any]:
-        from hwsim.sim.alltoall_run import run_alltoall
+        from hwsim.sim.alltoall_run import Routing, run_alltoall
 
         o = self.options
         assert isinstance(o, AllToAllOptions)
         if o.cluster is None:
             raise SpecError("moe_alltoall needs a cluster: set base.cluster or options.cluster")
         c = cluster_with(o.cluster, cluster_overrides(params))
-        _, r, _ = run_alltoall(
+        problem = Routing(
             c,
             params["ep"],
             params["tokens"],
@@ -126,14 +126,12 @@ class MoeAllToAll(MetricKind):
             params["experts"],
             params["top_k"],
             params["topk_groups"],
-            o.phase,
-            o.wire_dtype,
-            o.kernel,
             o.routing,
             seed,
             redundant=params["redundant"],
-            sms=o.comm_sms,
-            device=device,
+        )
+        _, r, _ = run_alltoall(
+            problem, o.phase, o.wire_dtype, o.kernel, sms=o.comm_sms, device=device
         )
         return {
             "time_s": r.time_s,

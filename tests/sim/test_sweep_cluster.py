@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from hwsim.sim.alltoall_run import run_alltoall
+from hwsim.sim.alltoall_run import Routing, run_alltoall
 from hwsim.sim.topology import build_topology
 from hwsim.spec.cluster import load_cluster
 from hwsim.spec.errors import SpecError
@@ -74,10 +74,11 @@ def test_overrides_equal_an_edited_cluster_file(tmp_path: Path) -> None:
     # as run_sweep does: the point's axes.cluster values join a cluster kind's sub-problem
     sub.update({"cluster.nics.bandwidth": 100e9, "cluster.network.link_bandwidth": 100e9})
     got = kind.evaluate_point(load_device("h800"), sub, seed=7)
-    _, ref, _ = run_alltoall(
+    problem = Routing(
         str(edited), 16, A2A["tokens"], A2A["hidden"], A2A["experts"], A2A["top_k"],
-        A2A["topk_groups"], "dispatch", None, "normal", "deepep", 7,
+        A2A["topk_groups"], "deepep", 7,
     )  # fmt: skip
+    _, ref, _ = run_alltoall(problem, "dispatch", None, "normal")
     assert got["time_s"] == ref.time_s  # same graph, same plan, same engine: exact
     assert got["bound"] == ref.bound
 
