@@ -342,8 +342,12 @@ def _labeller(kp: KernelPlan) -> Callable[[int], str]:
     return label
 
 
-def plan_for(device: Device, shape: AttentionShape, prof: AttentionProfile) -> AttentionPlan:
-    return _plan(shape, device, kernel=prof.plan_kernel, stages=int(prof.stages.value))
+def plan_for(
+    device: Device, shape: AttentionShape, prof: AttentionProfile, block_kv: int | None = None
+) -> AttentionPlan:
+    """The kernel's tile plan; ``block_kv`` overrides the KV tile (an autotuning candidate)."""
+    stages = int(prof.stages.value)
+    return _plan(shape, device, kernel=prof.plan_kernel, stages=stages, block_kv=block_kv)
 
 
 def simulate_attention(
@@ -357,11 +361,13 @@ def simulate_attention(
     profile: AttentionProfile | None = None,
     device_name: str | None = None,
     max_cohorts: int = MAX_COHORTS,
+    block_kv: int | None = None,
 ) -> AttentionSimResult:
     """Simulate ``shape`` with ``kernel`` on ``device``. ``detail="tile"`` simulates every tile
     step (small problems); ``trace`` keeps spans of the first ``trace_sms`` SMs and the links'
     traffic over time in ``result.trace``. ``profile`` overrides the YAML (used by the fit).
-    ``max_cohorts`` bounds the CTA cohorts per launch at CTA detail (0: every CTA alone)."""
+    ``max_cohorts`` bounds the CTA cohorts per launch at CTA detail (0: every CTA alone).
+    ``block_kv`` overrides the KV tile of the plan (default: the largest that fits SMEM)."""
     if detail not in DETAILS:
         raise SpecError(f"expected one of {DETAILS}, got {detail!r}", key="detail")
     if device.kind != "gpu":
@@ -381,7 +387,7 @@ def simulate_attention(
         )
     rates, more = sm_rates(device, shape.dtype, prof)
     notes += more
-    plan = plan_for(device, shape, prof)
+    plan = plan_for(device, shape, prof, block_kv)
     n_ctas = plan.n_ctas()
     n_steps = sum(int(k.n_steps.sum()) for k in plan.kernels)
     est = n_ctas * _EVENTS_PER_CTA + (n_steps * _EVENTS_PER_STEP if detail == "tile" else 0)
