@@ -82,10 +82,15 @@ def _table(res: AllToAllResult, wall_s: float) -> Table:
     t = Table(title=f"{res.kernel} {res.phase} ({res.dtype}) on {res.cluster}, EP {res.ep}")
     t.add_column("metric")
     t.add_column("value", justify="right")
+    # DeepEP's two metrics: bytes leaving the node per rank, and bytes inside it; named after
+    # the links they cross on GPUs, after the cluster's own link kinds elsewhere (Groq: c2c)
+    kinds = [k for k in res.bytes_by_link_kind if not k.startswith("sm")]
+    gpu = not kinds or {"nvlink", "rdma"} & set(kinds)
+    inter, intra = ("RDMA", "NVLink") if gpu else ("inter-node", f"intra-node ({'/'.join(kinds)})")
     rows = [
         ("time", f"{res.time_s * 1e6:.1f} us"),
-        ("RDMA GB/s (DeepEP def.)", f"{res.rdma_gbps:.1f}"),
-        ("NVLink GB/s (DeepEP def.)", f"{res.nvlink_gbps:.1f}"),
+        (f"{inter} GB/s (DeepEP def.)", f"{res.rdma_gbps:.1f}"),
+        (f"{intra} GB/s (DeepEP def.)", f"{res.nvlink_gbps:.1f}"),
         ("LL GB/s (selections x msg)", f"{res.ll_gbps:.1f}"),
         ("max link utilisation", f"{res.max_link_utilization:.0%}"),
         ("imbalance (max/mean recv)", f"{res.imbalance:.2f}"),
