@@ -344,6 +344,8 @@ def facts() -> dict[str, Any]:
     )
     f["lpu_8b_tp8"] = fmt.t(tp8.time_per_token_s / m8.layers)
     f["excluded_table"] = _excluded_table()
+    ds = next(e for e in excluded() if e.rec.model == "deepseek-v3")
+    f["rdu_dsv3"] = f"{ds.predicted:,.0f}"
     f.update(_argonne_facts())
     f.update(_wse_sram_x2())
     rdu_mtp = simulate_step(

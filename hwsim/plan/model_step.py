@@ -215,6 +215,13 @@ def _moe_ops(
         tokens = max(1, math.ceil(t / deg.tp))  # the TP group splits its tokens (SP) to dispatch
     else:
         tokens = t
+    # distinct tokens routed in the EP group: ep/tp TP groups of t tokens each. MoE's default
+    # (tokens per rank x ep) counts a token once per rank when t < tp (one token split over 16
+    # TP ranks is still one token): at batch 1 that read 6.4 of 16 local experts per layer on
+    # each of 16 ranks instead of 1 (DeepSeek-V3 on an SN40L rack)
+    distinct = max(1.0, t * deg.ep / deg.tp) if deg.ep > 1 else float(t)
+    local = math.ceil(moe.n_routed_experts / deg.ep)
+    p_miss = (1.0 - moe.top_k / moe.n_routed_experts) ** distinct
     block = MoE(
         tokens=tokens,
         hidden=model.hidden,
@@ -229,6 +236,7 @@ def _moe_ops(
         combine_dtype=spec.act_dtype,
         topk_groups=moe.topk_groups if moe.n_groups > 1 else None,
         scope=_scope(deg.ep, 1, per_node),
+        touched=max(1.0, local * (1.0 - p_miss)),
         name="moe",
     )
     ops = [

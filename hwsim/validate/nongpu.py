@@ -182,13 +182,17 @@ def predict(rec: Published, mapper: Mapper | None = None) -> tuple[float, Layout
 
 
 def plain_decode_bound(rec: Published) -> float:
-    """Upper bound on tok/s/user for plain decode of this row: every weight and KV byte of one
-    device crosses its main memory once per token at the datasheet bandwidth."""
+    """Upper bound on tok/s/user for plain decode of this row: the bytes hwsim's step reads
+    from main memory (every resident weight and KV byte a token needs: all of a dense model,
+    the touched experts of an MoE), summed over the pipeline's stages, cross it at the
+    datasheet bandwidth with nothing else in the way."""
     model = load_model_config(rec.model)
     dev = load_device(rec.device)
     mapper = mapper_for(dev)
-    w, kv = memory_per_device(model, layout_of(rec, model, mapper), rec.spec())
-    return dev.level_bandwidth_Bps(dev.main_memory.name) / (w + kv)
+    r = simulate_step(model, mapper, layout_of(rec, model, mapper), rec.spec(), timeline=False)
+    main = dev.main_memory.name
+    read = sum(o.count * o.timing.bytes_by_level.get(main, 0.0) for o in r.ops)
+    return dev.level_bandwidth_Bps(main) / read
 
 
 def _case(rec: Published, lay: Layout) -> str:

@@ -95,6 +95,31 @@ def test_moe_reads_only_touched_experts(dsv3) -> None:  # type: ignore[no-untype
     assert w > 58 * 256 * expert
 
 
+@pytest.mark.parametrize(
+    ("layout", "batch", "count"),
+    [
+        # one token over TP16 x EP16: 16 local experts x 8/256 = 0.5, floored at one GEMM
+        (Layout(tp=16, ep=16), 1, 1),
+        # 4 DP replicas of TP4 with one sequence each: 4 distinct tokens in the EP16 group,
+        # 16 x (1 - (1 - 8/256)^4) = 1.90 -> 2 GEMMs (counting 16 tokens gave 6.4 -> 6)
+        (Layout(tp=4, dp=4, ep=16), 4, 2),
+    ],
+)
+def test_tp_ranks_share_their_tokens_when_counting_touched_experts(  # type: ignore[no-untyped-def]
+    dsv3, layout: Layout, batch: int, count: int
+) -> None:
+    """The ranks of a TP group hold the same tokens: the EP group routes ep/tp x (tokens per
+    TP group) distinct tokens, not (tokens per rank) x ep. At batch 1 on an SN40L rack the old
+    count read 6.4 of 16 local experts per layer on every rank instead of one."""
+    g = build_step(dsv3, layout, StepSpec("decode", batch, 128, "fp8"))
+    counts = {
+        so.op.count
+        for lg, so in _ops(g)
+        if lg.name == "moe layer" and isinstance(so.op, Gemm) and so.op.name == "experts up"
+    }
+    assert counts == {count}
+
+
 def test_collectives_follow_layout(dsv3, llama8b) -> None:  # type: ignore[no-untyped-def]
     g = build_step(llama8b, Layout(tp=8), StepSpec("decode", 2, 64))
     ars = [so.op for _, so in _ops(g) if isinstance(so.op, Collective)]
