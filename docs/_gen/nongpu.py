@@ -23,6 +23,7 @@ from hwsim.sim.mapper import mapper_for
 from hwsim.spec.errors import SpecError
 from hwsim.spec.load import load_device, read_yaml
 from hwsim.spec.model import load_model_config
+from hwsim.spec.overrides import apply_overrides
 from hwsim.spec.profiles import profile_path
 from hwsim.validate.nongpu import Published, excluded, layout_of, load_table, predict
 
@@ -126,8 +127,6 @@ def _excluded_table() -> Table:
 
 def _wse_sram_x2() -> dict[str, str]:
     """Each WSE-3 core with twice the SRAM: 8B unchanged, 70B on fewer wafers but slower."""
-    from hwsim.spec.overrides import apply_overrides
-
     big = mapper_for(apply_overrides(load_device("cerebras-wse3"), ["memory.sram.capacity=x2"]))
     base = mapper_for(load_device("cerebras-wse3"))
     spec = StepSpec("decode", 1, CONTEXT)
@@ -348,6 +347,15 @@ def facts() -> dict[str, Any]:
     f["rdu_dsv3"] = f"{ds.predicted:,.0f}"
     f.update(_argonne_facts())
     f.update(_wse_sram_x2())
+    wse2 = mapper_for(
+        apply_overrides(
+            load_device("cerebras-wse3"), ["compute.peak.bf16=x0.5", "compute.peak.fp16=x0.5"]
+        )
+    )
+    r2 = simulate_step(
+        load_model_config("llama-3.1-8b"), wse2, Layout(pp=1), StepSpec("decode", 1, 4096)
+    )
+    f["wse2_8b"] = f"{r2.tokens_per_s_per_user:,.0f}"
     rdu_mtp = simulate_step(
         m70,
         rdu,
