@@ -41,15 +41,17 @@ def placement(model: ModelConfig, mapper: Any, layout: Layout, spec: StepSpec) -
     from hwsim.sim.wafer import WaferMapper
 
     if isinstance(mapper, WaferMapper):
-        from hwsim.report.mapping_figures import Mapping, wafer_regions
+        from hwsim.report.mapping_figures import Mapping, stage_mapper, wafer_regions
 
+        mapper = stage_mapper(Mapping(model, layout, spec), mapper)
         items = wafer_regions(Mapping(model, layout, spec), mapper, 0)
         regions = mapper.place_regions([(label, b, t) for label, _, b, t in items], fit=True)
         used = sum(r.cores for r in regions)
         return {
             "kind": "wafer_scale",
             "wafers": layout.devices,
-            "stage0_regions": len(regions),
+            "stage0_regions": len(items),
+            "stage0_rectangles": len(regions),
             "stage0_cores_used": used,
             "cores_per_wafer": mapper.cores,
             "weight_fill": mapper.fill,

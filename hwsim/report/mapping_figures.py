@@ -55,10 +55,18 @@ def _us(t: float) -> str:
 
 
 # ---------------------------------------------------------------------------------- wafer
+def stage_mapper(m: Mapping, mapper: WaferMapper) -> WaferMapper:
+    """The wafer mapper as the simulator uses it for this deployment: packed for what one
+    wafer holds (:meth:`WaferMapper.for_resident`), so drawing and timing share the regions."""
+    w, kv = memory_per_device(m.model, m.layout, m.spec)
+    return mapper.for_resident(w + kv)
+
+
 def wafer_regions(
     m: Mapping, mapper: WaferMapper, stage: int = 0, max_layers: int | None = None
 ) -> list[tuple[str, str, float, float]]:
     """``(label, category, bytes, time_s)`` of every region-holding op of ``stage``, in order."""
+    mapper = stage_mapper(m, mapper)
     graph = build_step(m.model, m.layout, m.spec)
     out: list[tuple[str, str, float, float]] = []
     layer = 0
@@ -79,11 +87,14 @@ def wafer_regions(
 
 def wafer_figure(m: Mapping, mapper: WaferMapper, stage: int = 0) -> go.Figure:
     """Regions of one stage's operators on the wafer's mesh (cores to scale)."""
+    mapper = stage_mapper(m, mapper)
     items = wafer_regions(m, mapper, stage)
     regions = mapper.place_regions([(label, b, t) for label, _, b, t in items], fit=True)
     fig = go.Figure()
     seen: set[str] = set()
-    for (_, cat, _, _), r in zip(items, regions, strict=True):
+    category = {label: cat for label, cat, _, _ in items}
+    for r in regions:  # a region that wraps to the next band comes as two rectangles
+        cat = category[r.name]
         x0, x1, y0, y1 = r.col, r.col + r.cols, r.row, r.row + r.rows
         fig.add_trace(
             go.Scatter(
@@ -109,7 +120,7 @@ def wafer_figure(m: Mapping, mapper: WaferMapper, stage: int = 0) -> go.Figure:
     fill = sum(r.bytes for r in regions) / max(1, used) / mapper.core_bytes
     fig.update_layout(
         title=(
-            f"{m.model.name} stage {stage} on one {mapper.device.name}: {len(regions)} regions, "
+            f"{m.model.name} stage {stage} on one {mapper.device.name}: {len(items)} regions, "
             f"{used:,} of {mapper.cores:,} cores ({used / mapper.cores:.0%}), each core's SRAM "
             f"{fill:.0%} full"
         ),

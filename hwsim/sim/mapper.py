@@ -391,7 +391,7 @@ class GpuMapper(RooflineMapper):
                 best, best_kernel = r, kern
         if best is None:
             raise _Fallback(f"attention simulator: {'; '.join(errors)}; roofline used")
-        for block_kv in self._smaller_kv_tiles(shape):  # then the winner's tile, tuned
+        for block_kv in self._smaller_kv_tiles(shape, best_kernel):  # the winner's tile, tuned
             r = sim(self.device, shape, best_kernel, block_kv=block_kv)
             if r.time_s < best.time_s:
                 best = r
@@ -409,7 +409,7 @@ class GpuMapper(RooflineMapper):
             "sim:gpu_attention",
         )
 
-    def _smaller_kv_tiles(self, shape: AttentionShape) -> list[int]:
+    def _smaller_kv_tiles(self, shape: AttentionShape, kernel: str) -> list[int]:
         """KV tiles below the default plan's (the largest that fits SMEM) worth timing: the
         tile the planner would take with 1/2, 1/4 … of the SMEM, as serving engines tune
         attention per GPU. Twice the SMEM only adds candidates, so a what-if with more does
@@ -418,12 +418,15 @@ class GpuMapper(RooflineMapper):
         for the fastest kernel only, which keeps the cost at a few simulations per op;
         ``hwsim attention`` and the FA3 validation time the default plan."""
         from hwsim.plan.attention import choose_blocks, onchip_budget_bytes
+        from hwsim.sim.kernel_profiles import load_attention_profile
 
+        # the kernel's own buffering depth, so every candidate fits SMEM as the plan builds it
+        stages = int(load_attention_profile(kernel, self.device.arch).stages.value)
         budget, _, _ = onchip_budget_bytes(self.device)
         tiles: set[int] = set()
         while True:  # down to the smallest budget that still holds a 16x16 tile
             try:
-                tiles.add(choose_blocks(shape, budget)[1])
+                tiles.add(choose_blocks(shape, budget, stages)[1])
             except SpecError:
                 break
             budget /= 2

@@ -335,10 +335,11 @@ class WaferMapper(SpatialMapper):
         self, items: list[tuple[str, float, float]], fit: bool = False
     ) -> list[Region]:
         """Pack ``(name, bytes, time_s)`` regions in order into horizontal bands of the mesh,
-        left to right, bands top to bottom (the layer pipeline snakes across the wafer). A
-        region larger than the wafer is a SpecError; so is a set of regions that needs more
-        cores than the wafer has, unless ``fit``, which shrinks every region by one factor
-        (denser SRAM use) so that the set fits."""
+        left to right, bands top to bottom (the layer pipeline snakes across the wafer; a
+        region may continue on the next band, so it can come back as several rectangles of
+        the same name). A region larger than the wafer is a SpecError; so is a set of regions
+        that needs more cores than the wafer has, unless ``fit``, which shrinks every region
+        by one factor (denser SRAM use, never beyond a core's SRAM) so that the set fits."""
         cores = [self.region_cores(b) for _, b, _ in items]
         for (name, nbytes, _), p in zip(items, cores, strict=True):
             if p * self.core_data_bytes < nbytes:
@@ -349,38 +350,43 @@ class WaferMapper(SpatialMapper):
         if not cores:
             return []
         band = min(self.mesh_rows, max(1, math.isqrt(sorted(cores)[len(cores) // 2])))
+        # a region shrunk below this scale would hold more than its cores' SRAM
+        floor = max(b / (p * self.core_bytes) for (_, b, _), p in zip(items, cores, strict=True))
         scale = 1.0
-        for _ in range(60):  # shrink until the bands hold every region (waste at band ends)
-            out = self._bands(items, [max(1, int(p * scale)) for p in cores], band)
+        while True:  # shrink until the bands hold every region (partial last pieces waste a little)
+            out = self._bands(items, [max(1, math.ceil(p * scale)) for p in cores], band)
             if out is not None:
                 return out
-            if not fit:
+            if not fit or scale * 0.97 < floor:
                 raise SpecError(
                     f"regions of {len(items)} ops need {sum(cores):,} cores at fill "
                     f"{self.fill:.0%}; they do not fit one wafer of {self.cores:,}"
                 )
             scale *= 0.97
-        raise SpecError(f"could not pack {len(items)} regions on one wafer")
 
     def _bands(
         self, items: list[tuple[str, float, float]], cores: list[int], band: int
     ) -> list[Region] | None:
+        """Snake the regions through horizontal bands of ``band`` rows, left to right, bands top
+        to bottom; a region that does not fit the rest of its band continues on the next one
+        (drawn as two rectangles, its bytes split in proportion), so no band end is wasted and
+        the whole wafer can be used. None when the regions need more rows than the mesh has."""
         out: list[Region] = []
         row = col = 0
         for (name, nbytes, t), p in zip(items, cores, strict=True):
-            rows = min(band, p, self.mesh_rows)
-            cols = math.ceil(p / rows)
-            if cols > self.mesh_cols:
-                rows = min(self.mesh_rows, math.ceil(p / self.mesh_cols))
-                cols = math.ceil(p / rows)
-            if col + cols > self.mesh_cols:
-                row, col = row + band, 0
-            if row + rows > self.mesh_rows:
-                return None
-            out.append(Region(name, row, col, rows, cols, nbytes, t))
-            col += cols
-            if rows > band:  # a tall region takes whole bands
-                row, col = row + rows, 0
+            need = p
+            while need > 0:
+                if col >= self.mesh_cols:
+                    row, col = row + band, 0
+                height = min(band, self.mesh_rows - row)
+                if height <= 0:
+                    return None
+                width = min(self.mesh_cols - col, math.ceil(need / height))
+                take = min(need, width * height)
+                rows = math.ceil(take / width)  # the last piece may be shorter than the band
+                out.append(Region(name, row, col, rows, width, nbytes * take / p, t))
+                need -= take
+                col += width
         return out
 
 
