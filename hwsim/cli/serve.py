@@ -322,7 +322,12 @@ def whatif_cmd(
     device: Device,
     step: Annotated[list[str], typer.Argument(help="-- decode|prefill and its options")],
     set_: Annotated[
-        list[str], typer.Option("--set", help="PATH=VALUE spec change, repeatable (x2, +20%)")
+        list[str],
+        typer.Option(
+            "--set",
+            help="PATH=VALUE spec change, repeatable (x2, +20%); profile.PATH=VALUE changes a "
+            "wafer/dataflow/LPU mapper parameter (profile.op_latency=x0.5)",
+        ),
     ],
     relayout: Annotated[
         bool,

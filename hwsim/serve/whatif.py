@@ -8,6 +8,9 @@ layout, and reports both with the relative change of every metric.
 
 The layout is resolved once on the baseline (capacity planning), so that a what-if changes the
 hardware and nothing else; a change that makes the model no longer fit is reported, not hidden.
+A ``--set`` path that starts with ``profile.`` changes the device kind's mapper profile instead
+(non-datasheet parameters of the wafer-scale, dataflow and LPU mappers: ``profile.op_latency=x0.5``
+asks what a Groq compiler with half the per-operator latency would give).
 ``relayout=True`` instead plans each side on its own (``--devices auto``: the fewest devices
 that hold the model, or the step's own ``devices``/``layout`` rule), so a capacity change shows
 as a change in the number of devices: twice the SRAM per wafer holds Llama-3.1-70B on 2 wafers
@@ -16,12 +19,13 @@ instead of 4 (and at batch 1 each token takes longer on fewer cores).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hwsim.serve.api import make_target, serve_step
+from hwsim.serve.api import Target, make_target, serve_step
 from hwsim.serve.step import StepResult
 from hwsim.spec.errors import SpecError
 from hwsim.spec.load import load_device
@@ -78,6 +82,34 @@ class WhatIf:
         }
 
 
+#: ``--set profile.PATH=VALUE`` changes the kind's mapper profile instead of the device spec.
+PROFILE_PREFIX = "profile."
+
+
+def _with_profile(target: Target, overrides: list[str]) -> tuple[Target, dict[str, Any]]:
+    """``target`` with its spatial mapper's profile overridden, and what changed."""
+    from hwsim.sim.spatial import SpatialMapper
+    from hwsim.spec.overrides import resolve_overrides
+
+    mapper = target.mapper
+    if not isinstance(mapper, SpatialMapper):
+        raise SpecError(
+            f"--set profile.*: {target.device.name} is a '{target.device.kind}' device; profile "
+            "what-ifs change the wafer-scale, dataflow and LPU mappers' parameters "
+            "(devices/profiles/{wafer,dataflow,lpu}.yaml)",
+            key="set",
+        )
+    profile = mapper.profile  # type: ignore[attr-defined]
+    changed = {
+        f"{PROFILE_PREFIX}{r.path}": {
+            "before": math.nan if r.old_value is None else r.old_value,
+            "after": r.new_value,
+        }
+        for r, _ in resolve_overrides(profile, overrides)
+    }
+    return dataclasses.replace(target, mapper=mapper.with_profile(overrides)), changed
+
+
 def whatif(
     device: str,
     overrides: Sequence[str],
@@ -94,14 +126,19 @@ def whatif(
         raise SpecError(f"spec overrides are not available: {err}") from None
     if not overrides:
         raise SpecError("give at least one --set PATH=VALUE", key="set")
+    spec_ovs = [o for o in overrides if not o.startswith(PROFILE_PREFIX)]
+    prof_ovs = [o[len(PROFILE_PREFIX) :] for o in overrides if o.startswith(PROFILE_PREFIX)]
     base_dev = load_device(device)
-    new_dev = apply_overrides(base_dev, list(overrides))
+    new_dev = apply_overrides(base_dev, spec_ovs)
     changed = {
         r.path: {"before": math.nan if r.old_value is None else r.old_value, "after": r.new_value}
-        for r, _ in resolve_overrides(base_dev, list(overrides))
+        for r, _ in resolve_overrides(base_dev, spec_ovs)
     }
     base_t = make_target(base_dev, key=device)
     new_t = make_target(new_dev, cluster=base_t.cluster, key=f"{device} (what-if)")
+    if prof_ovs:
+        new_t, prof_changed = _with_profile(new_t, prof_ovs)
+        changed.update(prof_changed)
     model = step_args.pop("model")
     cfg = load_model_config(model) if isinstance(model, str) else model
     step_args.pop("strict", None)

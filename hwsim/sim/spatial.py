@@ -26,10 +26,9 @@ operations in MPICH", IJHPCA 19(1), 2005 (ring, direct and hierarchical algorith
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
-
-from pydantic import BaseModel
 
 from hwsim.plan.attention import AttentionPlan, AttentionShape, plan_attention
 from hwsim.plan.workload import (
@@ -47,11 +46,12 @@ from hwsim.spec.device import DTYPE_BYTES, Device
 from hwsim.spec.errors import SpecError
 from hwsim.spec.fit import human_bytes
 from hwsim.spec.profiles import load_profile, profile_key_used
+from hwsim.spec.quantity import Strict
 
 if TYPE_CHECKING:
     from hwsim.spec.cluster import Cluster
 
-P = TypeVar("P", bound=BaseModel)
+P = TypeVar("P", bound=Strict)
 
 #: Vector FLOPs per element of the streaming ops (same table as hwsim.sim.mapper).
 ELEMENTWISE_FLOPS = {"rmsnorm": 5.0, "layernorm": 8.0, "softmax": 5.0, "swiglu": 6.0, "gelu": 10.0}
@@ -180,10 +180,28 @@ class SpatialMapper(RooflineMapper):
     #: the routers of a statically scheduled Dragonfly that carries a layer over many nodes).
     tp_across_domains = False
 
-    def __init__(self, device: Device, cluster: Cluster | None = None) -> None:
+    def __init__(
+        self,
+        device: Device,
+        cluster: Cluster | None = None,
+        profile_overrides: Sequence[str] = (),
+    ) -> None:
+        #: ``"path=value"`` changes to the kind's profile (a what-if: ``op_latency=x0.5``)
+        self.profile_overrides = tuple(profile_overrides)
+        self._cluster_arg = cluster  # as given: the base class adapts it to the device
         super().__init__(device, cluster)
         self._setup()
         self.links = self._links()
+
+    def with_profile(self, overrides: Sequence[str]) -> SpatialMapper:
+        """A fresh mapper of the same device and cluster whose profile has ``overrides``
+        (``"path=value"``, as ``hwsim whatif --set profile.PATH=VALUE``) on top of this one's:
+        the kind's parameters that are not datasheet values (a fitted per-operator latency, a
+        per-core data budget, an HBM efficiency) become what-if levers like the device's."""
+        return self._rebuild(self.profile_overrides + tuple(overrides))
+
+    def _rebuild(self, profile_overrides: tuple[str, ...]) -> SpatialMapper:
+        return type(self)(self.device, self._cluster_arg, profile_overrides=profile_overrides)
 
     @property
     def domain_devices(self) -> int:
@@ -208,9 +226,16 @@ class SpatialMapper(RooflineMapper):
 
     # ---- shared --------------------------------------------------------------------------
     def load(self, model: type[P]) -> tuple[P, str]:
-        """This device's entry of the kind's profile, and which key was used."""
+        """This device's entry of the kind's profile (with :attr:`profile_overrides` applied),
+        and which key was used."""
         key = profile_key_used(self.family, self.device.arch)
-        return load_profile(self.family, self.device.arch, model), key
+        prof = load_profile(self.family, self.device.arch, model)
+        if self.profile_overrides:
+            from hwsim.spec.overrides import apply_overrides
+
+            prof = apply_overrides(prof, list(self.profile_overrides))
+            key += f" with {', '.join(self.profile_overrides)}"
+        return prof, key
 
     @property
     def unit(self) -> str:

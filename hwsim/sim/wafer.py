@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -95,10 +95,17 @@ class WaferMapper(SpatialMapper):
     family = "wafer"
 
     def __init__(
-        self, device: Device, cluster: Cluster | None = None, weight_streaming: bool = False
+        self,
+        device: Device,
+        cluster: Cluster | None = None,
+        weight_streaming: bool = False,
+        profile_overrides: Sequence[str] = (),
     ) -> None:
         self.weight_streaming = weight_streaming
-        super().__init__(device, cluster)
+        super().__init__(device, cluster, profile_overrides)
+
+    def _rebuild(self, profile_overrides: tuple[str, ...]) -> WaferMapper:
+        return WaferMapper(self.device, self._cluster_arg, self.weight_streaming, profile_overrides)
 
     def _setup(self) -> None:
         self.profile, self.profile_key = self.load(WaferProfile)

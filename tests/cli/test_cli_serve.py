@@ -107,6 +107,27 @@ def test_whatif_relayout_shows_fewer_devices_with_more_memory() -> None:
     assert new["deltas"]["time_per_token_s"]["change"] > 0.5  # half the cores per token
 
 
+def test_whatif_profile_parameters_of_a_spatial_kind() -> None:
+    """A mapper parameter that is not a datasheet value is a what-if lever too: Groq with half
+    the fitted per-operator latency. The step is latency-bound, so it gets much faster but by
+    less than 2x (streams and all-reduces stay)."""
+    d = _json(
+        ["whatif", "--device", "groq-lpu", "--set", "profile.op_latency=x0.5", "--", "decode",
+         "--model", "llama-3.1-8b", "--dtype", "fp8", "--kv-dtype", "fp8"]
+    )  # fmt: skip
+    assert d["changed"]["profile.op_latency"] == {"before": 3.5e-6, "after": 1.75e-6}
+    change = d["deltas"]["time_per_token_s"]["change"]
+    assert -0.5 < change < -0.25
+    res = runner.invoke(
+        app, ["whatif", "--device", "h100-sxm", "--set", "profile.op_latency=x0.5", "--",
+              "decode", "--model", "llama-3.1-8b"],
+    )  # fmt: skip
+    assert res.exit_code != 0
+    assert "profile what-ifs change the wafer-scale, dataflow and LPU" in str(res.exception) + (
+        res.output
+    )
+
+
 def test_capacity_reasoning() -> None:
     d = _json(["capacity", "--model", "llama-3.1-70b", "--device", "h100-sxm"])
     assert d["lower_bound_devices"] == 2 and d["devices"] == 2

@@ -230,6 +230,24 @@ def test_wafer_packs_denser_when_its_share_of_the_model_needs_it(mappers) -> Non
     assert m.for_resident(1e12).core_data_bytes == m.core_bytes  # never beyond the SRAM
 
 
+def test_profile_what_ifs_rebuild_the_mapper(mappers) -> None:  # type: ignore[no-untyped-def]
+    """with_profile builds a fresh mapper (derived fields and caches follow the new profile);
+    no overrides reproduce the original exactly; the wafer keeps weight streaming."""
+    op = Gemm(1, 8192, 8192, "bf16")
+    for name, m in mappers.items():
+        assert m.with_profile([]).time(op).time_s == m.time(op).time_s, name
+    wafer = mappers["cerebras-wse3"]
+    half = wafer.with_profile(["core_data=x0.5"])
+    assert half.core_data_bytes == pytest.approx(wafer.core_data_bytes / 2, rel=1e-12)
+    assert half.time(op).time_s < wafer.time(op).time_s  # twice the cores per region
+    ws = WaferMapper(load_device("cerebras-wse3"), weight_streaming=True)
+    assert ws.with_profile(["matrix_efficiency=0.5"]).weight_streaming
+    lpu = mappers["groq-lpu"].with_profile(["op_latency=0 us"])
+    assert lpu.time(op).time_s == pytest.approx(8192 * 8192 * 2 / 18.4e12, rel=1e-12)
+    with pytest.raises(SpecError, match="did you mean 'op_latency'"):
+        mappers["groq-lpu"].with_profile(["op_latncy=1 us"])
+
+
 def test_wafer_weight_streaming_is_io_bound(mappers) -> None:  # type: ignore[no-untyped-def]
     m = mappers["cerebras-wse3"]
     res = m.time(Gemm(1, 8192, 8192, "bf16"))
