@@ -94,18 +94,26 @@ def _with_profile(target: Target, overrides: list[str]) -> tuple[Target, dict[st
     mapper = target.mapper
     if not isinstance(mapper, SpatialMapper):
         raise SpecError(
-            f"--set profile.*: {target.device.name} is a '{target.device.kind}' device; profile "
-            "what-ifs change the wafer-scale, dataflow and LPU mappers' parameters "
-            "(devices/profiles/{wafer,dataflow,lpu}.yaml)",
+            f"profile.* paths change the wafer-scale, dataflow and LPU mappers' parameters "
+            f"(devices/profiles/{{wafer,dataflow,lpu}}.yaml); {target.device.name} is a "
+            f"'{target.device.kind}' device",
             key="set",
         )
     profile = mapper.profile  # type: ignore[attr-defined]
+    try:
+        resolved = resolve_overrides(profile, overrides)
+    except SpecError as err:  # name the profile file, not the schema class
+        key_used = getattr(mapper, "profile_key", mapper.device.arch)
+        where = f"the {mapper.family} profile of {target.device.name} ({key_used})"
+        raise SpecError(
+            str(err).replace(f"for {type(profile).__name__}", f"in {where}"), key="set"
+        ) from None
     changed = {
         f"{PROFILE_PREFIX}{r.path}": {
             "before": math.nan if r.old_value is None else r.old_value,
             "after": r.new_value,
         }
-        for r, _ in resolve_overrides(profile, overrides)
+        for r, _ in resolved
     }
     return dataclasses.replace(target, mapper=mapper.with_profile(overrides)), changed
 

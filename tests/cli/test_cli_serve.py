@@ -123,9 +123,7 @@ def test_whatif_profile_parameters_of_a_spatial_kind() -> None:
               "decode", "--model", "llama-3.1-8b"],
     )  # fmt: skip
     assert res.exit_code != 0
-    assert "profile what-ifs change the wafer-scale, dataflow and LPU" in str(res.exception) + (
-        res.output
-    )
+    assert "paths change the wafer-scale, dataflow and LPU" in str(res.exception) + (res.output)
 
 
 def test_capacity_reasoning() -> None:
