@@ -255,13 +255,31 @@ RESOURCE_NAMES: dict[str, str] = {
 }
 
 
-def rname(resource: str) -> str:
+#: What "compute" is on each device kind (the matrix datapath a run is bound by).
+COMPUTE_NAMES: dict[str, str] = {
+    "gpu": "the tensor cores",
+    "wafer_scale": "the cores' FMAC datapaths",
+    "dataflow": "the PCUs (pattern compute units)",
+    "lpu": "the matrix unit (MXM)",
+}
+
+
+def rname(resource: str, kind: str = "gpu") -> str:
+    """A resource's plain name; ``compute`` by device ``kind`` (not tensor cores on a wafer)."""
+    if resource == "compute":
+        return COMPUTE_NAMES.get(kind, "the compute units")
     return RESOURCE_NAMES.get(resource, resource)
 
 
+def compute_rate_title(kind: str) -> str:
+    """The what-if title for twice the matrix peak, in the kind's own words."""
+    return "2× tensor-core rate" if kind == "gpu" else "2× matrix rate"
+
+
 def _bound_sentence(base: Outcome) -> str:
+    kind = str(base.details.get("device_kind", "gpu"))
     ranked = [(r, s) for r, s in base.ranked() if s > 0.005]
-    busy = ", ".join(f"{rname(r)} {fmt_pct(s)}" for r, s in ranked[:4])
+    busy = ", ".join(f"{rname(r, kind)} {fmt_pct(s)}" for r, s in ranked[:4])
     if base.bound == "latency":
         return (
             f"No resource is busy half of the time ({busy}): the run is latency-bound, waiting on "
@@ -269,7 +287,7 @@ def _bound_sentence(base: Outcome) -> str:
         )
     text = (
         (
-            f"It is {base.bound}-bound: {rname(base.bound)} are busy "
+            f"It is {base.bound}-bound: {rname(base.bound, kind)} are busy "
             f"{fmt_pct(base.share(base.bound))} of the time (busy shares: {busy})."
         )
         .replace("HBM are", "HBM is")

@@ -19,6 +19,7 @@ from hwsim.report.explain import (
     Candidate,
     Change,
     Outcome,
+    compute_rate_title,
     fmt_bytes,
     fmt_pct,
     fmt_time,
@@ -151,6 +152,7 @@ class DecodeSubject:
             peak_flops=d.peak_flops(peak_dtype),
             metric=("tokens/s per user", r.tokens_per_s_per_user),
             details={
+                "device_kind": d.kind,
                 "weight_bytes": r.weight_bytes_per_device,
                 "kv_bytes": r.kv_bytes_per_device,
                 "capacity_bytes": r.capacity_bytes,
@@ -239,7 +241,7 @@ class DecodeSubject:
             )
         pool["compute"] = Candidate(
             "compute-x2",
-            "2× tensor-core rate",
+            compute_rate_title(d.kind),
             "compute",
             ("compute",),
             Change(spec={_peak_path(d, self.dtype): "x2"}),

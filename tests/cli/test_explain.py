@@ -233,3 +233,12 @@ def test_latency_bound_lpu_decode_skips_an_invalid_wider_layout() -> None:
     assert data["bound"] == "latency"  # the fitted per-operator latency dominates at batch 1
     assert all(not w["key"].startswith("tp-") for w in data["whatifs"])
     assert data["whatifs"]  # the other levers are still re-simulated
+
+
+def test_compute_is_named_by_device_kind() -> None:
+    """A wafer has no tensor cores: its compute bound and what-if use the kind's own words."""
+    data = _explain("decode", "--model", "llama-3.1-8b", "--device", "cerebras-wse3")
+    text = " ".join(data["story"])
+    assert data["bound"] == "compute" and "FMAC datapaths" in text
+    assert "tensor" not in text
+    assert any(w["title"] == "2× matrix rate" for w in data["whatifs"])
