@@ -240,5 +240,5 @@ def test_compute_is_named_by_device_kind() -> None:
     data = _explain("decode", "--model", "llama-3.1-8b", "--device", "cerebras-wse3")
     text = " ".join(data["story"])
     assert data["bound"] == "compute" and "FMAC datapaths" in text
-    assert "tensor" not in text
+    assert "tensor core" not in text and "tensor-core" not in text
     assert any(w["title"] == "2× matrix rate" for w in data["whatifs"])
