@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Literal
 
 from hwsim.plan.model_step import StepSpec, memory_per_device
+from hwsim.plan.workload import Phase
 from hwsim.serve.capacity import min_devices
 from hwsim.serve.layout import Layout, parse_layout
 from hwsim.serve.step import simulate_step
@@ -87,8 +88,9 @@ class Published:
             return CONTEXT
         return self.prompt_tokens + (self.output_tokens or 0) // 2
 
-    def spec(self, context: int | None = None, phase: str = "decode") -> StepSpec:
-        return StepSpec(phase, 1, context or self.context, self.dtype, self.dtype)  # type: ignore[arg-type]
+    def spec(self, context: int | None = None, phase: Phase = "decode") -> StepSpec:
+        """Batch 1 at ``context`` tokens (default: the request's mean) in the row's dtype."""
+        return StepSpec(phase, 1, context or self.context, self.dtype, self.dtype)
 
 
 def _int(text: str, key: str, where: str) -> int | None:
