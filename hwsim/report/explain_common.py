@@ -96,3 +96,34 @@ def _need(data: dict[str, Any], keys: tuple[str, ...], what: str) -> None:
             f"{what.split()[0].lower()} ...` with options instead",
             key=missing[0],
         )
+
+
+def mapping_candidates(kind: str) -> dict[str, Candidate]:
+    """What-ifs on a spatial kind's mapper parameters (``devices/profiles/<family>.yaml``), the
+    software levers next to the hardware ones: an LPU's fitted per-operator latency, a wafer's
+    bytes per core (regions over more cores where the wafer has spare ones)."""
+    if kind == "lpu":
+        return {
+            "op_latency": Candidate(
+                "op-latency-half",
+                "½ per-operator latency",
+                "mapping",
+                ("latency",),
+                Change(profile={"op_latency": "x0.5"}),
+                "a compiler or runtime that halves the fixed cost each dependent operator adds "
+                "(the fitted op_latency: fill, synchronisation)",
+            )
+        }
+    if kind == "wafer_scale":
+        return {
+            "spread": Candidate(
+                "core-data-half",
+                "regions over twice the cores",
+                "mapping",
+                ("compute", "sram"),
+                Change(profile={"core_data": "x0.5"}),
+                "half the bytes per core, so each operator's region has twice the cores, as far "
+                "as the wafer has spare ones (a model that fills it cannot spread)",
+            )
+        }
+    return {}

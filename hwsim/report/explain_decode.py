@@ -24,7 +24,14 @@ from hwsim.report.explain import (
     fmt_pct,
     fmt_time,
 )
-from hwsim.report.explain_common import NARROWER, _faster_dtype, _fill, _level_x2, _peak_path
+from hwsim.report.explain_common import (
+    NARROWER,
+    _faster_dtype,
+    _fill,
+    _level_x2,
+    _peak_path,
+    mapping_candidates,
+)
 from hwsim.spec.errors import SpecError
 from hwsim.spec.load import load_device
 from hwsim.spec.overrides import apply_overrides
@@ -118,9 +125,20 @@ class DecodeSubject:
         layout = None
         if any(v is not None for v in degrees.values()):
             layout = Layout(**{k: int(v or 1) for k, v in degrees.items()})
+        target = make_target(d, key=self.device)
+        if change.profile:  # a mapper parameter (hwsim whatif --set profile.PATH=VALUE)
+            from dataclasses import replace
+
+            from hwsim.sim.spatial import SpatialMapper
+
+            mapper = target.mapper
+            if not isinstance(mapper, SpatialMapper):
+                raise SpecError(f"{d.name}: profile what-ifs need a wafer, dataflow or LPU")
+            ovs = [f"{k}={v}" for k, v in change.profile.items()]
+            target = replace(target, mapper=mapper.with_profile(ovs))
         r = serve_step(
             str(p["model"]),
-            make_target(d, key=self.device),
+            target,
             phase,
             batch=int(p["batch"]),
             context=int(p["context"]),
@@ -247,9 +265,11 @@ class DecodeSubject:
             Change(spec={_peak_path(d, self.dtype): "x2"}),
             f"a chip with twice the {self.dtype} matrix peak",
         )
+        pool.update(mapping_candidates(d.kind))
         order = {
             main: ["bw", "dtype", "tp", "kv"],
-            "compute": ["dtype", "compute", "tp"],
+            "compute": ["dtype", "compute", "spread", "tp"],
+            "latency": ["op_latency", "tp", "bw", "dtype"],
         }.get(base.bound, ["tp", "bw", "dtype"])
         cands = [pool[k] for k in order if k in pool]
         return _fill(cands, list(pool.values()))

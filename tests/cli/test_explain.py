@@ -232,7 +232,15 @@ def test_latency_bound_lpu_decode_skips_an_invalid_wider_layout() -> None:
                     "--dtype", "fp8")  # fmt: skip
     assert data["bound"] == "latency"  # the fitted per-operator latency dominates at batch 1
     assert all(not w["key"].startswith("tp-") for w in data["whatifs"])
-    assert data["whatifs"]  # the other levers are still re-simulated
+    # the software lever: half the fitted per-operator latency, re-simulated exactly as
+    # `hwsim whatif --set profile.op_latency=x0.5` runs it
+    assert data["top_suggestion"] == "op-latency-half"
+    top = data["whatifs"][0]
+    assert top["change"]["profile"] == {"op_latency": "x0.5"} and top["delta"] < -0.3
+    from hwsim.serve.whatif import whatif
+
+    w = whatif("groq-lpu", ["profile.op_latency=x0.5"], model="llama-3.1-70b", dtype="fp8")
+    assert top["time_s"] == pytest.approx(w.modified.step_time_s, rel=SAME)
 
 
 def test_compute_is_named_by_device_kind() -> None:
