@@ -148,7 +148,7 @@ def _stats_dict(r: SweepResult) -> dict[str, Any]:
 def _print_kinds(json_out: bool) -> None:
     from rich.table import Table
 
-    from hwsim.sweep.spec import kinds_table
+    from hwsim.sweep.kinds import kinds_table
 
     rows = kinds_table()
     if json_out:

@@ -88,7 +88,7 @@ PROFILE_PREFIX = "profile."
 
 def _with_profile(target: Target, overrides: list[str]) -> tuple[Target, dict[str, Any]]:
     """``target`` with its spatial mapper's profile overridden, and what changed."""
-    from hwsim.sim.spatial import SpatialMapper
+    from hwsim.sim.spatial import SpatialMapper, profile_message
     from hwsim.spec.overrides import resolve_overrides
 
     mapper = target.mapper
@@ -103,11 +103,7 @@ def _with_profile(target: Target, overrides: list[str]) -> tuple[Target, dict[st
     try:
         resolved = resolve_overrides(profile, overrides)
     except SpecError as err:  # name the profile file, not the schema class
-        key_used = getattr(mapper, "profile_key", mapper.device.arch)
-        where = f"the {mapper.family} profile of {target.device.name} ({key_used})"
-        raise SpecError(
-            str(err).replace(f"for {type(profile).__name__}", f"in {where}"), key="set"
-        ) from None
+        raise SpecError(profile_message(str(err), mapper), key="set") from None
     changed = {
         f"{PROFILE_PREFIX}{r.path}": {
             "before": math.nan if r.old_value is None else r.old_value,

@@ -167,6 +167,33 @@ def collective_on(op: Collective, links: Links) -> OpTiming:
     )
 
 
+#: what-if and sweep paths that start with this change a spatial kind's mapper profile
+PROFILE_PREFIX = "profile."
+
+
+def mapper_profile(device: Device) -> tuple[SpatialMapper, Strict]:
+    """``device``'s mapper and the profile that ``profile.*`` what-ifs and sweep axes change
+    (``devices/profiles/{wafer,dataflow,lpu}.yaml``); a SpecError for a kind without one."""
+    from hwsim.sim.mapper import mapper_for
+
+    mapper = mapper_for(device)
+    if not isinstance(mapper, SpatialMapper):
+        raise SpecError(
+            f"{PROFILE_PREFIX}* paths change the wafer-scale, dataflow and LPU mappers' "
+            f"parameters (devices/profiles/{{wafer,dataflow,lpu}}.yaml); {device.name} is a "
+            f"'{device.kind}' device"
+        )
+    return mapper, mapper.profile  # type: ignore[attr-defined]
+
+
+def profile_message(text: str, mapper: SpatialMapper) -> str:
+    """An override error about a profile, naming the profile (``the lpu profile of Groq LPU
+    (tsp1)``) instead of its schema class."""
+    key = getattr(mapper, "profile_key", mapper.device.arch)
+    where = f"in the {mapper.family} profile of {mapper.device.name} ({key})"
+    return text.replace(f"for {type(mapper.profile).__name__}", where)  # type: ignore[attr-defined]
+
+
 class SpatialMapper(RooflineMapper):
     """Base of the wafer-scale, dataflow and LPU mappers (see the module docstring)."""
 

@@ -91,6 +91,9 @@ class MetricKind(ABC):
     #: point kinds that run on a cluster (an ``options.cluster``): the sweep adds each point's
     #: ``axes.cluster`` overrides to their sub-problem as ``cluster.<path>`` entries (SI)
     reads_cluster: ClassVar[bool] = False
+    #: point kinds that time a whole model through a device's mapper: the sweep adds each
+    #: point's ``profile.<path>`` spec axes (a spatial kind's mapper parameters, SI) likewise
+    reads_profile: ClassVar[bool] = False
     #: sub-problem keys that shape a random kind's draw (None: its whole unit key)
     seed_params: ClassVar[tuple[str, ...] | None] = None
 
@@ -122,6 +125,8 @@ class MetricKind(ABC):
 
 #: parameter/column-name prefix of the sweep's ``axes.cluster`` overrides (``cluster.<path>``)
 CLUSTER_PREFIX = "cluster."
+#: prefix of ``axes.spec`` paths that change the mapper profile, not the device (``profile.<path>``)
+PROFILE_PREFIX = "profile."
 
 
 # ---- registry ----------------------------------------------------------------------------------
@@ -478,3 +483,17 @@ class GemmRoofline(MetricKind):
         qbytes = np.where((pos >= 0) & (pos <= main[:, None]), traffic, 0.0)
         flops = work_matrix(len(batch), dt_idx, 2.0 * m * n * k)
         return roofline_metrics(dev, idx, flops, qbytes, dt_idx)
+
+
+def kinds_table() -> list[tuple[str, str, str, str]]:
+    """(name, flavour, parameters, metrics) of every registered kind, for help texts."""
+    _load_builtin()
+    return [
+        (
+            name,
+            "analytic" if cls.vectorised else "simulator",
+            ", ".join(cls.params),
+            ", ".join(cls.metrics),
+        )
+        for name, cls in sorted(KINDS.items())
+    ]

@@ -25,7 +25,7 @@ from hwsim.spec.model import load_model_config
 from hwsim.spec.overrides import apply_overrides, get_value, path_dim
 from hwsim.spec.units import Dim
 from hwsim.sweep import expr
-from hwsim.sweep.kinds import CLUSTER_PREFIX, MetricKind
+from hwsim.sweep.kinds import CLUSTER_PREFIX, PROFILE_PREFIX, MetricKind
 from hwsim.sweep.model_kinds import model_params
 from hwsim.sweep.spec import LAYOUT_KEYS, Range, SweepFile, parse_layout, range_end
 
@@ -104,6 +104,10 @@ def _dims(axes: list[Axis], device: Device, cluster: Cluster | None) -> list[Dim
     for a in axes:
         if a.range is not None and a.category == "spec":
             out.append(path_dim(device, a.name))
+        elif a.range is not None and a.category == "profile":
+            from hwsim.sim.spatial import mapper_profile
+
+            out.append(path_dim(mapper_profile(device)[1], a.name[len(PROFILE_PREFIX) :]))
         elif a.range is not None and a.category == "cluster" and cluster is not None:
             out.append(path_dim(cluster, a.name[len(CLUSTER_PREFIX) :]))
         else:
@@ -218,6 +222,7 @@ def build_points(sweep: SweepFile, kinds: list[MetricKind]) -> PointSet:
         inputs[a.name] = per_dev[device_index]
     if base_cluster is not None:
         inputs.update(_cluster_columns(base_cluster, axes, by_name, n_all, caught))
+    inputs.update(_profile_columns(load_device(base_name), axes, by_name, n_all))
     for a in axes:
         if a.category == "workload":
             inputs[a.name] = column(by_name[a.name])
@@ -271,6 +276,30 @@ def _cluster_columns(
     return {a.name: out[:, i] for i, a in enumerate(cl_axes)}
 
 
+def _profile_columns(
+    device: Device, axes: list[Axis], by_name: dict[str, list[Any]], n: int
+) -> dict[str, NDArray[Any]]:
+    """The SI value of every ``profile.<path>`` axis per point, resolved on the base device's
+    mapper profile (``x0.5`` of its own value), each distinct combination once."""
+    pr_axes = [a for a in axes if a.category == "profile"]
+    if not pr_axes:
+        return {}
+    from hwsim.sim.spatial import mapper_profile
+
+    profile = mapper_profile(device)[1]
+    paths = [a.name[len(PROFILE_PREFIX) :] for a in pr_axes]
+    cols = [by_name[a.name] for a in pr_axes]
+    seen: dict[tuple[Any, ...], tuple[float, ...]] = {}
+    out = np.empty((n, len(pr_axes)))
+    for p in range(n):
+        combo = tuple(c[p] for c in cols)
+        if combo not in seen:
+            new = apply_overrides(profile, dict(zip(paths, combo, strict=True)), si_numbers=True)
+            seen[combo] = tuple(get_value(new, path) for path in paths)
+        out[p] = seen[combo]
+    return {a.name: out[:, i] for i, a in enumerate(pr_axes)}
+
+
 def _device_columns(
     names: set[str], devices: list[Device], device_index: NDArray[np.intp]
 ) -> dict[str, NDArray[Any]]:
@@ -321,7 +350,7 @@ def _params(
             name in layers
             or name in sweep.axes.workload
             or name in LAYOUT_KEYS
-            or name.startswith(CLUSTER_PREFIX)
+            or name.startswith((CLUSTER_PREFIX, PROFILE_PREFIX))
         ):
             layers[name] = list(col.tolist())
     out: dict[str, NDArray[Any]] = {}

@@ -27,7 +27,7 @@ from hwsim.spec.device import Device
 from hwsim.sweep import expr
 from hwsim.sweep.cache import SweepCache, canonical_json, code_version, unit_key
 from hwsim.sweep.executors import Executor, LocalExecutor
-from hwsim.sweep.kinds import CLUSTER_PREFIX, Batch, MetricKind, get_kind
+from hwsim.sweep.kinds import CLUSTER_PREFIX, PROFILE_PREFIX, Batch, MetricKind, get_kind
 from hwsim.sweep.points import PointSet, build_points, column, device_columns
 from hwsim.sweep.sensitivity import Elasticity, elasticities
 from hwsim.sweep.spec import SweepFile
@@ -195,8 +195,11 @@ def _unit_keys(
             keys.append(h.hexdigest())
         return keys, []
     cols = [pts.params[n].tolist() for n in names]
-    # a cluster kind's sub-problem also holds the point's axes.cluster values (cluster.<path>)
+    # a cluster kind's sub-problem also holds the point's axes.cluster values (cluster.<path>),
+    # a profile-reading kind's its profile.<path> spec axes
     cl_names = [n for n in pts.params if n.startswith(CLUSTER_PREFIX)] if kind.reads_cluster else []
+    if kind.reads_profile:
+        cl_names += [n for n in pts.params if n.startswith(PROFILE_PREFIX)]
     cl_cols = [pts.params[n].tolist() for n in cl_names]
     keys, subs = [], []
     for p, vals in enumerate(zip(*cols, strict=True) if cols else [()] * pts.n):

@@ -8,13 +8,14 @@ the executor's workers. The serve layer is imported when a point is evaluated.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from hwsim.spec.device import Device
-from hwsim.sweep.kinds import MetricKind, Scalar, register_kind
+from hwsim.sweep.kinds import PROFILE_PREFIX, MetricKind, Scalar, register_kind
 from hwsim.sweep.moe_kinds import cluster_overrides, cluster_with
 
 if TYPE_CHECKING:
@@ -30,6 +31,31 @@ class ServeOptions(BaseModel):
     mtp_acceptance: float = Field(0.85, ge=0.0, le=1.0)
 
 
+def _target(device: Device, cluster: str | Cluster | None, params: Mapping[str, Any]) -> Any:
+    """The device, or (with ``profile.<path>`` spec axes) a target whose spatial mapper has
+    those profile values (SI numbers, written with their unit for the override parser)."""
+    profile = {
+        k[len(PROFILE_PREFIX) :]: float(v)
+        for k, v in sorted(params.items())
+        if k.startswith(PROFILE_PREFIX)
+    }
+    if not profile:
+        return device
+    from hwsim.serve.api import make_target
+    from hwsim.sim.spatial import SpatialMapper
+    from hwsim.spec.overrides import path_dim
+    from hwsim.spec.units import Dim
+
+    t = make_target(device, cluster)
+    mapper = t.mapper
+    assert isinstance(mapper, SpatialMapper)  # the sweep checked the device kind
+    texts = []
+    for path, v in profile.items():
+        dim = path_dim(mapper.profile, path)  # type: ignore[attr-defined]
+        texts.append(f"{path}={v!r}" if dim in (None, Dim.COUNT) else f"{path}={v!r} {dim.value}")
+    return dataclasses.replace(t, mapper=mapper.with_profile(texts))
+
+
 @register_kind
 class ServeStep(MetricKind):
     """A whole-model step from the serve layer (layer graph, overlap, collectives)."""
@@ -38,6 +64,7 @@ class ServeStep(MetricKind):
     description = "whole-model prefill/decode step simulated by the what-if engine (hwsim decode)"
     vectorised = False
     reads_cluster = True
+    reads_profile = True
     params: ClassVar[dict[str, Scalar | None]] = {
         "model": None,
         "batch": 1,
@@ -104,9 +131,10 @@ class ServeStep(MetricKind):
         if overrides:  # the sweep checked that a named cluster goes with axes.cluster
             assert o.cluster not in (None, "default")
             cluster = cluster_with(o.cluster, overrides)
+        target = _target(device, cluster, params)
         r = serve_step(
             params["model"],
-            device,
+            target,
             o.phase,
             batch=params["batch"],
             context=params["context"],

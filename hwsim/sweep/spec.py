@@ -52,7 +52,14 @@ from hwsim.spec.model import load_model_config
 from hwsim.spec.overrides import canonical_path, path_dim, resolve_overrides
 from hwsim.spec.units import Dim, UnitError, parse_quantity
 from hwsim.sweep import expr
-from hwsim.sweep.kinds import CLUSTER_PREFIX, KINDS, MetricKind, _load_builtin, get_kind
+from hwsim.sweep.kinds import (
+    CLUSTER_PREFIX,
+    KINDS,
+    PROFILE_PREFIX,
+    MetricKind,
+    _load_builtin,
+    get_kind,
+)
 from hwsim.sweep.model_kinds import model_params
 
 #: Built-in sweep files.
@@ -253,6 +260,13 @@ class SweepFile(_Strict):
                 raise FieldError(("base", "cluster"), err.message) from None
         self._check_specs()
         self._check_cluster_axes(kinds)
+        prof = [p for p in self.axes.spec if p.startswith(PROFILE_PREFIX)]
+        if prof and not any(k.reads_profile for k in kinds):
+            runs = sorted(name for name, cls in KINDS.items() if cls.reads_profile)
+            raise FieldError(
+                ("axes", "spec", prof[0]),
+                f"no metric kind reads a mapper profile (kinds that do: {', '.join(runs)})",
+            )
         self._check_zip()
         for i, text in enumerate(self.axes.layout or []):
             try:
@@ -298,7 +312,10 @@ class SweepFile(_Strict):
                 ) from None
             for path, values in self.axes.spec.items():
                 try:
-                    _check_values(device, path, values)
+                    if path.startswith(PROFILE_PREFIX):  # the mapper's profile, not the device
+                        _check_profile_values(device, path[len(PROFILE_PREFIX) :], values)
+                    else:
+                        _check_values(device, path, values)
                 except SpecError as err:
                     raise FieldError(("axes", "spec", path), f"{err} (device {dev_name})") from None
 
@@ -350,7 +367,10 @@ class SweepFile(_Strict):
             values = getattr(a, name)
             if values:
                 out.append((name, name, list(values)))
-        out += [(path, "spec", v) for path, v in a.spec.items()]
+        out += [
+            (path, "profile" if path.startswith(PROFILE_PREFIX) else "spec", v)
+            for path, v in a.spec.items()
+        ]
         out += [(CLUSTER_PREFIX + path, "cluster", v) for path, v in a.cluster.items()]
         out += [(name, "workload", v) for name, v in a.workload.items()]
         if a.layout:
@@ -423,6 +443,17 @@ def _check_values(spec: Any, path: str, values: AxisValues) -> None:
         resolve_overrides(spec, [(path, v)])
 
 
+def _check_profile_values(device: Any, path: str, values: AxisValues) -> None:
+    """:func:`_check_values` on the device's mapper profile; errors name the profile."""
+    from hwsim.sim.spatial import mapper_profile, profile_message
+
+    mapper, profile = mapper_profile(device)
+    try:
+        _check_values(profile, path, values)
+    except SpecError as err:
+        raise SpecError(profile_message(str(err), mapper)) from None
+
+
 def _relative_range(r: Range) -> bool:
     return all(isinstance(v, str) and v.strip()[:1] in "x×*" for v in (r.from_, r.to))
 
@@ -454,20 +485,6 @@ def load_sweep(name_or_path: str | Path) -> SweepFile:
     path = resolve_sweep_path(str(name_or_path))
     data, node = read_yaml(path)
     return validate(SweepFile, data, file=str(path), node=node)
-
-
-def kinds_table() -> list[tuple[str, str, str, str]]:
-    """(name, flavour, parameters, metrics) of every registered kind, for help texts."""
-    _load_builtin()
-    return [
-        (
-            name,
-            "analytic" if cls.vectorised else "simulator",
-            ", ".join(cls.params),
-            ", ".join(cls.metrics),
-        )
-        for name, cls in sorted(KINDS.items())
-    ]
 
 
 __all__ = ["SweepFile", "load_sweep", "parse_layout"]

@@ -206,3 +206,49 @@ def test_a_what_if_device_brings_its_ports_into_an_explicit_cluster() -> None:
     fast_r = serve_step("llama-3.1-70b", fast, "decode", **kw)  # type: ignore[arg-type]
     assert fast_r.comm_exposed_s < slow_r.comm_exposed_s
     assert fast_r.step_time_s < slow_r.step_time_s
+
+
+# ---- profile.<path> spec axes: a spatial kind's mapper parameters ---------------------------
+def _groq_sweep(tmp_path: Path, device: str = "groq-lpu", metric: str = "serve_step") -> Path:
+    data = {
+        "name": "groq-op-latency",
+        "base": {"device": device, "model": "llama-3.1-8b"},
+        "workload": {"dtype": "fp8", "batch": 1, "context": 2048},
+        "axes": {"spec": {"profile.op_latency": ["x0.5", "x1", "5 us"]}, "layout": ["tp=16,pp=3"]},
+        "metrics": [{"kind": metric}],
+    }
+    path = tmp_path / "groq.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def test_profile_axis_equals_the_whatif_and_columns_are_si(tmp_path: Path) -> None:
+    from hwsim.serve.whatif import whatif
+
+    res = run_sweep(load_sweep(_groq_sweep(tmp_path)))
+    lat = res.columns["profile.op_latency"].tolist()
+    assert sorted(lat) == pytest.approx([1.75e-6, 3.5e-6, 5e-6], rel=1e-12)
+    tps = dict(zip(lat, res.columns["serve_step.tokens_per_s_per_user"].tolist(), strict=True))
+    w = whatif(
+        "groq-lpu", ["profile.op_latency=x0.5"], model="llama-3.1-8b", dtype="fp8",
+        layout="tp=16,pp=3",
+    )  # fmt: skip
+    # the same mapper rebuilt from the same numbers: exact
+    assert tps[min(lat)] == w.modified.tokens_per_s_per_user
+    assert tps[3.5e-6] == w.baseline.tokens_per_s_per_user
+    assert tps[min(lat)] > tps[3.5e-6] > tps[max(lat)]  # more latency per op, slower
+
+
+@pytest.mark.parametrize(
+    ("device", "metric", "message"),
+    [
+        ("h100-sxm", "serve_step", "profile.* paths change the wafer-scale, dataflow and LPU"),
+        ("groq-lpu", "decode_roofline", "no metric kind reads a mapper profile"),
+    ],
+)
+def test_profile_axis_errors_name_the_key(
+    tmp_path: Path, device: str, metric: str, message: str
+) -> None:
+    with pytest.raises(SpecError) as err:
+        load_sweep(_groq_sweep(tmp_path, device, metric))
+    assert message in str(err.value) and "profile.op_latency" in str(err.value)
