@@ -170,7 +170,7 @@ def explain_attention(
     html: HtmlOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Explain one attention call on a GPU (the attention simulator).
+    """Explain one attention call (GPUs: the attention simulator; other kinds: their mapper).
 
     Example: hwsim explain attention --device h100-sxm --batch 2 --heads 16 --seqlen 8192
     --head-dim 128 --kernel fa3

@@ -15,9 +15,17 @@ from hwsim.report.explain import (
     Candidate,
     Change,
     Outcome,
+    compute_rate_title,
     fmt_bytes,
 )
-from hwsim.report.explain_common import _faster_dtype, _fill, _level_x2, _peak_path, _value
+from hwsim.report.explain_common import (
+    _faster_dtype,
+    _fill,
+    _level_x2,
+    _peak_path,
+    _value,
+    mapping_candidates,
+)
 from hwsim.spec.load import load_device
 from hwsim.spec.overrides import apply_overrides
 
@@ -60,12 +68,16 @@ class AttentionSubject:
             pass_=str(p["pass_"]),
         )
 
+    def _gpu(self) -> bool:
+        return load_device(self.device).kind == "gpu"
+
     def label(self) -> str:
         kv = f"/{self.kv_heads}" if self.kv_heads and self.kv_heads != self.heads else ""
         L = self.seqlen if not self.seqlen_kv else f"{self.seqlen}×{self.seqlen_kv}"
         mask = " causal" if self.causal else ""
+        kernel = f"{self.kernel} " if self._gpu() else ""  # other kinds: the mapper, no kernel
         return (
-            f"{self.kernel} attention {self.pass_} (batch {self.batch}, {self.heads}{kv} heads, "
+            f"{kernel}attention {self.pass_} (batch {self.batch}, {self.heads}{kv} heads, "
             f"seqlen {L}, head dim {self.head_dim}{mask}, {self.dtype}) on "
             f"{load_device(self.device).name}"
         )
@@ -78,13 +90,25 @@ class AttentionSubject:
         p = {**self.params(), **change.params}
         shape = self.shape(p)
         kernel = str(p["kernel"])
-        prof = None
-        if change.profile:
-            prof = apply_overrides(load_attention_profile(kernel, d.arch), change.profile)
-        r = simulate_attention(d, shape, kernel, detail=str(p["detail"]), profile=prof)
+        r: Any
+        if d.kind != "gpu":  # the wafer, dataflow and LPU mappers time attention themselves
+            from hwsim.sim.spatial_attention import simulate_attention_spatial
+
+            ovs = [f"{k}={v}" for k, v in change.profile.items()]
+            r = simulate_attention_spatial(d, shape, profile_overrides=ovs)
+        else:
+            prof = None
+            if change.profile:
+                prof = apply_overrides(load_attention_profile(kernel, d.arch), change.profile)
+            r = simulate_attention(d, shape, kernel, detail=str(p["detail"]), profile=prof)
         names = [m.name for m in d.memory]
         levels = [lvl for lvl in names if lvl in r.bytes]
         busy = {res: u * r.time_s for res, u in r.utilization.items()}
+        if d.kind != "gpu" and r.bound != "latency":
+            # a spatial mapper's utilisation is of the whole chip, its bound of the op's own
+            # region (a wafer runs one attention on a few thousand of its 900k cores), which
+            # that resource keeps busy for the whole call
+            busy[r.bound] = max(busy.get(r.bound, 0.0), r.time_s)
         plan = r.plan
         onchip = next((lvl for lvl in levels if lvl not in ("l2", d.main_memory.name)), None)
         return Outcome(
@@ -107,6 +131,7 @@ class AttentionSubject:
                 "global_bytes": float(plan.get("bytes", {}).get("global", 0.0)),
                 "onchip": onchip,
                 "kernel": kernel,
+                "device_kind": d.kind,
                 "notes": list(r.notes),
             },
             result=r.to_dict(),
@@ -115,7 +140,12 @@ class AttentionSubject:
     def describe(self, base: Outcome) -> list[str]:
         x = base.details
         out = []
-        if x.get("block_q"):
+        if x.get("device_kind", "gpu") != "gpu":
+            out.append(
+                f"No GPU kernel here: the {x['device_kind']} mapper times the whole call from the "
+                "device's own memories and rates (K and V stream from where they reside)."
+            )
+        elif x.get("block_q"):
             out.append(
                 f"Each CTA keeps a {x['block_q']}-row Q block in shared memory and streams K and V "
                 f"past it in {x['block_kv']}-row blocks with {x['stages']} buffers: "
@@ -136,6 +166,8 @@ class AttentionSubject:
         from hwsim.sim.kernel_profiles import load_attention_profile
 
         d = load_device(self.device)
+        if d.kind != "gpu":
+            return self._spatial_candidates(d, base)
         prof = load_attention_profile(self.kernel, d.arch)
         overlap = _value(prof.softmax_overlap)
         l2_share = _value(prof.l2_usable_fraction)
@@ -217,3 +249,36 @@ class AttentionSubject:
         cands = [pool[k] for k in order if k in pool]
         rest = [pool[k] for k in ("compute", "hbm", "l2", "tile", "dtype") if k in pool]
         return _fill(cands, rest)
+
+    def _spatial_candidates(self, d: Any, base: Outcome) -> list[Candidate]:
+        """Hardware levers for a non-GPU kind: its matrix peak, a narrower dtype, twice the
+        bandwidth of every level the call moves bytes through."""
+        pool: dict[str, Candidate] = {
+            "compute": Candidate(
+                "compute-x2",
+                compute_rate_title(d.kind),
+                "compute",
+                ("compute",),
+                Change(spec={_peak_path(d, self.dtype): "x2"}),
+                f"a chip with twice the {self.dtype} matrix peak",
+            )
+        }
+        narrow = _faster_dtype(d, self.dtype)
+        if narrow:
+            pool["dtype"] = Candidate(
+                f"dtype-{narrow}",
+                f"{narrow} instead of {self.dtype}",
+                "dtype",
+                ("compute", d.main_memory.name),
+                Change(params={"dtype": narrow}),
+                "half the bytes of Q, K and V and a faster matrix peak",
+            )
+        for lvl in base.bytes:
+            pool[lvl] = _level_x2(lvl, f"{lvl} traffic moves twice as fast")
+        software = mapping_candidates(d.kind)  # the mapper's own levers (per-operator latency)
+        pool.update(software)
+        first = [base.bound] if base.bound in pool else []
+        if base.bound == "latency":
+            first = list(software)
+        cands = [pool[k] for k in first]
+        return _fill(cands, list(pool.values()))

@@ -11,6 +11,7 @@ forward pass is mapped: these devices serve inference.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,9 +98,15 @@ class SpatialAttentionResult:
 
 
 def simulate_attention_spatial(
-    device: Device, shape: AttentionShape, *, device_name: str | None = None, kernel: str = ""
+    device: Device,
+    shape: AttentionShape,
+    *,
+    device_name: str | None = None,
+    kernel: str = "",
+    profile_overrides: Sequence[str] = (),
 ) -> SpatialAttentionResult:
-    """Time ``shape`` (forward) on a non-GPU ``device`` through its mapper."""
+    """Time ``shape`` (forward) on a non-GPU ``device`` through its mapper (with its profile
+    changed by ``profile_overrides``, ``"path=value"``, for a what-if)."""
     if device.kind == "gpu":
         raise SpecError(f"{device.name} is a GPU: use hwsim.sim.gpu_attention", key="device")
     if shape.pass_ != "fwd":
@@ -112,6 +119,8 @@ def simulate_attention_spatial(
     mapper = mapper_for(device)
     if not isinstance(mapper, SpatialMapper):
         raise SpecError(f"no spatial mapper for kind '{device.kind}'", key="device")
+    if profile_overrides:
+        mapper = mapper.with_profile(profile_overrides)
     op = Attention(shape, "decode" if shape.seqlen_q == 1 else "prefill")
     t = mapper.time(op)  # raises SpecError (with the devices needed) when the KV cache won't fit
     plan = mapper.attention_plan(shape)

@@ -250,3 +250,24 @@ def test_compute_is_named_by_device_kind() -> None:
     assert data["bound"] == "compute" and "FMAC datapaths" in text
     assert "tensor core" not in text and "tensor-core" not in text
     assert any(w["title"] == "2× matrix rate" for w in data["whatifs"])
+
+
+def test_attention_on_spatial_kinds_uses_their_mapper() -> None:
+    """hwsim explain attention on an LPU times the call with the LPU mapper (the same time as
+    hwsim attention), and its top what-if is the mapper's own lever."""
+    from hwsim.plan.attention import AttentionShape
+    from hwsim.sim.spatial_attention import simulate_attention_spatial
+
+    argv = ["attention", "--device", "groq-lpu", "--batch", "1", "--heads", "64",
+            "--kv-heads", "8", "--seqlen", "1", "--seqlen-kv", "8192"]  # fmt: skip
+    data = _explain(*argv)
+    ref = simulate_attention_spatial(
+        load_device("groq-lpu"), AttentionShape(1, 64, 8, 1, 8192, 128)
+    )
+    assert data["time_s"] == pytest.approx(ref.time_s, rel=SAME)
+    assert data["top_suggestion"] == "op-latency-half" and data["whatifs"][0]["delta"] < -0.2
+    assert not any("tensor core" in line for line in data["story"])
+    # the wafer: its bound is the region's compute, busy the whole call (not 0% of the chip)
+    wafer = _explain(*[("cerebras-wse3" if a == "groq-lpu" else a) for a in argv])
+    assert wafer["bound"] == "compute"
+    assert any("FMAC datapaths are busy 100%" in line for line in wafer["story"])
