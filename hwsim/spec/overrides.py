@@ -99,7 +99,7 @@ def _relative(value: OverrideValue) -> tuple[str, float] | None:
     return None
 
 
-def _si_text(value: float, dim: Dim) -> str:
+def si_text(value: float, dim: Dim) -> str:
     """Exact text of an SI value for the validator (``repr`` round-trips a float)."""
     return repr(float(value)) if dim is Dim.COUNT else f"{float(value)!r} {dim.value}"
 
@@ -169,7 +169,7 @@ def _make_leaf(
             )
         kind, amount = rel
         new = target.value * (amount if kind == "x" else 1.0 + amount)
-        raw_value: str | float = _si_text(new, target.dim)
+        raw_value: str | float = si_text(new, target.dim)
         old_text = format_quantity(target.value, target.dim)
         derived = f"{value} of {old_text}"
     elif isinstance(value, bool):
@@ -177,7 +177,7 @@ def _make_leaf(
     elif isinstance(value, int | float) and si_numbers and target.dim is not None:
         if not math.isfinite(value):
             raise SpecError(f"expected a finite value for {target.path}, got {value!r}")
-        raw_value, derived = _si_text(value, target.dim), "SI value"
+        raw_value, derived = si_text(value, target.dim), "SI value"
     else:
         raw_value, derived = value, ""
     raw = {"value": raw_value, "source": OVERRIDE_SOURCE}

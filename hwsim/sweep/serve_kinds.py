@@ -43,16 +43,14 @@ def _target(device: Device, cluster: str | Cluster | None, params: Mapping[str, 
         return device
     from hwsim.serve.api import make_target
     from hwsim.sim.spatial import SpatialMapper
-    from hwsim.spec.overrides import path_dim
+    from hwsim.spec.overrides import path_dim, si_text
     from hwsim.spec.units import Dim
 
     t = make_target(device, cluster)
     mapper = t.mapper
     assert isinstance(mapper, SpatialMapper)  # the sweep checked the device kind
-    texts = []
-    for path, v in profile.items():
-        dim = path_dim(mapper.profile, path)  # type: ignore[attr-defined]
-        texts.append(f"{path}={v!r}" if dim in (None, Dim.COUNT) else f"{path}={v!r} {dim.value}")
+    prof = mapper.profile  # type: ignore[attr-defined]
+    texts = [f"{p}={si_text(v, path_dim(prof, p) or Dim.COUNT)}" for p, v in profile.items()]
     return dataclasses.replace(t, mapper=mapper.with_profile(texts))
 
 
