@@ -15,15 +15,14 @@ from hwsim.report.explain import (
     Candidate,
     Change,
     Outcome,
-    compute_rate_title,
     fmt_bytes,
 )
 from hwsim.report.explain_common import (
     _faster_dtype,
     _fill,
     _level_x2,
-    _peak_path,
     _value,
+    compute_x2,
     mapping_candidates,
 )
 from hwsim.spec.load import load_device
@@ -203,14 +202,7 @@ class AttentionSubject:
                 f"{d.peak_flops(narrow) / d.peak_flops(self.dtype):.3g}× the matrix peak and half "
                 "the bytes of Q, K and V",
             )
-        pool["compute"] = Candidate(
-            "compute-x2",
-            "2× tensor-core rate",
-            "compute",
-            ("compute",),
-            Change(spec={_peak_path(d, self.dtype): "x2"}),
-            f"a chip with twice the {self.dtype} matrix peak",
-        )
+        pool["compute"] = compute_x2(d, self.dtype)
         if d.compute.special is not None:
             pool["special"] = Candidate(
                 "special-x2",
@@ -253,16 +245,7 @@ class AttentionSubject:
     def _spatial_candidates(self, d: Any, base: Outcome) -> list[Candidate]:
         """Hardware levers for a non-GPU kind: its matrix peak, a narrower dtype, twice the
         bandwidth of every level the call moves bytes through."""
-        pool: dict[str, Candidate] = {
-            "compute": Candidate(
-                "compute-x2",
-                compute_rate_title(d.kind),
-                "compute",
-                ("compute",),
-                Change(spec={_peak_path(d, self.dtype): "x2"}),
-                f"a chip with twice the {self.dtype} matrix peak",
-            )
-        }
+        pool: dict[str, Candidate] = {"compute": compute_x2(d, self.dtype)}
         narrow = _faster_dtype(d, self.dtype)
         if narrow:
             pool["dtype"] = Candidate(

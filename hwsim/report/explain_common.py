@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hwsim.report.explain import Candidate, Change, Outcome, rname
+from hwsim.report.explain import Candidate, Change, Outcome, compute_rate_title, rname
 from hwsim.spec.device import Device
 from hwsim.spec.errors import SpecError
 from hwsim.spec.load import load_device
@@ -53,6 +53,18 @@ def _level_x2(level: str, why: str, relieves: tuple[str, ...] | None = None) -> 
 def _value(sourced: Any) -> float:
     """The SI value of a sourced profile number (profiles type them dynamically)."""
     return float(sourced.value)
+
+
+def compute_x2(d: Device, dtype: str) -> Candidate:
+    """The what-if of twice the device's matrix peak for ``dtype``, named in its kind's words."""
+    return Candidate(
+        "compute-x2",
+        compute_rate_title(d.kind),
+        "compute",
+        ("compute",),
+        Change(spec={_peak_path(d, dtype): "x2"}),
+        f"a chip with twice the {dtype} matrix peak",
+    )
 
 
 def _fill(cands: list[Candidate], pool: list[Candidate], at_least: int = 3) -> list[Candidate]:

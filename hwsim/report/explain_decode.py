@@ -19,7 +19,6 @@ from hwsim.report.explain import (
     Candidate,
     Change,
     Outcome,
-    compute_rate_title,
     fmt_bytes,
     fmt_pct,
     fmt_time,
@@ -29,7 +28,7 @@ from hwsim.report.explain_common import (
     _faster_dtype,
     _fill,
     _level_x2,
-    _peak_path,
+    compute_x2,
     mapping_candidates,
 )
 from hwsim.spec.errors import SpecError
@@ -257,14 +256,7 @@ class DecodeSubject:
                 Change(params={"kv_dtype": "fp8"}),
                 "half the KV-cache bytes read per step",
             )
-        pool["compute"] = Candidate(
-            "compute-x2",
-            compute_rate_title(d.kind),
-            "compute",
-            ("compute",),
-            Change(spec={_peak_path(d, self.dtype): "x2"}),
-            f"a chip with twice the {self.dtype} matrix peak",
-        )
+        pool["compute"] = compute_x2(d, self.dtype)
         pool.update(mapping_candidates(d.kind))
         order = {
             main: ["bw", "dtype", "tp", "kv"],

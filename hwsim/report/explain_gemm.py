@@ -20,7 +20,7 @@ from hwsim.report.explain import (
     fmt_pct,
     fmt_time,
 )
-from hwsim.report.explain_common import _faster_dtype, _fill, _level_x2, _peak_path
+from hwsim.report.explain_common import _faster_dtype, _fill, _level_x2, compute_x2
 from hwsim.spec.device import DTYPE_BYTES
 from hwsim.spec.load import load_device
 from hwsim.spec.overrides import apply_overrides
@@ -130,14 +130,7 @@ class GemmSubject:
                 f"{ratio:.3g}× the matrix peak and "
                 f"{DTYPE_BYTES[narrow] / DTYPE_BYTES[self.dtype]:.2g}× the bytes per element",
             )
-        pool["compute"] = Candidate(
-            "compute-x2",
-            "2× tensor-core rate",
-            "compute",
-            ("compute",),
-            Change(spec={_peak_path(d, self.dtype): "x2"}),
-            f"a chip with twice the {self.dtype} matrix peak",
-        )
+        pool["compute"] = compute_x2(d, self.dtype)
         smem = next((m.name for m in d.memory if m.scope == "per_unit"), "smem")
         pool["tile"] = Candidate(
             "smem-capacity-x2",
