@@ -7,10 +7,14 @@ unit). Suites register themselves by name from their own modules (``register``),
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import csv
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+
+from hwsim.spec.errors import SpecError
 
 
 @dataclass(frozen=True)
@@ -87,3 +91,13 @@ def register(name: str) -> Callable[[SuiteFn], SuiteFn]:
 def suites() -> dict[str, SuiteFn]:
     """All registered suites. Suite modules are imported by ``hwsim.validate.all``."""
     return dict(_SUITES)
+
+
+def table_rows(path: Path, what: str = "measured table") -> Iterator[tuple[int, dict[str, str]]]:
+    """``(line number, row)`` of a CSV table under ``workloads/measured`` (line 1 is the
+    header); a SpecError naming the file when it cannot be read."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise SpecError(f"cannot read the {what}: {err}", file=str(path)) from None
+    yield from enumerate(csv.DictReader(text.splitlines()), start=2)

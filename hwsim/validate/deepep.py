@@ -15,7 +15,6 @@ communication SM copies per clock and the fixed per-launch cost (kernel ``deepep
 
 from __future__ import annotations
 
-import csv
 import functools
 import sys
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from hwsim.sim.topology import build_topology
 from hwsim.spec.errors import SpecError
 from hwsim.spec.quantity import Sourced
 from hwsim.spec.units import Dim
-from hwsim.validate.core import Row, SuiteResult, register
+from hwsim.validate.core import Row, SuiteResult, register, table_rows
 
 TABLE = Path(__file__).resolve().parents[2] / "workloads" / "measured" / "deepep_normal_h800.csv"
 CLUSTER = "h800-deepseek"
@@ -60,12 +59,8 @@ class Measured:
 
 def load_table(path: Path = TABLE) -> list[Measured]:
     """Rows of the DeepEP table; SpecError on a malformed line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise SpecError(f"cannot read the measured table: {err}", file=str(path)) from None
     out = []
-    for i, r in enumerate(csv.DictReader(text.splitlines()), start=2):
+    for i, r in table_rows(path):
         try:
             out.append(
                 Measured(

@@ -15,7 +15,6 @@ profiles; the profiles were fitted on this same table (see ``docs/calibration-gp
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from hwsim.sim.streaming import simulate_op
 from hwsim.spec.device import Device
 from hwsim.spec.errors import SpecError
 from hwsim.spec.load import load_device
-from hwsim.validate.core import Row, SuiteResult, register
+from hwsim.validate.core import Row, SuiteResult, register, table_rows
 
 MEASURED_DIR = Path(__file__).resolve().parents[2] / "workloads" / "measured"
 TABLE = MEASURED_DIR / "gpu_operators_a100_mi210.csv"
@@ -60,11 +59,7 @@ class Measured:
 def load_table(path: Path = TABLE) -> list[Measured]:
     """Rows of the measured table; SpecError on a malformed line."""
     out = []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise SpecError(f"cannot read the measured table: {err}", file=str(path)) from None
-    for i, r in enumerate(csv.DictReader(text.splitlines()), start=2):
+    for i, r in table_rows(path):
         try:
             value, unit = r["measured"].split()
             out.append(

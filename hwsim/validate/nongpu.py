@@ -23,7 +23,6 @@ groups are ``<device> fit`` and ``<device> held-out``, and the targets apply to 
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -37,7 +36,7 @@ from hwsim.sim.mapper import Mapper, mapper_for
 from hwsim.spec.errors import SpecError
 from hwsim.spec.load import load_device
 from hwsim.spec.model import ModelConfig, load_model_config
-from hwsim.validate.core import Row, SuiteResult, register
+from hwsim.validate.core import Row, SuiteResult, register, table_rows
 
 TABLE = (
     Path(__file__).resolve().parents[2] / "workloads" / "measured" / "nongpu_decode_published.csv"
@@ -106,12 +105,8 @@ def _int(text: str, key: str, where: str) -> int | None:
 
 def load_table(path: Path = TABLE) -> list[Published]:
     """The table's rows; SpecError naming the file, line and column on a malformed row."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise SpecError(f"cannot read the published-speed table: {err}", file=str(path)) from None
     out = []
-    for line, r in enumerate(csv.DictReader(text.splitlines()), start=2):
+    for line, r in table_rows(path, "published-speed table"):
         where = f"{path.name} line {line}"
         for key, allowed in (
             ("metric", ("tok/s/user", "e2e_s")),
