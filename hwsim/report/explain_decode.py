@@ -111,7 +111,7 @@ class DecodeSubject:
         )
 
     def run(self, change: Change = NO_CHANGE) -> Outcome:
-        from hwsim.serve.api import make_target, serve_step
+        from hwsim.serve.api import make_target, profile_target, serve_step
         from hwsim.serve.layout import Layout
 
         _engine()
@@ -126,15 +126,7 @@ class DecodeSubject:
             layout = Layout(**{k: int(v or 1) for k, v in degrees.items()})
         target = make_target(d, key=self.device)
         if change.profile:  # a mapper parameter (hwsim whatif --set profile.PATH=VALUE)
-            from dataclasses import replace
-
-            from hwsim.sim.spatial import SpatialMapper
-
-            mapper = target.mapper
-            if not isinstance(mapper, SpatialMapper):
-                raise SpecError(f"{d.name}: profile what-ifs need a wafer, dataflow or LPU")
-            ovs = [f"{k}={v}" for k, v in change.profile.items()]
-            target = replace(target, mapper=mapper.with_profile(ovs))
+            target = profile_target(target, [f"{k}={v}" for k, v in change.profile.items()])
         r = serve_step(
             str(p["model"]),
             target,

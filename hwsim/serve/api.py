@@ -20,6 +20,7 @@ micro-batch, and keeps the faster (what a serving engineer would choose).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -87,6 +88,23 @@ def make_target(
 
         spec = load_cluster(name)
     return Target(k, dev, mapper_for(dev, spec), name)
+
+
+def profile_target(target: Target, overrides: Sequence[str]) -> Target:
+    """``target`` with its wafer/dataflow/LPU mapper's profile changed by ``overrides``
+    (``"path=value"``, the ``profile.*`` what-ifs); errors name the profile, and a kind without
+    one is refused."""
+    from hwsim.sim.spatial import profile_message, require_spatial
+
+    try:
+        mapper = require_spatial(target.mapper)
+    except SpecError as err:  # on the command line, the --set option said it
+        raise SpecError(str(err), key="set") from None
+    try:
+        changed = mapper.with_profile(overrides)
+    except SpecError as err:  # name the profile file, not the schema class
+        raise SpecError(profile_message(str(err), mapper), key="set") from None
+    return dataclasses.replace(target, mapper=changed)
 
 
 def resolve_layout(

@@ -19,17 +19,17 @@ instead of 4 (and at batch 1 each token takes longer on fewer cores).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hwsim.serve.api import Target, make_target, serve_step
+from hwsim.serve.api import Target, make_target, profile_target, serve_step
 from hwsim.serve.step import StepResult
 from hwsim.spec.errors import SpecError
 from hwsim.spec.load import load_device
 from hwsim.spec.model import load_model_config
+from hwsim.spec.override_paths import PROFILE_PREFIX
 
 #: Metrics compared, with the direction that is better.
 METRICS: tuple[tuple[str, str], ...] = (
@@ -82,28 +82,12 @@ class WhatIf:
         }
 
 
-#: ``--set profile.PATH=VALUE`` changes the kind's mapper profile instead of the device spec.
-PROFILE_PREFIX = "profile."
-
-
 def _with_profile(target: Target, overrides: list[str]) -> tuple[Target, dict[str, Any]]:
     """``target`` with its spatial mapper's profile overridden, and what changed."""
-    from hwsim.sim.spatial import SpatialMapper, profile_message
     from hwsim.spec.overrides import resolve_overrides
 
-    mapper = target.mapper
-    if not isinstance(mapper, SpatialMapper):
-        raise SpecError(
-            f"profile.* paths change the wafer-scale, dataflow and LPU mappers' parameters "
-            f"(devices/profiles/{{wafer,dataflow,lpu}}.yaml); {target.device.name} is a "
-            f"'{target.device.kind}' device",
-            key="set",
-        )
-    profile = mapper.profile  # type: ignore[attr-defined]
-    try:
-        resolved = resolve_overrides(profile, overrides)
-    except SpecError as err:  # name the profile file, not the schema class
-        raise SpecError(profile_message(str(err), mapper), key="set") from None
+    changed_target = profile_target(target, overrides)  # checks the kind and every path
+    resolved = resolve_overrides(target.mapper.profile, overrides)  # type: ignore[attr-defined]
     changed = {
         f"{PROFILE_PREFIX}{r.path}": {
             "before": math.nan if r.old_value is None else r.old_value,
@@ -111,7 +95,7 @@ def _with_profile(target: Target, overrides: list[str]) -> tuple[Target, dict[st
         }
         for r, _ in resolved
     }
-    return dataclasses.replace(target, mapper=mapper.with_profile(overrides)), changed
+    return changed_target, changed
 
 
 def whatif(

@@ -45,6 +45,7 @@ from hwsim.sim.mapper import UNIT_NAMES, RooflineMapper, capacity_error
 from hwsim.spec.device import DTYPE_BYTES, Device
 from hwsim.spec.errors import SpecError
 from hwsim.spec.fit import human_bytes
+from hwsim.spec.override_paths import PROFILE_PREFIX
 from hwsim.spec.profiles import load_profile, profile_key_used
 from hwsim.spec.quantity import Strict
 
@@ -167,22 +168,25 @@ def collective_on(op: Collective, links: Links) -> OpTiming:
     )
 
 
-#: what-if and sweep paths that start with this change a spatial kind's mapper profile
-PROFILE_PREFIX = "profile."
+def require_spatial(mapper: object) -> SpatialMapper:
+    """``mapper`` if it is a wafer, dataflow or LPU mapper (the kinds with a profile that
+    ``profile.*`` what-ifs and sweep axes change), else a SpecError saying so."""
+    if not isinstance(mapper, SpatialMapper):
+        d = mapper.device  # type: ignore[attr-defined]
+        raise SpecError(
+            f"{PROFILE_PREFIX}* paths change the wafer-scale, dataflow and LPU mappers' "
+            f"parameters (devices/profiles/{{wafer,dataflow,lpu}}.yaml); {d.name} is a "
+            f"'{d.kind}' device"
+        )
+    return mapper
 
 
 def mapper_profile(device: Device) -> tuple[SpatialMapper, Strict]:
-    """``device``'s mapper and the profile that ``profile.*`` what-ifs and sweep axes change
-    (``devices/profiles/{wafer,dataflow,lpu}.yaml``); a SpecError for a kind without one."""
+    """``device``'s mapper and the profile that ``profile.*`` what-ifs and sweep axes change;
+    a SpecError for a kind without one."""
     from hwsim.sim.mapper import mapper_for
 
-    mapper = mapper_for(device)
-    if not isinstance(mapper, SpatialMapper):
-        raise SpecError(
-            f"{PROFILE_PREFIX}* paths change the wafer-scale, dataflow and LPU mappers' "
-            f"parameters (devices/profiles/{{wafer,dataflow,lpu}}.yaml); {device.name} is a "
-            f"'{device.kind}' device"
-        )
+    mapper = require_spatial(mapper_for(device))
     return mapper, mapper.profile  # type: ignore[attr-defined]
 
 

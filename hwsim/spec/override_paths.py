@@ -40,6 +40,11 @@ class SettablePath:
         return f"{self.path} = {format_quantity(self.value, self.dim)}"
 
 
+#: what-if and sweep paths that start with this change a spatial kind's mapper profile
+#: (``devices/profiles/{wafer,dataflow,lpu}.yaml``), not the device spec
+PROFILE_PREFIX = "profile."
+
+
 def _label(item: object) -> str | None:
     for attr in ("name", "kind", "id"):
         v = getattr(item, attr, None)

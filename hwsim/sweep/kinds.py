@@ -125,8 +125,6 @@ class MetricKind(ABC):
 
 #: parameter/column-name prefix of the sweep's ``axes.cluster`` overrides (``cluster.<path>``)
 CLUSTER_PREFIX = "cluster."
-#: prefix of ``axes.spec`` paths that change the mapper profile, not the device (``profile.<path>``)
-PROFILE_PREFIX = "profile."
 
 
 # ---- registry ----------------------------------------------------------------------------------

@@ -22,10 +22,11 @@ from hwsim.spec.device import Device
 from hwsim.spec.errors import SpecError
 from hwsim.spec.load import load_device
 from hwsim.spec.model import load_model_config
+from hwsim.spec.override_paths import PROFILE_PREFIX
 from hwsim.spec.overrides import apply_overrides, get_value, path_dim
 from hwsim.spec.units import Dim
 from hwsim.sweep import expr
-from hwsim.sweep.kinds import CLUSTER_PREFIX, PROFILE_PREFIX, MetricKind
+from hwsim.sweep.kinds import CLUSTER_PREFIX, MetricKind
 from hwsim.sweep.model_kinds import model_params
 from hwsim.sweep.spec import LAYOUT_KEYS, Range, SweepFile, parse_layout, range_end
 

@@ -24,10 +24,11 @@ from numpy.typing import NDArray
 
 import hwsim
 from hwsim.spec.device import Device
+from hwsim.spec.override_paths import PROFILE_PREFIX
 from hwsim.sweep import expr
 from hwsim.sweep.cache import SweepCache, canonical_json, code_version, unit_key
 from hwsim.sweep.executors import Executor, LocalExecutor
-from hwsim.sweep.kinds import CLUSTER_PREFIX, PROFILE_PREFIX, Batch, MetricKind, get_kind
+from hwsim.sweep.kinds import CLUSTER_PREFIX, Batch, MetricKind, get_kind
 from hwsim.sweep.points import PointSet, build_points, column, device_columns
 from hwsim.sweep.sensitivity import Elasticity, elasticities
 from hwsim.sweep.spec import SweepFile

@@ -8,14 +8,14 @@ the executor's workers. The serve layer is imported when a point is evaluated.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from hwsim.spec.device import Device
-from hwsim.sweep.kinds import PROFILE_PREFIX, MetricKind, Scalar, register_kind
+from hwsim.spec.override_paths import PROFILE_PREFIX
+from hwsim.sweep.kinds import MetricKind, Scalar, register_kind
 from hwsim.sweep.moe_kinds import cluster_overrides, cluster_with
 
 if TYPE_CHECKING:
@@ -41,17 +41,14 @@ def _target(device: Device, cluster: str | Cluster | None, params: Mapping[str, 
     }
     if not profile:
         return device
-    from hwsim.serve.api import make_target
-    from hwsim.sim.spatial import SpatialMapper
+    from hwsim.serve.api import make_target, profile_target
     from hwsim.spec.overrides import path_dim, si_text
     from hwsim.spec.units import Dim
 
     t = make_target(device, cluster)
-    mapper = t.mapper
-    assert isinstance(mapper, SpatialMapper)  # the sweep checked the device kind
-    prof = mapper.profile  # type: ignore[attr-defined]
+    prof = t.mapper.profile  # type: ignore[attr-defined]  # the sweep checked the device kind
     texts = [f"{p}={si_text(v, path_dim(prof, p) or Dim.COUNT)}" for p, v in profile.items()]
-    return dataclasses.replace(t, mapper=mapper.with_profile(texts))
+    return profile_target(t, texts)
 
 
 @register_kind

@@ -49,13 +49,13 @@ from hwsim.spec.cluster import load_cluster
 from hwsim.spec.errors import FieldError, SpecError
 from hwsim.spec.load import load_device, read_yaml, validate
 from hwsim.spec.model import load_model_config
+from hwsim.spec.override_paths import PROFILE_PREFIX
 from hwsim.spec.overrides import canonical_path, path_dim, resolve_overrides
 from hwsim.spec.units import Dim, UnitError, parse_quantity
 from hwsim.sweep import expr
 from hwsim.sweep.kinds import (
     CLUSTER_PREFIX,
     KINDS,
-    PROFILE_PREFIX,
     MetricKind,
     _load_builtin,
     get_kind,
