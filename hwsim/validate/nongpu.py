@@ -31,7 +31,7 @@ from hwsim.plan.model_step import StepSpec, memory_per_device
 from hwsim.plan.workload import Phase
 from hwsim.serve.capacity import min_devices
 from hwsim.serve.layout import Layout, parse_layout
-from hwsim.serve.step import simulate_step
+from hwsim.serve.step import StepResult, simulate_step
 from hwsim.sim.mapper import Mapper, mapper_for
 from hwsim.spec.errors import SpecError
 from hwsim.spec.load import load_device
@@ -179,17 +179,19 @@ def predict(rec: Published, mapper: Mapper | None = None) -> tuple[float, Layout
     return prefill + n * (t[0] + 4 * t[1] + t[2]) / 6, lay
 
 
-def plain_decode_bound(rec: Published) -> float:
+def plain_decode_bound(rec: Published, step: StepResult | None = None) -> float:
     """Upper bound on tok/s/user for plain decode of this row: the bytes hwsim's step reads
     from main memory (every resident weight and KV byte a token needs: all of a dense model,
     the touched experts of an MoE), summed over the pipeline's stages, cross it at the
-    datasheet bandwidth with nothing else in the way."""
-    model = load_model_config(rec.model)
+    datasheet bandwidth with nothing else in the way. ``step``: the row's decode step, if the
+    caller has simulated it already."""
     dev = load_device(rec.device)
-    mapper = mapper_for(dev)
-    r = simulate_step(model, mapper, layout_of(rec, model, mapper), rec.spec(), timeline=False)
+    if step is None:
+        model = load_model_config(rec.model)
+        mapper = mapper_for(dev)
+        step = simulate_step(model, mapper, layout_of(rec, model, mapper), rec.spec())
     main = dev.main_memory.name
-    read = sum(o.count * o.timing.bytes_by_level.get(main, 0.0) for o in r.ops)
+    read = sum(o.count * o.timing.bytes_by_level.get(main, 0.0) for o in step.ops)
     return dev.level_bandwidth_Bps(main) / read
 
 
@@ -224,11 +226,17 @@ class Excluded:
 
 
 def excluded() -> list[Excluded]:
-    return [
-        Excluded(rec, predict(rec)[0], plain_decode_bound(rec))
-        for rec in load_table()
-        if not rec.scored
-    ]
+    """The rows not scored, each from one simulated decode step (prediction and bound)."""
+    out = []
+    for rec in load_table():
+        if rec.scored:
+            continue
+        model = load_model_config(rec.model)
+        mapper = mapper_for(load_device(rec.device))
+        r = simulate_step(model, mapper, layout_of(rec, model, mapper), rec.spec())
+        pred = r.tokens_per_s_per_user if rec.metric == "tok/s/user" else predict(rec)[0]
+        out.append(Excluded(rec, pred, plain_decode_bound(rec, r)))
+    return out
 
 
 @register("nongpu-decode")
