@@ -9,9 +9,9 @@ import plotly.graph_objects as go
 
 from _gen import fmt
 from _gen.core import Table
+from hwsim.plan.layout import Layout
 from hwsim.plan.model_step import StepSpec
 from hwsim.serve.capacity import min_devices
-from hwsim.serve.layout import Layout
 from hwsim.serve.step import simulate_step
 from hwsim.sim.mapper import mapper_for
 from hwsim.spec.device import DTYPE_BYTES
@@ -50,7 +50,7 @@ def facts() -> dict[str, Any]:
     for key in DEVICES:
         d = load_device(key)
         mp = mapper_for(d)
-        cap = min_devices(model, mp, batch=1, context=CONTEXT, device_name=key)
+        cap = min_devices(model, mp, StepSpec("decode", 1, CONTEXT), device_name=key)
         r = simulate_step(model, mp, cap.layout, StepSpec("decode", 1, CONTEXT), strict=False)
         results[key] = (d, cap, r)
         main = d.main_memory

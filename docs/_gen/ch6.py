@@ -54,7 +54,7 @@ def facts() -> dict[str, Any]:
     for key in (DEVICE, *OTHERS):
         tgt = make_target(key)  # the device with its built-in cluster, as `hwsim size` uses it
         d, mp = tgt.device, tgt.mapper
-        cap = min_devices(cfg, mp, batch=1, context=CONTEXT, dtype="fp8", device_name=key)
+        cap = min_devices(cfg, mp, StepSpec("decode", 1, CONTEXT, "fp8"), device_name=key)
         plans[key] = (d, mp, cap)
         hbm = d.level_capacity_bytes(d.main_memory.name)
         free = cap.devices * hbm - w
@@ -188,11 +188,11 @@ def facts() -> dict[str, Any]:
     long_ctx = 32768
     f["ex1_ctx"] = f"{long_ctx:,}"
     f["ex1_user"] = fmt.b(kv_tok * long_ctx)
-    cap32 = min_devices(cfg, mp8, batch=64, context=long_ctx, dtype="fp8", device_name=DEVICE)
+    cap32 = min_devices(cfg, mp8, StepSpec("decode", 64, long_ctx, "fp8"), device_name=DEVICE)
     f["ex1_devices"] = str(cap32.devices)
     f["ex1_kv_total"] = fmt.b(cap32.kv_bytes_total)
     f["ex2_bf16"] = fmt.b(params * DTYPE_BYTES["bf16"])
-    capbf = min_devices(cfg, mp8, batch=1, context=CONTEXT, dtype="bf16", device_name=DEVICE)
+    capbf = min_devices(cfg, mp8, StepSpec("decode", 1, CONTEXT, "bf16"), device_name=DEVICE)
     f["ex2_devices"] = str(capbf.devices)
     f["ex2_hbm"] = fmt.b(hbm)
     b2, _, capb = plans["b200"]

@@ -12,11 +12,12 @@ from scipy.optimize import brentq
 
 from _gen import fmt
 from _gen.core import Table
+from hwsim.plan.layout import Layout
 from hwsim.plan.model_step import StepSpec, memory_per_device
-from hwsim.report.mapping_figures import Mapping, lpu_figure, rdu_figure, wafer_figure
+from hwsim.report.mapping_figures import view_figure
 from hwsim.serve.api import serve_step
 from hwsim.serve.capacity import min_devices
-from hwsim.serve.layout import Layout
+from hwsim.serve.request import StepRequest
 from hwsim.serve.step import StepResult, simulate_step
 from hwsim.sim.lpu import LpuMapper
 from hwsim.sim.mapper import mapper_for
@@ -48,7 +49,7 @@ def layout_for(model_name: str, device: str, batch: int = 1) -> Layout:
         return Layout(tp=16)
     if device == "h100-sxm":
         return Layout(tp=8)
-    return min_devices(model, mapper, batch=batch, context=CONTEXT, dtype=dt, kv_dtype=dt).layout
+    return min_devices(model, mapper, StepSpec("decode", batch, CONTEXT, dt, dt)).layout
 
 
 def decode(model_name: str, device: str, batch: int = 1) -> StepResult:
@@ -182,7 +183,7 @@ def _capacity_table(device: str) -> Table:
     for name in MODELS:
         model = load_model_config(name)
         for dt in ("bf16", "fp8"):
-            p = min_devices(model, mapper, batch=1, context=CONTEXT, dtype=dt, kv_dtype=dt)
+            p = min_devices(model, mapper, StepSpec("decode", 1, CONTEXT, dt, dt))
             rows.append(
                 [
                     name,
@@ -224,11 +225,10 @@ def _lpu_variant(hop_s: float, op_s: float | None = None) -> LpuMapper:
     """The groq-lpu mapper as the suite builds it (its own C2C ports) with every C2C hop taking
     ``hop_s`` and, if given, ``op_s`` per dependent operator instead of the fitted value."""
     mapper = LpuMapper(load_device("groq-lpu"))
+    if op_s is not None:
+        mapper = mapper.with_profile([f"op_latency={op_s!r} s"])
     outer = hop_s * mapper.profile.node_hops.value
     mapper.links = dataclasses.replace(mapper.links, hop_latency_s=hop_s, outer_latency_s=outer)
-    if op_s is not None:
-        lat = mapper.profile.op_latency.model_copy(update={"value": op_s})
-        mapper.profile = mapper.profile.model_copy(update={"op_latency": lat})
     return mapper
 
 
@@ -300,25 +300,27 @@ def facts() -> dict[str, Any]:
     m70 = load_model_config("llama-3.1-70b")
     wse = mapper_for(load_device("cerebras-wse3"))
     spec16 = StepSpec("decode", 1, CONTEXT)
-    f["wse_fig"] = wafer_figure(
-        Mapping(m70, layout_for("llama-3.1-70b", "cerebras-wse3"), spec16), wse
-    )  # type: ignore[arg-type]
+    wse_lay = layout_for("llama-3.1-70b", "cerebras-wse3")
+    f["wse_fig"] = view_figure(wse.placement(m70, wse_lay, spec16).views[0])
     rdu = mapper_for(load_device("sambanova-sn40l"))
-    f["rdu_fig"] = rdu_figure(Mapping(m70, Layout(tp=16), spec16), rdu)  # type: ignore[arg-type]
+    f["rdu_fig"] = view_figure(rdu.placement(m70, Layout(tp=16), spec16).views[0])
     lpu_lay = layout_for("llama-3.1-70b", "groq-lpu")
     r = decode("llama-3.1-70b", "groq-lpu")
     spec8 = StepSpec("decode", 1, CONTEXT, "fp8", "fp8")
-    f["lpu_fig"] = lpu_figure(Mapping(m70, lpu_lay, spec8), r.stage_time_s)
+    lpu = mapper_for(load_device("groq-lpu"))
+    f["lpu_fig"] = view_figure(lpu.placement(m70, lpu_lay, spec8, r.stage_time_s).views[0])
     # 64 users in flight: micro-batches fill the 7-stage pipeline (as hwsim decode plays it)
     r64 = serve_step(
-        m70, "groq-lpu", batch=64, context=CONTEXT, layout=lpu_lay, dtype="fp8", kv_dtype="fp8",
-        strict=False, timeline=False,
-    )  # fmt: skip
+        StepRequest(
+            m70, "groq-lpu", batch=64, context=CONTEXT, layout=lpu_lay, dtype="fp8", kv_dtype="fp8"
+        ),
+        strict=False,
+        timeline=False,
+    )
     f["lpu_70b_b64"] = f"{r64.tokens_per_s_per_user:,.0f}"
     fit_row = next(r for r in load_table() if r.role == "fit")
     f["lpu_fit_row"] = f"{fit_row.model} at {fit_row.value:g} tok/s per user ({fit_row.date})"
-    lpu = mapper_for(load_device("groq-lpu"))
-    assert isinstance(lpu, LpuMapper)
+    lpu = LpuMapper(load_device("groq-lpu"))
     f["lpu_op_latency"] = fmt.t(lpu.profile.op_latency.value)
     f["lpu_op_cycles"] = f"{lpu.profile.op_latency.value * lpu.device.compute.clock_Hz:,.0f}"
     held = [

@@ -3,7 +3,6 @@ on devices and clusters (the what-if engine, :mod:`hwsim.serve`)."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -11,10 +10,12 @@ import typer
 from rich.table import Table
 
 from hwsim.cli.common import console, print_json
+from hwsim.serve.request import STEP_DEFAULTS
 from hwsim.spec.device import DTYPES
 from hwsim.spec.errors import SpecError
 
 if TYPE_CHECKING:
+    from hwsim.serve.request import StepRequest
     from hwsim.serve.size import SizedCluster
     from hwsim.serve.step import StepResult
 
@@ -90,15 +91,20 @@ def _print_step(r: StepResult) -> None:
         console.print(f"[dim]note: {n}[/]")
 
 
+def _request(phase: str, kw: dict[str, Any]) -> StepRequest:
+    """The step request of a ``decode``/``prefill`` command line (its options by name)."""
+    from hwsim.serve.request import StepRequest
+
+    fields = {k: v for k, v in kw.items() if k in STEP_DEFAULTS or k in ("model", "device")}
+    return StepRequest(phase=phase, **fields)
+
+
 def _step(phase: str, **kw: Any) -> None:
     from hwsim.serve.api import serve_step
 
-    json_out, ops = kw.pop("json_out"), kw.pop("ops")
-    _dtype(kw["dtype"])
-    _dtype(kw["kv_dtype"], "--kv-dtype")
-    r = serve_step(kw.pop("model"), kw.pop("device"), phase, **kw)
-    if json_out:
-        print_json(r.to_dict(ops=ops))
+    r = serve_step(_request(phase, kw))
+    if kw["json_out"]:
+        print_json(r.to_dict(ops=kw["ops"]))
     else:
         _print_step(r)
 
@@ -106,15 +112,15 @@ def _step(phase: str, **kw: Any) -> None:
 def decode_cmd(
     model: Model,
     device: Device,
-    devices: Devices = "auto",
-    batch: Batch = 1,
-    context: Context = 2048,
-    dtype: DType = "bf16",
-    kv_dtype: KvDType = "bf16",
-    layout: LayoutOpt = None,
-    mtp: Mtp = 0,
-    mtp_acceptance: MtpAcc = 0.85,
-    overlap: Overlap = "auto",
+    devices: Devices = STEP_DEFAULTS["devices"],
+    batch: Batch = STEP_DEFAULTS["batch"],
+    context: Context = STEP_DEFAULTS["context"],
+    dtype: DType = STEP_DEFAULTS["dtype"],
+    kv_dtype: KvDType = STEP_DEFAULTS["kv_dtype"],
+    layout: LayoutOpt = STEP_DEFAULTS["layout"],
+    mtp: Mtp = STEP_DEFAULTS["mtp"],
+    mtp_acceptance: MtpAcc = STEP_DEFAULTS["mtp_acceptance"],
+    overlap: Overlap = STEP_DEFAULTS["overlap"],
     json_out: Json = False,
     ops: Ops = False,
 ) -> None:
@@ -129,13 +135,13 @@ def decode_cmd(
 def prefill_cmd(
     model: Model,
     device: Device,
-    devices: Devices = "auto",
-    batch: Batch = 1,
-    context: Context = 2048,
-    dtype: DType = "bf16",
-    kv_dtype: KvDType = "bf16",
-    layout: LayoutOpt = None,
-    overlap: Overlap = "auto",
+    devices: Devices = STEP_DEFAULTS["devices"],
+    batch: Batch = STEP_DEFAULTS["batch"],
+    context: Context = STEP_DEFAULTS["context"],
+    dtype: DType = STEP_DEFAULTS["dtype"],
+    kv_dtype: KvDType = STEP_DEFAULTS["kv_dtype"],
+    layout: LayoutOpt = STEP_DEFAULTS["layout"],
+    overlap: Overlap = STEP_DEFAULTS["overlap"],
     json_out: Json = False,
     ops: Ops = False,
 ) -> None:
@@ -143,7 +149,7 @@ def prefill_cmd(
 
     Example: hwsim prefill --model deepseek-v3 --device h800 --layout tp=4,dp=8,ep=32 --batch 32
     """
-    _step("prefill", mtp=0, mtp_acceptance=0.0, **locals())
+    _step("prefill", **locals())
 
 
 def _cluster_row(c: SizedCluster) -> list[str]:
@@ -286,31 +292,25 @@ def compare_cmd(
 
 
 def _sub_args(args: list[str]) -> tuple[str, dict[str, Any]]:
-    """Parse ``decode|prefill --model ... --batch ...`` after ``--``."""
+    """Parse ``decode|prefill --model ... --batch ...`` after ``--`` with the ``decode`` and
+    ``prefill`` commands' own options and defaults (``--device`` is the what-if's)."""
+    import click
+    import typer.main
+
     if not args or args[0] not in ("decode", "prefill"):
         raise SpecError("after '--' give the step to compare: decode ... or prefill ...")
-    p = argparse.ArgumentParser(prog=f"hwsim whatif ... -- {args[0]}", add_help=False)
-    p.add_argument("--model", required=True)
-    p.add_argument("--device")
-    p.add_argument("--devices", default="auto")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--context", type=int, default=2048)
-    p.add_argument("--dtype", default="bf16")
-    p.add_argument("--kv-dtype", dest="kv_dtype", default="bf16")
-    p.add_argument("--layout")
-    p.add_argument("--mtp", type=int, default=0)
-    p.add_argument("--mtp-acceptance", dest="mtp_acceptance", type=float, default=0.85)
-    p.add_argument("--overlap", default="auto")
+    sub = typer.Typer()
+    sub.command(args[0])(decode_cmd if args[0] == "decode" else prefill_cmd)
+    cmd = typer.main.get_command(sub)
+    rest = list(args[1:])
+    if "--device" not in rest:  # the what-if names the device; the step needs one to parse
+        rest += ["--device", "-"]
     try:
-        ns, rest = p.parse_known_args(args[1:])
-    except SystemExit:
-        raise SpecError(f"cannot parse the step options: {' '.join(args[1:])}") from None
-    if rest:
-        raise SpecError(f"unknown step options: {' '.join(rest)}")
-    kw = vars(ns)
+        ctx = cmd.make_context(f"hwsim whatif ... -- {args[0]}", rest)
+    except click.UsageError as err:
+        raise SpecError(f"step options: {err.format_message()}") from None
+    kw = {k: v for k, v in ctx.params.items() if k not in ("json_out", "ops")}
     kw.pop("device", None)
-    n = kw["devices"]
-    kw["devices"] = int(n) if str(n).isdigit() else n
     return args[0], kw
 
 
@@ -351,7 +351,7 @@ def whatif_cmd(
         step = [a for a in step if a != "--json"]
         json_out = True
     phase, kw = _sub_args(step)
-    w = whatif(device, set_, phase, relayout=relayout, **kw)
+    w = whatif(_request(phase, {**kw, "device": device}), set_, relayout=relayout)
     if json_out:
         print_json(w.to_dict())
         return
@@ -387,15 +387,14 @@ def capacity_cmd(
 
     Example: hwsim capacity --model llama-3.1-70b --device groq-lpu --dtype fp8
     """
+    from hwsim.plan.model_step import StepSpec
     from hwsim.serve.api import make_target
     from hwsim.serve.capacity import min_devices
     from hwsim.spec.model import load_model_config
 
     tgt = make_target(device)
-    plan = min_devices(
-        load_model_config(model), tgt.mapper, batch=batch, context=context,
-        dtype=_dtype(dtype), kv_dtype=_dtype(kv_dtype, "--kv-dtype"), device_name=device,
-    )  # fmt: skip
+    step = StepSpec("decode", batch, context, _dtype(dtype), _dtype(kv_dtype, "--kv-dtype"))
+    plan = min_devices(load_model_config(model), tgt.mapper, step, device_name=device)
     if json_out:
         print_json(plan.to_dict())
         return

@@ -23,19 +23,7 @@ def _load() -> dict[str, object]:
 
 
 def _meets(res: SuiteResult) -> bool:
-    """Targets: ``mape`` (whole suite), ``max`` (worst row) and ``mape <word>`` (every group
-    whose name contains that word, e.g. ``mape matmul`` for each device's matmul group)."""
-    ok = True
-    groups = res.group_mape()
-    for key, limit in res.targets.items():
-        if key == "mape":
-            ok &= res.mape <= limit
-        elif key == "max":
-            ok &= res.max_error <= limit
-        elif key.startswith("mape "):
-            word = key[5:]
-            ok &= all(v <= limit for g, v in groups.items() if word in g.split())
-    return bool(ok)
+    return res.meets_targets()
 
 
 def validate_cmd(

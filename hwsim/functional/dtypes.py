@@ -24,6 +24,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from hwsim.spec.device import STORAGE_BYTES
 from hwsim.spec.errors import SpecError
 
 #: numpy/ml_dtypes storage type of each emulated format.
@@ -37,7 +38,7 @@ STORAGE: dict[str, Any] = {
 }
 ALIASES = {"fp8": "fp8_e4m3", "e4m3": "fp8_e4m3", "e5m2": "fp8_e5m2", "float32": "fp32"}
 #: Bytes per element in memory.
-ELEMENT_BYTES = {"fp64": 8, "fp32": 4, "bf16": 2, "fp16": 2, "fp8_e4m3": 1, "fp8_e5m2": 1}
+ELEMENT_BYTES = {d: int(STORAGE_BYTES[d]) for d in STORAGE}
 DTYPES = tuple(STORAGE)
 
 

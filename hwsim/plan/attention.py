@@ -57,6 +57,8 @@ from hwsim.plan.attention_kernels import (
     Transfer,
     build_kernels,
 )
+from hwsim.plan.attention_size import check_plan_memory, cta_count
+from hwsim.spec.device import STORAGE_BYTES
 from hwsim.spec.errors import SpecError
 
 __all__ = [
@@ -73,19 +75,20 @@ __all__ = [
     "plan_attention",
 ]
 
-#: Bytes per element of each input dtype (fp8 = e4m3 unless named).
+#: Bytes per element of each input dtype attention takes (fp8 = e4m3 unless named).
 ELEM_BYTES: dict[str, int] = {
-    "fp32": 4,
-    "bf16": 2,
-    "fp16": 2,
-    "fp8": 1,
-    "fp8_e4m3": 1,
-    "fp8_e5m2": 1,
+    d: int(STORAGE_BYTES[d]) for d in ("fp32", "bf16", "fp16", "fp8", "fp8_e4m3", "fp8_e5m2")
 }
 PASSES = ("fwd", "bwd", "fwd+bwd")
 KERNELS = ("flash", "naive", "split_kv")
 #: Register-file level names never used as the tile budget.
 _REGISTER_NAMES = {"reg", "regs", "registers", "rf", "register_file"}
+
+
+#: Largest size of each dimension (log2): a CTA's FLOPs (4 · 128 · seqlen · head_dim) stay
+#: below 2^63 in int64 (2 billion tokens, far past any context; batch and heads alike).
+MAX_LOG2 = {"batch": 31, "heads": 20, "kv_heads": 20, "seqlen_q": 31, "seqlen_kv": 31,
+            "head_dim": 16}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,10 @@ class AttentionShape:
             v = getattr(self, name)
             if not isinstance(v, int | np.integer) or isinstance(v, bool) or v < 1:
                 raise SpecError(f"expected a positive integer, got {v!r}", key=name)
+            if v > 2 ** MAX_LOG2[name]:  # per-CTA byte and FLOP counts stay exact in int64
+                raise SpecError(
+                    f"{v} is larger than the 2^{MAX_LOG2[name]} this simulator supports", key=name
+                )
         if self.dv < 1:
             raise SpecError(
                 f"expected a positive integer, got {self.head_dim_v!r}", key="head_dim_v"
@@ -383,27 +390,19 @@ def _default_splits(
     return int(min(splits, n_kv_blocks, 128))
 
 
-def plan_attention(
+def _layout(
     shape: AttentionShape,
     device_or_sram_bytes: Any,
-    kernel: str = "flash",
-    num_splits: int | None = None,
-    block_q: int | None = None,
-    block_kv: int | None = None,
-    stages: int = 2,
-    units: int | None = None,
-    pack_gqa: bool = True,
-) -> AttentionPlan:
-    """Plan ``shape`` on a Device (its per-unit SMEM/SRAM) or a plain per-unit byte budget.
-
-    ``kernel``: ``flash`` (FA2/FA3 forward; FA2 backward with recomputation), ``naive``
-    (three kernels: S = QKᵀ to global, softmax S -> P, O = PV; forward only) or ``split_kv``
-    (flash-decoding: ``num_splits`` CTAs per query block, then a combine kernel). ``block_q``/
-    ``block_kv`` override the rule of :func:`choose_blocks`; ``units`` (compute units) feeds the
-    split heuristic when a plain budget is given. ``pack_gqa``: when the query rows of a KV
-    head's group fit one Q tile (``group·seqlen_q <= 128``: decode), one forward CTA computes
-    all of them (FA2 ``seqlenq_ngroups_swapped``, FA3 ``pack_gqa``, FlashInfer), so K/V are
-    read once per KV head instead of once per query head (flash and split_kv kernels)."""
+    kernel: str,
+    num_splits: int | None,
+    block_q: int | None,
+    block_kv: int | None,
+    stages: int,
+    units: int | None,
+    pack_gqa: bool,
+) -> dict[str, Any]:
+    """Tiles, splits and GQA packing of a plan (arithmetic only: nothing per CTA yet); the
+    keyword arguments of :func:`plan_attention`."""
     if kernel not in KERNELS:
         raise SpecError(f"expected one of {KERNELS}, got {kernel!r}", key="kernel")
     if kernel != "flash" and shape.pass_ != "fwd":
@@ -438,15 +437,49 @@ def plan_attention(
     if kernel == "split_kv":
         n_qb, n_kb = -(-shape.seqlen_q // br), -(-shape.seqlen_kv // bc)
         splits = min(num_splits or _default_splits(shape, n_qb, n_kb, units, pack), n_kb)
-    kernels = build_kernels(
-        KernelPlan,
-        shape,
-        kernel,
-        fwd_blocks if has_fwd else None,
-        bwd_blocks if has_bwd else None,
-        splits,
-        pack,
+    return {
+        "fwd_blocks": fwd_blocks if has_fwd else None,
+        "bwd_blocks": bwd_blocks if has_bwd else None,
+        "splits": splits,
+        "pack": pack,
+        "br": br,
+        "bc": bc,
+        "fp": fp,
+        "budget": budget,
+        "names": names,
+    }
+
+
+def plan_attention(
+    shape: AttentionShape,
+    device_or_sram_bytes: Any,
+    kernel: str = "flash",
+    num_splits: int | None = None,
+    block_q: int | None = None,
+    block_kv: int | None = None,
+    stages: int = 2,
+    units: int | None = None,
+    pack_gqa: bool = True,
+) -> AttentionPlan:
+    """Plan ``shape`` on a Device (its per-unit SMEM/SRAM) or a plain per-unit byte budget.
+
+    ``kernel``: ``flash`` (FA2/FA3 forward; FA2 backward with recomputation), ``naive``
+    (three kernels: S = QKᵀ to global, softmax S -> P, O = PV; forward only) or ``split_kv``
+    (flash-decoding: ``num_splits`` CTAs per query block, then a combine kernel). ``block_q``/
+    ``block_kv`` override the rule of :func:`choose_blocks`; ``units`` (compute units) feeds the
+    split heuristic when a plain budget is given. ``pack_gqa``: when the query rows of a KV
+    head's group fit one Q tile (``group·seqlen_q <= 128``: decode), one forward CTA computes
+    all of them (FA2 ``seqlenq_ngroups_swapped``, FA3 ``pack_gqa``, FlashInfer), so K/V are
+    read once per KV head instead of once per query head (flash and split_kv kernels).
+    A plan whose per-CTA arrays would exceed ``--max-memory`` is refused before allocation."""
+    lay = _layout(
+        shape, device_or_sram_bytes, kernel, num_splits, block_q, block_kv, stages, units, pack_gqa
     )
+    splits, pack, fp = lay["splits"], lay["pack"], lay["fp"]
+    budget, names, br, bc = lay["budget"], lay["names"], lay["br"], lay["bc"]
+    bwd_blocks = lay["bwd_blocks"]
+    check_plan_memory(cta_count(shape, kernel, lay["fwd_blocks"], bwd_blocks, splits, pack))
+    kernels = build_kernels(KernelPlan, shape, kernel, lay["fwd_blocks"], bwd_blocks, splits, pack)
     order = {
         "fwd": "outer Q blocks, inner KV blocks",
         "bwd": "outer KV blocks, inner Q blocks (FA2)",
@@ -457,8 +490,8 @@ def plan_attention(
         kernel=kernel,
         block_q=br,
         block_kv=bc,
-        bwd_block_q=bwd_blocks[0] if has_bwd else 0,
-        bwd_block_kv=bwd_blocks[1] if has_bwd else 0,
+        bwd_block_q=bwd_blocks[0] if bwd_blocks else 0,
+        bwd_block_kv=bwd_blocks[1] if bwd_blocks else 0,
         stages=stages,
         num_splits=splits,
         budget_bytes=budget,

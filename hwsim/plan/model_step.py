@@ -1,7 +1,7 @@
 """The layer graph of one prefill or decode step of a whole model on one device of a layout.
 
 :func:`build_step` turns a :class:`~hwsim.spec.model.ModelConfig`, a
-:class:`~hwsim.serve.layout.Layout`-like set of degrees and a :class:`StepSpec` (phase, batch,
+:class:`~hwsim.plan.layout.Layout`-like set of degrees and a :class:`StepSpec` (phase, batch,
 context, dtypes, tokens per sequence) into the ops (:mod:`hwsim.plan.workload`) one device runs,
 layer by layer, for one micro-batch:
 
@@ -22,108 +22,44 @@ simulator can overlap communication with compute. Everything is per device; byte
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from dataclasses import dataclass
+from typing import Literal
 
-from hwsim.plan.attention import AttentionShape
-from hwsim.plan.workload import (
-    Attention,
-    Collective,
-    CommScope,
-    Elementwise,
-    Gemm,
-    MoE,
-    Op,
-    Phase,
+from hwsim.plan.step_attention import attention_ops
+from hwsim.plan.step_types import (
+    CATEGORIES,
+    Category,
+    Degrees,
+    LayerGraph,
+    StepGraph,
+    StepOp,
+    StepSpec,
+    scope,
 )
+from hwsim.plan.workload import Collective, Elementwise, Gemm, MoE, Op
 from hwsim.spec.device import DTYPE_BYTES
-from hwsim.spec.errors import SpecError
 from hwsim.spec.model import ModelConfig
 
-Category = Literal["attention", "ffn", "moe", "norm", "lm_head", "mtp", "comm"]
-CATEGORIES: tuple[str, ...] = ("attention", "ffn", "moe", "norm", "lm_head", "mtp", "comm")
-
-
-class Degrees(Protocol):
-    """The parallel degrees (``hwsim.serve.layout.Layout`` satisfies it)."""
-
-    @property
-    def tp(self) -> int: ...
-    @property
-    def ep(self) -> int: ...
-    @property
-    def pp(self) -> int: ...
-    @property
-    def dp(self) -> int: ...
-    @property
-    def sp(self) -> int: ...
-
-
-@dataclass(frozen=True)
-class StepSpec:
-    """What step to build. ``batch`` sequences in the whole deployment (split over DP
-    replicas); ``context``: decode, tokens already in the KV cache; prefill, the prompt length.
-    ``q_len``: tokens per sequence in a decode step (1, or 1 + draft tokens for MTP/speculative
-    decoding). ``micro_batches``: the stage's sequences split for dual micro-batch overlap."""
-
-    phase: Phase
-    batch: int
-    context: int
-    dtype: str = "bf16"
-    kv_dtype: str = "bf16"
-    act_dtype: str = "bf16"
-    wire_dtype: str | None = None  #: MoE dispatch wire format (default: ``dtype``)
-    q_len: int = 1
-    micro_batches: int = 1
-    devices_per_node: int = 8
-    mtp_depth: int = 0  #: MTP modules run per decode step (drafts made)
-
-    def __post_init__(self) -> None:
-        if self.phase not in ("prefill", "decode"):
-            raise SpecError(f"phase must be prefill or decode, got {self.phase!r}", key="phase")
-        for k in ("batch", "context", "q_len", "micro_batches", "devices_per_node"):
-            v = getattr(self, k)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise SpecError(f"expected a positive integer, got {v!r}", key=k)
-        for k in ("dtype", "kv_dtype", "act_dtype"):
-            if getattr(self, k) not in DTYPE_BYTES:
-                raise SpecError(f"unknown dtype {getattr(self, k)!r}", key=k)
-
-
-@dataclass(frozen=True)
-class StepOp:
-    """One op of a layer with its breakdown category and stream."""
-
-    op: Op
-    category: str
-    stream: Literal["compute", "comm"] = "compute"
-
-
-@dataclass(frozen=True)
-class LayerGraph:
-    """``repeat`` consecutive identical layers of one stage (ops for one micro-batch)."""
-
-    name: str
-    ops: tuple[StepOp, ...]
-    repeat: int = 1
-
-
-@dataclass(frozen=True)
-class StepGraph:
-    """One device's step: its stage's layers in order, plus sizes for memory and throughput."""
-
-    spec: StepSpec
-    stages: tuple[tuple[LayerGraph, ...], ...]  #: per pipeline stage
-    seqs_per_replica: int  #: sequences one DP replica serves
-    micro_batches: int  #: effective micro-batches (≤ sequences)
-    tokens_per_step: int  #: new tokens the whole deployment processes per step
-    weight_bytes_per_device: float  #: resident weights, largest stage
-    kv_bytes_per_device: float  #: KV cache at the end of the step, largest stage
-    notes: tuple[str, ...] = field(default=())
-
-
-def _scope(group: int, stride: int, per_node: int) -> CommScope:
-    return "intra" if group * stride <= per_node else "inter"
+#: The step's plain data lives in hwsim.plan.step_types; it is re-exported here, where the
+#: graph is built, so callers import one module.
+__all__ = [
+    "CATEGORIES",
+    "Category",
+    "Degrees",
+    "LayerGraph",
+    "StepGraph",
+    "StepOp",
+    "StepSpec",
+    "build_step",
+    "head_ops",
+    "kv_bytes_per_token_per_layer",
+    "layer_ops",
+    "memory_per_device",
+    "mtp_ops",
+    "shard",
+    "stage_layers",
+    "stage_weight_bytes",
+]
 
 
 def _tp_comm(
@@ -131,66 +67,13 @@ def _tp_comm(
 ) -> list[StepOp]:
     if tp <= 1:
         return []
-    scope = _scope(tp, 1, per_node)
+    where = scope(tp, 1, per_node)
     if sp:
         return [
-            StepOp(Collective("reduce-scatter", nbytes, tp, scope, f"{name} RS"), cat, "comm"),
-            StepOp(Collective("all-gather", nbytes, tp, scope, f"{name} AG"), cat, "comm"),
+            StepOp(Collective("reduce-scatter", nbytes, tp, where, f"{name} RS"), cat, "comm"),
+            StepOp(Collective("all-gather", nbytes, tp, where, f"{name} AG"), cat, "comm"),
         ]
-    return [StepOp(Collective("all-reduce", nbytes, tp, scope, f"{name} AR"), cat, "comm")]
-
-
-def attention_ops(
-    model: ModelConfig, deg: Degrees, spec: StepSpec, seqs: int, heads: int, kv_heads: int
-) -> list[StepOp]:
-    """Projections, attention core and output projection of one layer for ``seqs`` sequences."""
-    a, h = model.attention, model.hidden
-    dt, kvdt = spec.dtype, spec.kv_dtype
-    decode = spec.phase == "decode"
-    q = spec.q_len if decode else spec.context
-    kv_len = spec.context + spec.q_len if decode else spec.context
-    t = seqs * q
-    ops: list[StepOp] = []
-    if a.kind == "mla":
-        assert a.kv_lora_rank and a.qk_rope_head_dim and a.qk_nope_head_dim
-        lat, rope, nope, dv = a.kv_lora_rank, a.qk_rope_head_dim, a.qk_nope_head_dim, a.v_dim
-        qk = nope + rope
-        if a.q_lora_rank:
-            ops += [
-                StepOp(Gemm(t, a.q_lora_rank, h, dt, name="q_a proj"), "attention"),
-                StepOp(Elementwise("rmsnorm", t, a.q_lora_rank, spec.act_dtype, "q norm"), "norm"),
-                StepOp(Gemm(t, heads * qk, a.q_lora_rank, dt, name="q_b proj"), "attention"),
-            ]
-        else:
-            ops.append(StepOp(Gemm(t, heads * qk, h, dt, name="q proj"), "attention"))
-        ops += [
-            StepOp(Gemm(t, lat + rope, h, dt, name="kv_a proj"), "attention"),
-            StepOp(Elementwise("rmsnorm", t, lat, spec.act_dtype, "kv norm"), "norm"),
-        ]
-        if decode:  # absorbed: q_nope·W_UK per head, MQA over the latent, then ·W_UV per head
-            shape = AttentionShape(seqs, heads, 1, q, kv_len, lat + rope, lat, dtype=kvdt)
-            ops += [
-                StepOp(Gemm(t, lat, nope, dt, count=heads, name="q absorb"), "attention"),
-                StepOp(
-                    Attention(shape, "decode", latent_kv=True, name="mla attention"), "attention"
-                ),
-                StepOp(Gemm(t, dv, lat, dt, count=heads, name="v absorb"), "attention"),
-            ]
-        else:  # expand the latent into per-head K (nope part) and V
-            shape = AttentionShape(seqs, heads, heads, q, kv_len, qk, dv, causal=True, dtype=kvdt)
-            ops += [
-                StepOp(Gemm(t, heads * (nope + dv), lat, dt, name="kv_b proj"), "attention"),
-                StepOp(Attention(shape, "prefill", name="mla attention"), "attention"),
-            ]
-        ops.append(StepOp(Gemm(t, h, heads * dv, dt, name="o proj"), "attention"))
-        return ops
-    hd, dv = a.head_dim, a.v_dim
-    shape = AttentionShape(seqs, heads, kv_heads, q, kv_len, hd, dv, causal=not decode, dtype=kvdt)
-    return [
-        StepOp(Gemm(t, heads * hd + kv_heads * (hd + dv), h, dt, name="qkv proj"), "attention"),
-        StepOp(Attention(shape, spec.phase, name="attention"), "attention"),
-        StepOp(Gemm(t, h, heads * dv, dt, name="o proj"), "attention"),
-    ]
+    return [StepOp(Collective("all-reduce", nbytes, tp, where, f"{name} AR"), cat, "comm")]
 
 
 def _ffn_ops(model: ModelConfig, spec: StepSpec, t: int, width: int, name: str) -> list[StepOp]:
@@ -235,7 +118,7 @@ def _moe_ops(
         wire_dtype=spec.wire_dtype or spec.dtype,
         combine_dtype=spec.act_dtype,
         topk_groups=moe.topk_groups if moe.n_groups > 1 else None,
-        scope=_scope(deg.ep, 1, per_node),
+        scope=scope(deg.ep, 1, per_node),
         touched=max(1.0, local * (1.0 - p_miss)),
         name="moe",
     )
@@ -292,19 +175,20 @@ def shard(model: ModelConfig, deg: Degrees) -> Shard:
 
 
 def layer_ops(
-    model: ModelConfig, deg: Degrees, spec: StepSpec, seqs: int, moe_layer: bool
+    model: ModelConfig, deg: Degrees, spec: StepSpec, seqs: int, moe_layer: bool, chunk: int = 0
 ) -> list[StepOp]:
-    """All ops of one decoder layer for ``seqs`` sequences of one DP replica."""
+    """All ops of one decoder layer for ``seqs`` sequences of one DP replica (and ``chunk``
+    prompt tokens mixed into a decode step)."""
     sh = shard(model, deg)
     decode = spec.phase == "decode"
-    t = seqs * (spec.q_len if decode else spec.context)
+    t = seqs * (spec.q_len if decode else spec.context) + (chunk if decode else 0)
     sp = deg.sp > 1
     act = spec.act_dtype
     norm_rows = max(1, math.ceil(t / deg.tp)) if sp else t
     per_node = spec.devices_per_node
     tp_bytes = t * model.hidden * DTYPE_BYTES[act]
     ops = [StepOp(Elementwise("rmsnorm", norm_rows, model.hidden, act, "attn norm"), "norm")]
-    ops += attention_ops(model, deg, spec, seqs, sh.heads, sh.kv_heads)
+    ops += attention_ops(model, deg, spec, seqs, sh.heads, sh.kv_heads, chunk)
     ops += _tp_comm("attn", tp_bytes, deg.tp, sp, per_node)
     ops += [
         StepOp(Elementwise("add", norm_rows, model.hidden, act, "residual"), "norm"),
@@ -319,9 +203,12 @@ def layer_ops(
     return ops
 
 
-def head_ops(model: ModelConfig, deg: Degrees, spec: StepSpec, seqs: int) -> list[StepOp]:
-    """Final norm and LM head (vocab split over TP) for the tokens that need logits."""
-    t = seqs * (spec.q_len if spec.phase == "decode" else 1)  # prefill: last token only
+def head_ops(
+    model: ModelConfig, deg: Degrees, spec: StepSpec, seqs: int, chunk: int = 0
+) -> list[StepOp]:
+    """Final norm and LM head (vocab split over TP) for the tokens that need logits: every
+    decode token, a prompt's last token (a chunk: one, for the prompt it may finish)."""
+    t = seqs * (spec.q_len if spec.phase == "decode" else 1) + (1 if chunk else 0)
     vocab = math.ceil(model.vocab / deg.tp)
     return [
         StepOp(Elementwise("rmsnorm", t, model.hidden, spec.act_dtype, "final norm"), "norm"),
@@ -405,7 +292,7 @@ def _moe_layers_in(model: ModelConfig, lo: int, hi: int) -> int:
     return 0 if first >= hi else (hi - 1 - first) // freq + 1
 
 
-def _weights(model: ModelConfig, deg: Degrees, spec: StepSpec, stage: int) -> float:
+def stage_weight_bytes(model: ModelConfig, deg: Degrees, spec: StepSpec, stage: int) -> float:
     """Resident weight bytes of one device of ``stage``."""
     b = DTYPE_BYTES[spec.dtype]
     lo, hi = stage_layers(model.layers, deg.pp, stage)
@@ -444,9 +331,10 @@ def memory_per_device(model: ModelConfig, deg: Degrees, spec: StepSpec) -> tuple
     decode = spec.phase == "decode"
     kv_tok = kv_bytes_per_token_per_layer(model, sh.kv_heads, spec.kv_dtype)
     kv_len = spec.context + (spec.q_len if decode else 0)
-    kv = seqs_rep * kv_len * kv_tok * sh.layers_per_stage
+    chunk_rep = math.ceil(spec.chunk_tokens / deg.dp)  # prompt tokens cached by this step
+    kv = (seqs_rep * kv_len + chunk_rep) * kv_tok * sh.layers_per_stage
     stages = {0, deg.pp - 1} | ({1} if deg.pp > 2 else set())
-    return max(_weights(model, deg, spec, s) for s in stages), kv
+    return max(stage_weight_bytes(model, deg, spec, s) for s in stages), kv
 
 
 def build_step(model: ModelConfig, deg: Degrees, spec: StepSpec) -> StepGraph:
@@ -454,6 +342,7 @@ def build_step(model: ModelConfig, deg: Degrees, spec: StepSpec) -> StepGraph:
     seqs_rep = math.ceil(spec.batch / deg.dp)
     mb = max(1, min(spec.micro_batches, seqs_rep))
     seqs = math.ceil(seqs_rep / mb)
+    chunk = math.ceil(math.ceil(spec.chunk_tokens / deg.dp) / mb)  # per replica, micro-batch
     decode = spec.phase == "decode"
     notes: list[str] = []
     if spec.batch % deg.dp:
@@ -468,22 +357,22 @@ def build_step(model: ModelConfig, deg: Degrees, spec: StepSpec) -> StepGraph:
             j = i
             while j < hi and model.is_moe_layer(j) == kind:
                 j += 1
-            ops = tuple(layer_ops(model, deg, spec, seqs, kind))
+            ops = tuple(layer_ops(model, deg, spec, seqs, kind, chunk))
             groups.append(LayerGraph("moe layer" if kind else "dense layer", ops, j - i))
             i = j
         if s < deg.pp - 1:
-            t = seqs * (spec.q_len if decode else spec.context)
+            t = seqs * (spec.q_len if decode else spec.context) + chunk
             send = Collective(
                 "p2p",
                 t * model.hidden * DTYPE_BYTES[spec.act_dtype],
                 2,
-                _scope(2, deg.tp * deg.dp, spec.devices_per_node),
+                scope(2, deg.tp * deg.dp, spec.devices_per_node),
                 "pp send",
             )
             groups.append(LayerGraph("pp send", (StepOp(send, "comm", "comm"),)))
         else:
-            groups.append(LayerGraph("head", tuple(head_ops(model, deg, spec, seqs))))
-            if decode and spec.mtp_depth and model.mtp_layers:
+            groups.append(LayerGraph("head", tuple(head_ops(model, deg, spec, seqs, chunk))))
+            if decode and seqs and spec.mtp_depth and model.mtp_layers:
                 groups.append(
                     LayerGraph("mtp", tuple(mtp_ops(model, deg, spec, seqs)), spec.mtp_depth)
                 )

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from hwsim.plan.attention import AttentionShape
+from hwsim.plan.streaming import OPS as STREAM_OPS
 from hwsim.spec.device import DTYPE_BYTES, DTYPES
 from hwsim.spec.errors import SpecError
 
@@ -40,7 +41,8 @@ COLLECTIVE_KINDS: tuple[str, ...] = (
     "all-to-all",
     "p2p",
 )
-ELEMENTWISE_OPS: tuple[str, ...] = ("rmsnorm", "layernorm", "softmax", "swiglu", "gelu", "add")
+#: Streaming ops a step can contain (the table and its FLOPs per element: hwsim.plan.streaming).
+ELEMENTWISE_OPS: tuple[str, ...] = tuple(STREAM_OPS)
 
 
 def _check_dtype(dtype: str, what: str) -> None:
@@ -137,8 +139,18 @@ class Elementwise:
     @property
     def stream_bytes(self) -> float:
         """Bytes read and written once (inputs + output; SwiGLU reads gate and up)."""
-        ins = 2 if self.op in ("swiglu", "add") else 1
-        return (ins + 1) * self.elements * DTYPE_BYTES[self.dtype]
+        spec = STREAM_OPS[self.op]
+        return (spec.inputs + spec.outputs) * self.elements * DTYPE_BYTES[self.dtype]
+
+    @property
+    def flops(self) -> float:
+        """Vector FLOPs (the per-element count of :data:`hwsim.plan.streaming.OPS`)."""
+        return STREAM_OPS[self.op].flops * self.elements
+
+    @property
+    def special_ops(self) -> float:
+        """Special-function evaluations (exp, tanh, rsqrt) of the op."""
+        return STREAM_OPS[self.op].special * self.elements
 
 
 @dataclass(frozen=True)

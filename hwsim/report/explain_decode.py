@@ -50,7 +50,7 @@ def _engine() -> Any:
 
 def _layout_ok(model: str, layout: dict[str, int]) -> bool:
     """Whether ``layout`` is a valid parallel layout of ``model`` (heads, experts, layers)."""
-    from hwsim.serve.layout import Layout, check_layout
+    from hwsim.plan.layout import Layout, check_layout
     from hwsim.spec.model import load_model_config
 
     try:
@@ -111,8 +111,9 @@ class DecodeSubject:
         )
 
     def run(self, change: Change = NO_CHANGE) -> Outcome:
+        from hwsim.plan.layout import Layout
         from hwsim.serve.api import make_target, profile_target, serve_step
-        from hwsim.serve.layout import Layout
+        from hwsim.serve.request import StepRequest
 
         _engine()
         d = apply_overrides(load_device(self.device), change.spec)
@@ -128,14 +129,16 @@ class DecodeSubject:
         if change.profile:  # a mapper parameter (hwsim whatif --set profile.PATH=VALUE)
             target = profile_target(target, [f"{k}={v}" for k, v in change.profile.items()])
         r = serve_step(
-            str(p["model"]),
-            target,
-            phase,
-            batch=int(p["batch"]),
-            context=int(p["context"]),
-            layout=layout,
-            dtype=str(p["dtype"]),
-            kv_dtype=str(p["kv_dtype"]),
+            StepRequest(
+                str(p["model"]),
+                target,
+                phase,
+                batch=int(p["batch"]),
+                context=int(p["context"]),
+                layout=layout,
+                dtype=str(p["dtype"]),
+                kv_dtype=str(p["kv_dtype"]),
+            ),
             strict=False,
             timeline=False,
         )

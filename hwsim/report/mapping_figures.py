@@ -1,35 +1,26 @@
-"""Plans drawn for people: how a model is laid out on a wafer, an RDU and a rack of LPUs.
+"""Placements drawn for people: any device kind's :class:`~hwsim.sim.placement.Placement` as
+plotly figures and a self-contained page.
 
-* :func:`wafer_figure`: the operators of one pipeline stage as rectangular regions of the
-  WSE mesh (cores to scale), coloured by kind, hover: cores, bytes, time.
-* :func:`rdu_figure`: one decoder layer as a fused spatial pipeline, PCUs and PMUs shared out
-  in proportion to each operator's time, and what one socket keeps in SRAM, HBM and DDR.
-* :func:`lpu_figure`: which chip of which node holds which layers, and a batch-1 token
-  passing the pipeline stages one after another (the bubble: each stage is busy ``1/pp``).
-
-Every function takes the same plan the simulator times (:func:`hwsim.plan.model_step.build_step`
-through the kind's mapper), so the drawing and the numbers cannot disagree.
+The mapper describes where things live (wafer regions, RDU pipeline stages, LPU chips, or the
+default: one layer's operators and one device's memory) as generic panels of marks; this module
+draws each panel form the same way for every kind (:func:`view_figure`) and never asks which
+kind it draws. The description comes from the mapper that times the step, so the drawing and
+the numbers cannot disagree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from pathlib import Path
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from hwsim.plan.model_step import StepSpec, build_step, memory_per_device
-from hwsim.plan.workload import Attention, Gemm, op_name
-from hwsim.report.page import Section, html_table, render_page
-from hwsim.serve.layout import Layout
-from hwsim.sim.dataflow import DataflowMapper, pipeline_stages
-from hwsim.sim.lpu import place_chips
-from hwsim.sim.wafer import WaferMapper
-from hwsim.spec.fit import human_bytes
-from hwsim.spec.model import ModelConfig
+from hwsim.report.page import Section, html_table, write_page
+from hwsim.serve.mapping import MapResult
+from hwsim.sim.placement import Panel, Placement, View
+from hwsim.spec.errors import SpecError
 
-#: One colour per op category (plotly's qualitative palette).
+#: One colour per op category (plotly's qualitative palette); "capacity" is the grey of room.
 COLOURS = {
     "attention": "#636efa",
     "ffn": "#ef553b",
@@ -38,245 +29,155 @@ COLOURS = {
     "lm_head": "#ffa15a",
     "mtp": "#19d3f3",
     "comm": "#7f7f7f",
+    "capacity": "#dddddd",
 }
+#: Marks without a category (a timeline, bytes used).
+DEFAULT_COLOUR = "#636efa"
 
 
-@dataclass(frozen=True)
-class Mapping:
-    """What a drawing needs: the model, layout and step, plus the mapper that times them."""
-
-    model: ModelConfig
-    layout: Layout
-    spec: StepSpec
+def _colour(category: str) -> str:
+    return COLOURS.get(category, "#888" if category else DEFAULT_COLOUR)
 
 
-def _us(t: float) -> str:
-    return f"{t * 1e6:.2f} us"
-
-
-# ---------------------------------------------------------------------------------- wafer
-def stage_mapper(m: Mapping, mapper: WaferMapper) -> WaferMapper:
-    """The wafer mapper as the simulator uses it for this deployment: packed for what one
-    wafer holds (:meth:`WaferMapper.for_resident`), so drawing and timing share the regions."""
-    w, kv = memory_per_device(m.model, m.layout, m.spec)
-    return mapper.for_resident(w + kv)
-
-
-def wafer_regions(
-    m: Mapping, mapper: WaferMapper, stage: int = 0, max_layers: int | None = None
-) -> list[tuple[str, str, float, float]]:
-    """``(label, category, bytes, time_s)`` of every region-holding op of ``stage``, in order."""
-    mapper = stage_mapper(m, mapper)
-    graph = build_step(m.model, m.layout, m.spec)
-    out: list[tuple[str, str, float, float]] = []
-    layer = 0
-    for lg in graph.stages[stage]:
-        for _ in range(lg.repeat):
-            if max_layers is not None and layer >= max_layers:
-                return out
-            for so in lg.ops:
-                if not isinstance(so.op, Gemm | Attention):
-                    continue
-                b = mapper.region_bytes(so.op)
-                if b > 0:
-                    t = mapper.time(so.op).time_s
-                    out.append((f"{lg.name} {layer}: {op_name(so.op)}", so.category, b, t))
-            layer += 1
-    return out
-
-
-def wafer_figure(m: Mapping, mapper: WaferMapper, stage: int = 0) -> go.Figure:
-    """Regions of one stage's operators on the wafer's mesh (cores to scale)."""
-    mapper = stage_mapper(m, mapper)
-    items = wafer_regions(m, mapper, stage)
-    regions = mapper.place_regions([(label, b, t) for label, _, b, t in items], fit=True)
-    fig = go.Figure()
+def _add_panel(fig: go.Figure, panel: Panel, row: int) -> None:
+    """Draw ``panel``'s marks into subplot ``row`` (see :mod:`hwsim.sim.placement`)."""
     seen: set[str] = set()
-    category = {label: cat for label, cat, _, _ in items}
-    for r in regions:  # a region that wraps to the next band comes as two rectangles
-        cat = category[r.name]
-        x0, x1, y0, y1 = r.col, r.col + r.cols, r.row, r.row + r.rows
+    if panel.form == "points":
+        ys = {m.y for m in panel.marks}
         fig.add_trace(
             go.Scatter(
+                x=[m.x for m in panel.marks],
+                y=[m.y for m in panel.marks],
+                mode="markers",
+                marker={
+                    "symbol": "square",
+                    "size": max(4, min(18, 900 // max(1, len(ys)))),
+                    "color": [m.value for m in panel.marks],
+                    "colorscale": "Viridis",
+                    "colorbar": {"title": panel.colour_title, "len": 0.55, "y": 0.75},
+                },
+                text=[m.hover for m in panel.marks],
+                hoverinfo="text",
+                showlegend=False,
+            ),
+            row=row,
+            col=1,
+        )
+        return
+    for m in panel.marks:
+        legend = m.series or m.category
+        if panel.form == "rects":
+            x0, x1, y0, y1 = float(m.x), m.x1, float(m.y), m.y1
+            trace: go.Scatter | go.Bar = go.Scatter(
                 x=[x0, x1, x1, x0, x0],
                 y=[y0, y0, y1, y1, y0],
                 fill="toself",
                 mode="lines",
                 line={"width": 0.5, "color": "white"},
-                fillcolor=COLOURS.get(cat, "#888"),
-                name=cat,
-                legendgroup=cat,
-                showlegend=cat not in seen,
+                fillcolor=_colour(m.category),
+                name=legend,
+                legendgroup=legend,
+                showlegend=legend not in seen,
                 hoveron="fills",
-                text=(
-                    f"{r.name}<br>{r.rows}×{r.cols} = {r.cores:,} cores<br>"
-                    f"{human_bytes(r.bytes)} resident<br>{_us(r.time_s)} per token"
-                ),
+                text=m.hover,
                 hoverinfo="text",
             )
-        )
-        seen.add(cat)
-    used = sum(r.cores for r in regions)
-    fill = sum(r.bytes for r in regions) / max(1, used) / mapper.core_bytes
-    fig.update_layout(
-        title=(
-            f"{m.model.name} stage {stage} on one {mapper.device.name}: {len(items)} regions, "
-            f"{used:,} of {mapper.cores:,} cores ({used / mapper.cores:.0%}), each core's SRAM "
-            f"{fill:.0%} full"
-        ),
-        xaxis={"title": "mesh column", "range": [0, mapper.mesh_cols], "constrain": "domain"},
-        yaxis={
-            "title": "mesh row",
-            "range": [mapper.mesh_rows, 0],
-            "scaleanchor": "x",
-            "constrain": "domain",
-        },
-        height=720,
-        template="plotly_white",
-    )
-    return fig
-
-
-# ---------------------------------------------------------------------------------- dataflow
-def rdu_figure(m: Mapping, mapper: DataflowMapper) -> go.Figure:
-    """One decoder layer as a fused pipeline over PCUs/PMUs, and one socket's memory tiers."""
-    graph = build_step(m.model, m.layout, m.spec)
-    layer = graph.stages[0][0]
-    stages = pipeline_stages(list(layer.ops), mapper)
-    fig = make_subplots(
-        rows=2,
-        cols=1,
-        row_heights=[0.55, 0.45],
-        vertical_spacing=0.18,
-        subplot_titles=(
-            f"one {layer.name} fused into a spatial pipeline: units per operator ∝ its time",
-            "what one socket holds (bytes) and the capacity of each tier",
-        ),
-    )
-    for st in stages:
-        for unit, n in (("PCUs", st.pcus), ("PMUs", st.pmus)):
-            fig.add_trace(
-                go.Bar(
-                    y=[unit],
-                    x=[n],
-                    orientation="h",
-                    name=st.op,
-                    legendgroup=st.op,
-                    showlegend=unit == "PCUs",
-                    marker_color=COLOURS.get(st.category, "#888"),
-                    marker_line={"width": 1, "color": "white"},
-                    text=st.op if n > 40 else "",
-                    hovertext=f"{st.op}: {n} {unit}, {_us(st.time_s)}, bound {st.bound}",
-                    hoverinfo="text",
-                ),
-                row=1,
-                col=1,
+        elif panel.form == "bars":
+            trace = go.Bar(
+                y=[m.y],
+                x=[m.length],
+                base=None if m.base is None else [m.base],
+                orientation="h",
+                name=legend,
+                legendgroup=legend,
+                showlegend=legend not in seen,
+                marker_color=_colour(m.category),
+                marker_line={"width": 1, "color": "white"},
+                text=m.label,
+                hovertext=m.hover,
+                hoverinfo="text",
             )
-    w, kv = memory_per_device(m.model, m.layout, m.spec)
-    dev = mapper.device
-    tiers = ["sram", "hbm", "ddr"]
-    caps = [dev.level_capacity_bytes(t) for t in tiers]
-    hbm_w = min(w, caps[1])
-    used = [0.0, hbm_w + kv, w - hbm_w]
-    fig.add_trace(
-        go.Bar(x=tiers, y=caps, name="capacity", marker_color="#dddddd", showlegend=True),
-        row=2,
-        col=1,
-    )
-    fig.add_trace(
-        go.Bar(
-            x=tiers,
-            y=used,
-            name="weights + KV of this layout",
-            marker_color="#636efa",
-            hovertext=[human_bytes(u) for u in used],
-            hoverinfo="text",
-        ),
-        row=2,
-        col=1,
-    )
-    fig.update_yaxes(type="log", title_text="bytes", row=2, col=1)
-    fig.update_layout(
-        barmode="stack",
-        title=f"{m.model.name} on {m.layout.devices} × {dev.name} ({m.layout})",
-        height=720,
-        template="plotly_white",
-    )
-    fig.update_layout(barmode="stack")
-    return fig
+        else:  # columns: side by side per series (the figure stacks bars within a group)
+            trace = go.Bar(
+                x=[m.x],
+                y=[m.length],
+                name=legend,
+                legendgroup=legend,
+                offsetgroup=legend,
+                showlegend=legend not in seen,
+                marker_color=_colour(m.category),
+                hovertext=m.hover,
+                hoverinfo="text",
+            )
+        seen.add(legend)
+        fig.add_trace(trace, row=row, col=1)
 
 
-# ---------------------------------------------------------------------------------- LPU
-def lpu_figure(m: Mapping, stage_time_s: float, node_chips: int = 8) -> go.Figure:
-    """Chips by node and stage, and one batch-1 token walking the pipeline stages."""
-    slots = place_chips(m.model, m.layout, m.spec, node_chips)
-    pp = m.layout.pp
+def _axes(fig: go.Figure, panel: Panel, row: int) -> None:
+    xa: dict[str, object] = {"title_text": panel.x_title}
+    ya: dict[str, object] = {"title_text": panel.y_title}
+    if panel.x_range is not None:
+        xa["range"] = list(panel.x_range)
+    if panel.y_range is not None:
+        lo, hi = panel.y_range
+        ya["range"] = [hi, lo] if panel.y_reversed else [lo, hi]
+    elif panel.y_reversed:
+        ya["autorange"] = "reversed"
+    if panel.equal_aspect:
+        ya["scaleanchor"] = "x"
+        xa["constrain"] = ya["constrain"] = "domain"
+    if panel.log_y:
+        ya["type"] = "log"
+    fig.update_xaxes(row=row, col=1, **xa)
+    fig.update_yaxes(row=row, col=1, **ya)
+
+
+def view_figure(view: View) -> go.Figure:
+    """One view's panels, stacked top to bottom in one figure."""
+    n = len(view.panels)
     fig = make_subplots(
-        rows=2,
+        rows=n,
         cols=1,
-        row_heights=[0.6, 0.4],
-        vertical_spacing=0.14,
-        subplot_titles=(
-            f"{len(slots)} chips: colour = pipeline stage (layers), nodes of {node_chips}",
-            f"batch 1: one token visits the {pp} stages in turn; each is busy 1/{pp} of the time",
-        ),
+        vertical_spacing=0.18 if n > 1 else 0.05,
+        subplot_titles=[p.title for p in view.panels]
+        if any(p.title for p in view.panels)
+        else None,
     )
-    fig.add_trace(
-        go.Scatter(
-            x=[s.chip % node_chips for s in slots],
-            y=[s.node for s in slots],
-            mode="markers",
-            marker={
-                "symbol": "square",
-                "size": max(4, min(18, 900 // max(1, len(slots) // node_chips))),
-                "color": [s.stage for s in slots],
-                "colorscale": "Viridis",
-                "colorbar": {"title": "stage", "len": 0.55, "y": 0.75},
-            },
-            text=[
-                f"chip {s.chip} (node {s.node})<br>stage {s.stage}, tp rank {s.tp_rank}<br>"
-                f"layers {s.layers[0]}-{s.layers[1] - 1}<br>weights {human_bytes(s.weight_bytes)}, "
-                f"KV {human_bytes(s.kv_bytes)}"
-                for s in slots
-            ],
-            hoverinfo="text",
-            showlegend=False,
-        ),
-        row=1,
-        col=1,
-    )
-    shown = min(pp, 64)
-    fig.add_trace(
-        go.Bar(
-            y=[f"stage {i}" for i in range(shown)],
-            x=[stage_time_s * 1e6] * shown,
-            base=[i * stage_time_s * 1e6 for i in range(shown)],
-            orientation="h",
-            marker_color="#636efa",
-            name="stage busy",
-            hovertext=[f"stage {i}: {_us(stage_time_s)}" for i in range(shown)],
-            hoverinfo="text",
-        ),
-        row=2,
-        col=1,
-    )
-    fig.update_yaxes(title_text="node", autorange="reversed", row=1, col=1)
-    fig.update_xaxes(title_text="chip in node", row=1, col=1)
-    fig.update_xaxes(title_text="time in one token (us)", row=2, col=1)
-    fig.update_yaxes(autorange="reversed", row=2, col=1)
+    for i, panel in enumerate(view.panels, start=1):
+        _add_panel(fig, panel, i)
+        _axes(fig, panel, i)
     fig.update_layout(
-        title=f"{m.model.name} on {len(slots)} LPU chips ({m.layout})",
-        height=820,
-        template="plotly_white",
+        barmode="stack", title=view.heading, height=view.height, template="plotly_white"
     )
     return fig
 
 
-# ---------------------------------------------------------------------------------- page
-def mapping_html(
-    title: str, intro: str, figures: Sequence[tuple[str, str, go.Figure]], table: list[list[str]]
-) -> str:
-    """A self-contained page: a summary table, then ``(title, explanation, figure)`` sections."""
-    sections = [Section("Summary", intro, table_html=html_table(["quantity", "value"], table))]
-    sections += [Section(t, e, figure=f) for t, e, f in figures]
-    return render_page(title, intro, sections)
+def placement_sections(placement: Placement) -> list[Section]:
+    """A report section per view of ``placement`` (title, explanation, figure)."""
+    return [Section(v.title, v.text, figure=view_figure(v)) for v in placement.views]
+
+
+def mapping_sections(m: MapResult) -> list[Section]:
+    """The report's sections for a mapped model: the capacity reasoning and decode step as a
+    table, then the placement's views."""
+    table = [[line.split(":")[0], ":".join(line.split(":")[1:]).strip()] for line in m.reasoning]
+    table += [
+        ["time per token", f"{m.step.time_per_token_s * 1e3:.3f} ms"],
+        ["tokens/s per user", f"{m.step.tokens_per_s_per_user:,.1f}"],
+    ]
+    intro = (
+        f"Layout {m.layout}, batch {m.step.batch}, context {m.step.context}, {m.step.dtype} "
+        "weights."
+    )
+    summary = Section("Summary", intro, table_html=html_table(["quantity", "value"], table))
+    return [summary, *placement_sections(m.placement)]
+
+
+def write_mapping_page(path: Path, m: MapResult) -> Path:
+    """Write :func:`mapping_sections` as a self-contained page (``hwsim map --html``)."""
+    sections = mapping_sections(m)
+    title = f"{m.model} on {m.layout.devices} × {m.step.device}"
+    try:
+        return write_page(path, title, sections[0].explanation, sections)
+    except OSError as err:
+        raise SpecError(f"cannot write the HTML page: {err}", file=str(path)) from None

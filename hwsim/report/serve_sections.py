@@ -23,6 +23,7 @@ from hwsim.report.serve_figures import (
 )
 from hwsim.serve.api import serve_step
 from hwsim.serve.compare import compare
+from hwsim.serve.request import StepRequest
 from hwsim.serve.size import size_cluster
 from hwsim.spec.errors import SpecError
 
@@ -185,13 +186,29 @@ def deepseek_sections(_ctx: Any) -> list[Section]:
 
     def build() -> list[Section]:
         pre = serve_step(
-            "deepseek-v3", "h800", "prefill", batch=32, context=4096,
-            layout="tp=4,dp=8,ep=32", dtype="fp8",
-        )  # fmt: skip
+            StepRequest(
+                "deepseek-v3",
+                "h800",
+                "prefill",
+                batch=32,
+                context=4096,
+                layout="tp=4,dp=8,ep=32",
+                dtype="fp8",
+            )
+        )
         dec = serve_step(
-            "deepseek-v3", "h800", "decode", batch=320 * 32, context=4096,
-            layout="tp=4,dp=80,ep=320", dtype="fp8", mtp=1, mtp_acceptance=0.85,
-        )  # fmt: skip
+            StepRequest(
+                "deepseek-v3",
+                "h800",
+                "decode",
+                batch=320 * 32,
+                context=4096,
+                layout="tp=4,dp=80,ep=320",
+                dtype="fp8",
+                mtp=1,
+                mtp_acceptance=0.85,
+            )
+        )
         rows = [
             ["prefill (EP32, 4 nodes)", f"{pre.ttft_s * 1e3:.0f} ms TTFT",
              f"{pre.tokens_per_s_total / (pre.devices / 8):,.0f} input tok/s/node",

@@ -24,9 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from hwsim.plan.layout import Layout, check_layout, parse_layout
 from hwsim.plan.model_step import StepSpec
 from hwsim.serve.capacity import auto_layouts, layouts_that_fit, min_devices
-from hwsim.serve.layout import Layout, check_layout, parse_layout
+from hwsim.serve.request import StepRequest
 from hwsim.serve.step import StepResult, simulate_step
 from hwsim.sim.mapper import Mapper, mapper_for
 from hwsim.spec.device import Device
@@ -36,8 +37,6 @@ from hwsim.spec.model import ModelConfig, load_model_config
 
 if TYPE_CHECKING:
     from hwsim.spec.cluster import Cluster
-
-OVERLAPS = ("auto", "none", "dual")
 
 
 def default_cluster_name(device_key: str, device: Device) -> str | None:
@@ -94,10 +93,11 @@ def profile_target(target: Target, overrides: Sequence[str]) -> Target:
     """``target`` with its wafer/dataflow/LPU mapper's profile changed by ``overrides``
     (``"path=value"``, the ``profile.*`` what-ifs); errors name the profile, and a kind without
     one is refused."""
-    from hwsim.sim.spatial import profile_message, require_spatial
+    from hwsim.sim.mapper import mapper_profile, profile_message
 
+    mapper = target.mapper
     try:
-        mapper = require_spatial(target.mapper)
+        mapper_profile(mapper)
     except SpecError as err:  # on the command line, the --set option said it
         raise SpecError(str(err), key="set") from None
     try:
@@ -126,16 +126,7 @@ def resolve_layout(
         check_layout(model, lay)
         return lay
     if devices in (None, "auto"):
-        return min_devices(
-            model,
-            target.mapper,
-            batch=spec.batch,
-            context=spec.context,
-            dtype=spec.dtype,
-            kv_dtype=spec.kv_dtype,
-            q_len=spec.q_len,
-            device_name=target.key,
-        ).layout
+        return min_devices(model, target.mapper, spec, device_name=target.key).layout
     if isinstance(devices, str):
         if not devices.isdigit() or int(devices) < 1:
             raise SpecError(
@@ -144,16 +135,7 @@ def resolve_layout(
         devices = int(devices)
     fit = layouts_that_fit(model, target.mapper, devices, spec)
     if not fit:
-        plan = min_devices(
-            model,
-            target.mapper,
-            batch=spec.batch,
-            context=spec.context,
-            dtype=spec.dtype,
-            kv_dtype=spec.kv_dtype,
-            q_len=spec.q_len,
-            device_name=target.key,
-        )
+        plan = min_devices(model, target.mapper, spec, device_name=target.key)
         raise SpecError(
             f"{model.name} does not fit {devices} × {target.key} at {spec.dtype} with batch "
             f"{spec.batch} × {spec.context} tokens; needs ≥ {plan.devices} ({plan.layout})",
@@ -164,65 +146,31 @@ def resolve_layout(
 
 def auto_candidates(model: ModelConfig, target: Target, spec: StepSpec) -> list[Layout]:
     """The layouts ``devices="auto"`` chooses among (see the module docstring)."""
-    plan = min_devices(
-        model,
-        target.mapper,
-        batch=spec.batch,
-        context=spec.context,
-        dtype=spec.dtype,
-        kv_dtype=spec.kv_dtype,
-        q_len=spec.q_len,
-        device_name=target.key,
-    )
+    plan = min_devices(model, target.mapper, spec, device_name=target.key)
     return auto_layouts(model, target.mapper, plan, spec)
 
 
-def serve_step(
-    model: str | ModelConfig,
-    device: str | Device | Target,
-    phase: str = "decode",
-    *,
-    batch: int = 1,
-    context: int = 2048,
-    devices: int | str | None = "auto",
-    layout: str | Layout | None = None,
-    dtype: str = "bf16",
-    kv_dtype: str = "bf16",
-    mtp: int = 0,
-    mtp_acceptance: float = 0.85,
-    overlap: str = "auto",
-    cluster: str | Cluster | None = "default",
-    strict: bool = True,
-    timeline: bool = True,
-) -> StepResult:
-    """Simulate one prefill or decode step (see the module docstring)."""
-    cfg = load_model_config(model) if isinstance(model, str) else model
-    target = device if isinstance(device, Target) else make_target(device, cluster)
-    if overlap not in OVERLAPS:
-        raise SpecError(f"overlap must be one of {', '.join(OVERLAPS)}", key="overlap")
-    if not 0.0 <= mtp_acceptance <= 1.0:
-        raise SpecError(f"expected a rate in [0, 1], got {mtp_acceptance}", key="mtp_acceptance")
-    if mtp < 0:
-        raise SpecError(f"expected >= 0 draft tokens, got {mtp}", key="mtp")
-    decode = phase == "decode"
-    per_node = target.mapper.fabric.devices_per_node
-    base = StepSpec(
-        phase,  # type: ignore[arg-type]
-        batch,
-        context,
-        dtype,
-        kv_dtype,
-        q_len=1 + mtp if decode else 1,
-        devices_per_node=per_node,
-        mtp_depth=mtp if decode else 0,
-    )
-    if not layout and devices in (None, "auto"):
+def resolve(req: StepRequest) -> tuple[ModelConfig, Target]:
+    """The request's model config and target (device, mapper, cluster), loaded."""
+    cfg = load_model_config(req.model) if isinstance(req.model, str) else req.model
+    dev = req.device
+    target = dev if isinstance(dev, Target) else make_target(dev, req.cluster)
+    return cfg, target
+
+
+def serve_step(req: StepRequest, *, strict: bool = True, timeline: bool = True) -> StepResult:
+    """Simulate one prefill or decode step (see the module docstring). ``strict``: refuse a
+    layout whose weights and KV cache do not fit (else report ``fits=False``); ``timeline``:
+    keep the first stage's spans (off for searches)."""
+    cfg, target = resolve(req)
+    base = req.step_spec(target.mapper.fabric.devices_per_node)
+    if not req.layout and req.devices in (None, "auto"):
         layouts = auto_candidates(cfg, target, base)
     else:
-        layouts = [resolve_layout(cfg, target, base, devices, layout)]
+        layouts = [resolve_layout(cfg, target, base, req.devices, req.layout)]
     best: StepResult | None = None
     for lay in layouts:  # in growing device count: a tie keeps the fewer devices
-        r = _best_overlap(cfg, target, lay, base, overlap, mtp_acceptance, strict, timeline)
+        r = _best_overlap(cfg, target, lay, base, req, strict, timeline)
         if best is None or _per_token(r) < _per_token(best):
             best = r
     assert best is not None
@@ -233,30 +181,34 @@ def _per_token(r: StepResult) -> float:
     return r.step_time_s / r.tokens_per_step
 
 
+def overlap_options(req: StepRequest, lay: Layout, base: StepSpec) -> list[int]:
+    """Micro-batch counts to try: one, two (dual micro-batch overlap) or both (``auto``); a
+    pipeline's micro-batches are one per stage, as far as sequences allow."""
+    if lay.pp > 1:
+        return [max(1, min(lay.pp, -(-base.batch // lay.dp)))]
+    return {"none": [1], "dual": [2]}.get(req.overlap, [1, 2])
+
+
 def _best_overlap(
     cfg: ModelConfig,
     target: Target,
     lay: Layout,
     base: StepSpec,
-    overlap: str,
-    mtp_acceptance: float,
+    req: StepRequest,
     strict: bool,
     timeline: bool,
 ) -> StepResult:
-    """``lay`` simulated with the overlap options ``overlap`` allows; the fastest per token."""
-    batch = base.batch
-    options = [1] if overlap == "none" else ([2] if overlap == "dual" else [1, 2])
-    if lay.pp > 1:  # the pipeline's micro-batches: one per stage, as far as sequences allow
-        options = [max(1, min(lay.pp, -(-batch // lay.dp)))]
+    """``lay`` simulated with the overlap options ``req.overlap`` allows; the fastest per
+    token."""
     best: StepResult | None = None
-    for mb in options:
+    for mb in overlap_options(req, lay, base):
         spec = dataclasses.replace(base, micro_batches=mb)
         r = simulate_step(
             cfg,
             target.mapper,
             lay,
             spec,
-            mtp_acceptance=mtp_acceptance,
+            mtp_acceptance=req.mtp_acceptance,
             strict=strict,
             device_name=target.key,
             timeline=timeline,

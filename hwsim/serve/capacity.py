@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
+from hwsim.plan.layout import Layout, validate_layout
 from hwsim.plan.model_step import StepSpec, kv_bytes_per_token_per_layer, memory_per_device
-from hwsim.serve.layout import Layout, _validate
 from hwsim.sim.mapper import Mapper
 from hwsim.spec.device import DTYPE_BYTES
 from hwsim.spec.errors import SpecError
@@ -53,43 +53,24 @@ class CapacityPlan:
         return self.weight_bytes_per_device + self.kv_bytes_per_device
 
     def to_dict(self) -> dict[str, object]:
-        return {
-            "model": self.model,
-            "device": self.device,
-            "dtype": self.dtype,
-            "kv_dtype": self.kv_dtype,
-            "batch": self.batch,
-            "context": self.context,
-            "weight_bytes_total": self.weight_bytes_total,
-            "kv_bytes_total": self.kv_bytes_total,
-            "capacity_per_device_bytes": self.capacity_per_device_bytes,
-            "lower_bound_devices": self.lower_bound_devices,
-            "devices": self.devices,
-            "layout": self.layout.to_dict(),
-            "layout_str": str(self.layout),
-            "memory_per_device_bytes": self.memory_per_device_bytes,
-            "weight_bytes_per_device": self.weight_bytes_per_device,
-            "kv_bytes_per_device": self.kv_bytes_per_device,
-            "reasoning": list(self.reasoning),
-        }
-
-
-def domain_devices(mapper: Mapper) -> int:
-    """Devices of one fast domain: a GPU node (NVLink/xGMI), a GroqNode, a SambaRack, a single
-    wafer. Spatial mappers say so themselves (``domain_devices``); the others through their
-    fabric."""
-    own = getattr(mapper, "domain_devices", None)
-    return max(1, int(own if own is not None else mapper.fabric.devices_per_node))
+        """Every field by name (the layout as a dict and a string, the reasoning as a list)
+        and the memory per device."""
+        out: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["layout"] = self.layout.to_dict()
+        out["layout_str"] = str(self.layout)
+        out["memory_per_device_bytes"] = self.memory_per_device_bytes
+        out["reasoning"] = list(self.reasoning)
+        return out
 
 
 def max_tp_for(model: ModelConfig, mapper: Mapper) -> int:
-    """Widest TP group: one fast domain (:func:`domain_devices`), because TP puts two
+    """Widest TP group: one fast domain (:attr:`Mapper.domain_devices`), because TP puts two
     all-reduces into every layer that only the domain's own links carry cheaply; all heads where
     the mapper's network carries TP across domains (``tp_across_domains``: the LPU). So wafers,
     domains of one, pipeline across systems as Cerebras does."""
-    if getattr(mapper, "tp_across_domains", False):
+    if mapper.tp_across_domains:
         return model.attention.heads
-    return max(1, min(model.attention.heads, domain_devices(mapper)))
+    return max(1, min(model.attention.heads, mapper.domain_devices))
 
 
 def candidate_layouts(model: ModelConfig, n: int, max_tp: int) -> Iterator[Layout]:
@@ -113,7 +94,7 @@ def candidate_layouts(model: ModelConfig, n: int, max_tp: int) -> Iterator[Layou
                 continue
             lay = Layout(tp=tp, ep=ep, pp=pp, dp=dp)
             try:
-                _validate(model, lay)
+                validate_layout(model, lay)
             except SpecError:
                 continue
             yield lay
@@ -127,17 +108,17 @@ def weights_total_bytes(model: ModelConfig, dtype: str) -> float:
 def min_devices(
     model: ModelConfig,
     mapper: Mapper,
+    step: StepSpec,
     *,
-    batch: int,
-    context: int,
-    dtype: str = "bf16",
-    kv_dtype: str = "bf16",
-    q_len: int = 1,
     max_tp: int | None = None,
     device_name: str | None = None,
 ) -> CapacityPlan:
-    """The fewest devices of ``mapper``'s kind that hold ``model`` for ``batch`` sequences of
-    ``context`` tokens (see the module docstring)."""
+    """The fewest devices of ``mapper``'s kind that hold ``model`` for ``step.batch``
+    sequences of ``step.context`` tokens (plus ``step.q_len`` new ones each) at ``step``'s
+    dtypes (see the module docstring). The weights counted are the main model's (a decode
+    step's view, whatever ``step.phase``)."""
+    batch, context, q_len = step.batch, step.context, step.q_len
+    dtype, kv_dtype = step.dtype, step.kv_dtype
     spec = StepSpec("decode", batch, context, dtype, kv_dtype, q_len=q_len)
     cap = mapper.capacity_bytes
     if cap <= 0:
@@ -213,7 +194,7 @@ def _layout(model: ModelConfig, tp: int, dp: int, pp: int) -> Layout | None:
     ep = tp * dp if model.moe is not None else 1
     lay = Layout(tp=tp, ep=ep, pp=pp, dp=dp)
     try:
-        _validate(model, lay)
+        validate_layout(model, lay)
     except SpecError:
         return None
     return lay
@@ -267,7 +248,7 @@ def auto_layouts(
     """The capacity plan's layout, then the first layout that fits (fewest pipeline stages,
     most TP) for each further count of :func:`auto_device_counts`."""
     out = [plan.layout]
-    for n in auto_device_counts(plan.devices, domain_devices(mapper))[1:]:
+    for n in auto_device_counts(plan.devices, mapper.domain_devices)[1:]:
         fit = layouts_that_fit(model, mapper, n, spec)
         if fit:
             out.append(fit[0])

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from hwsim.plan.model_step import StepSpec
 from hwsim.serve.api import Target, make_target, serve_step
 from hwsim.serve.capacity import layouts_that_fit, min_devices
+from hwsim.serve.request import StepRequest
 from hwsim.serve.step import StepResult
 from hwsim.spec.errors import SpecError
 from hwsim.spec.model import ModelConfig, load_model_config
@@ -116,7 +117,7 @@ def node_count(
     """Whole nodes, at least one, enough to hold the model (the ``"node"`` device count)."""
     per = max(1, tgt.mapper.fabric.devices_per_node)
     need = min_devices(
-        cfg, tgt.mapper, batch=batch, context=context, dtype=dtype, kv_dtype=kv_dtype, q_len=q_len
+        cfg, tgt.mapper, StepSpec("decode", batch, context, dtype, kv_dtype, q_len=q_len)
     )
     n = per * math.ceil(need.devices / per)
     spec = StepSpec("decode", batch, context, dtype, kv_dtype, q_len=q_len)
@@ -154,9 +155,19 @@ def compare(
                 if count == "node":
                     n = node_count(cfg, tgt, b, context, dtype, kv_dtype, 1 + mtp)
                 r = serve_step(
-                    cfg, tgt, phase, batch=b, context=context, devices=n, dtype=dtype,
-                    kv_dtype=kv_dtype, mtp=mtp, mtp_acceptance=mtp_acceptance,
-                )  # fmt: skip
+                    StepRequest(
+                        cfg,
+                        tgt,
+                        phase,
+                        batch=b,
+                        context=context,
+                        devices=n,
+                        dtype=dtype,
+                        kv_dtype=kv_dtype,
+                        mtp=mtp,
+                        mtp_acceptance=mtp_acceptance,
+                    )
+                )
                 rows.append(CompareRow(key, tgt.device.kind, b, r))
             except SpecError as err:
                 rows.append(CompareRow(key, tgt.device.kind, b, None, str(err)))

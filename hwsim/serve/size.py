@@ -26,10 +26,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from hwsim.plan.layout import Layout
 from hwsim.plan.model_step import StepSpec
 from hwsim.serve.api import Target, make_target, serve_step
 from hwsim.serve.capacity import layouts_that_fit, min_devices
-from hwsim.serve.layout import Layout
+from hwsim.serve.request import StepRequest
 from hwsim.serve.step import StepResult
 from hwsim.spec.errors import SpecError
 from hwsim.spec.model import ModelConfig, load_model_config
@@ -124,9 +125,13 @@ def size_cluster(
     tgt = target or make_target(device)
     dev = tgt.device
     first = min_devices(
-        cfg, tgt.mapper, batch=1, context=context, dtype=dtype, kv_dtype=kv_dtype, q_len=1 + mtp
+        cfg, tgt.mapper, StepSpec("decode", 1, context, dtype, kv_dtype, q_len=1 + mtp)
     ).devices
     sizes = [first] + [2**i for i in range(1, 20) if first < 2**i <= max_devices_per_instance]
+    base = StepRequest(
+        cfg, tgt, context=context, dtype=dtype, kv_dtype=kv_dtype, mtp=mtp,
+        mtp_acceptance=mtp_acceptance,
+    )  # fmt: skip
     evaluated = 0
     found: list[SizedCluster] = []
     notes: list[str] = []
@@ -135,11 +140,7 @@ def size_cluster(
         nonlocal evaluated
         evaluated += 1
         try:
-            return serve_step(
-                cfg, tgt, "decode", batch=b, context=context, layout=lay, dtype=dtype,
-                kv_dtype=kv_dtype, mtp=mtp, mtp_acceptance=mtp_acceptance, strict=False,
-                timeline=False,
-            )  # fmt: skip
+            return serve_step(base.replace(batch=b, layout=lay), strict=False, timeline=False)
         except SpecError:
             return None
 
@@ -154,10 +155,8 @@ def size_cluster(
         fit = sorted((lay for lay in fit if lay.pp == fewest_pp), key=lambda lay: lay.tp)
         for lay in fit[:layouts_per_size]:
             if max_ttft_s is not None:
-                p = serve_step(
-                    cfg, tgt, "prefill", batch=1, context=context, layout=lay, dtype=dtype,
-                    kv_dtype=kv_dtype, strict=False, timeline=False,
-                )  # fmt: skip
+                pre = base.replace(phase="prefill", batch=1, layout=lay, mtp=0)
+                p = serve_step(pre, strict=False, timeline=False)
                 evaluated += 1
                 if p.ttft_s > max_ttft_s:
                     continue

@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import simpy
 
+from hwsim.plan.layout import Layout, check_layout
 from hwsim.plan.model_step import CATEGORIES, StepGraph, StepSpec, build_step
 from hwsim.plan.workload import Collective, OpTiming, op_name
-from hwsim.serve.layout import Layout, check_layout
 from hwsim.sim.engine import Engine
 from hwsim.sim.mapper import Mapper, capacity_error
 from hwsim.spec.model import ModelConfig
@@ -105,37 +105,13 @@ class StepResult:
     notes: tuple[str, ...] = ()
 
     def to_dict(self, ops: bool = False) -> dict[str, Any]:
+        """Every scalar field by name, the layout as a dict and a string, the breakdown, and
+        (``ops``) every op's timing."""
+        skip = {"layout", "breakdown_s", "ops", "timeline", "notes"}
         out: dict[str, Any] = {
-            k: getattr(self, k)
-            for k in (
-                "model",
-                "device",
-                "phase",
-                "devices",
-                "batch",
-                "context",
-                "dtype",
-                "step_time_s",
-                "stage_time_s",
-                "tokens_per_step",
-                "time_per_token_s",
-                "tokens_per_s_per_user",
-                "tokens_per_s_total",
-                "ttft_s",
-                "memory_per_device_bytes",
-                "weight_bytes_per_device",
-                "kv_bytes_per_device",
-                "capacity_bytes",
-                "fits",
-                "comm_s",
-                "comm_exposed_s",
-                "comm_hidden_s",
-                "bound",
-                "bound_shares",
-                "micro_batches",
-                "accepted_tokens_per_step",
-            )
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip
         }
+        out["bound_shares"] = dict(self.bound_shares)
         out["layout"] = self.layout.to_dict()
         out["layout_str"] = str(self.layout)
         out["breakdown"] = dict(self.breakdown_s)
@@ -261,6 +237,131 @@ def stage_engine(
     return makespan, busy["compute"], busy["comm"], spans
 
 
+@dataclass(frozen=True)
+class StagePlay:
+    """Every pipeline stage played: its makespan, and for the slowest (which sets the pace)
+    the communication busy, exposed and hidden time; spans of stage 0 for the timeline."""
+
+    stage_times: tuple[float, ...]
+    slowest: int
+    comm_s: float
+    exposed_s: float
+    hidden_s: float
+    spans: tuple[Span, ...]
+
+    @property
+    def stage_time_s(self) -> float:
+        return self.stage_times[self.slowest]
+
+
+def time_ops(
+    graph: StepGraph, mapper: Mapper
+) -> tuple[dict[int, OpTiming], list[dict[tuple[str, str, int], OpRecord]]]:
+    """Every op of every stage timed by ``mapper`` (each distinct op once: mapper caches):
+    timings by step-op identity, and per stage the records of its distinct ops."""
+    timings: dict[int, OpTiming] = {}
+    records: list[dict[tuple[str, str, int], OpRecord]] = []
+    for st in graph.stages:
+        recs: dict[tuple[str, str, int], OpRecord] = {}
+        for lg in st:
+            for so in lg.ops:
+                t = mapper.time(so.op)
+                timings[id(so)] = t
+                key = (lg.name, op_name(so.op), id(so))
+                recs[key] = OpRecord(lg.name, op_name(so.op), so.category, so.stream, lg.repeat, t)
+        records.append(recs)
+    return timings, records
+
+
+def play_stages(
+    graph: StepGraph, timings: dict[int, OpTiming], mb: int, engine: bool, timeline: bool
+) -> StagePlay:
+    """Each stage with ``mb`` micro-batches on its compute and communication streams
+    (:func:`stage_schedule`, or :func:`stage_engine` on simpy); the slowest sets the pace."""
+    play = stage_engine if engine else stage_schedule
+    times: list[float] = []
+    slowest = 0
+    exposed = hidden = comm = 0.0
+    spans: list[Span] = []
+    for s, stage in enumerate(graph.stages):
+        make, busy_c, busy_m, sp = play(stage, timings, mb, timeline and s == 0)
+        if s == 0:
+            spans = sp
+        if not times or make > max(times):
+            slowest = s
+            exposed = max(0.0, make - busy_c)
+            hidden = max(0.0, busy_m - exposed)
+            comm = busy_m
+        times.append(make)
+    return StagePlay(tuple(times), slowest, comm, exposed, hidden, tuple(spans))
+
+
+def pipeline_times(pp: int, micro_batches: int, stage_s: float) -> tuple[float, float, str | None]:
+    """(decode round, prefill TTFT, a note on the bubble) of ``micro_batches`` cycling through
+    ``pp`` stages of ``stage_s`` each: a round takes ``max(m, pp)`` stage times, the first
+    token ``pp + m - 1``; one stage (no pipeline) is one stage time for both."""
+    if pp <= 1:
+        return stage_s, stage_s, None
+    m = micro_batches
+    note = None
+    if m < pp:
+        note = (
+            f"pipeline bubble: {m} micro-batch(es) over {pp} stages keep {m / pp:.0%} of the "
+            "stages busy"
+        )
+    return max(m, pp) * stage_s, (pp + m - 1) * stage_s, note
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Tokens of one step and the rates they give (decode: per user and in total)."""
+
+    tokens_per_step: float
+    per_user: float
+    total: float
+    time_per_token_s: float
+    accepted: float
+
+
+def step_throughput(
+    spec: StepSpec, round_s: float, ttft_s: float, mtp_acceptance: float
+) -> Throughput:
+    """Decode: every sequence gets the accepted tokens of one round; prefill: every prompt
+    token of the batch by the first token's time."""
+    if spec.phase == "decode":
+        acc = accepted_tokens(spec.q_len - 1, mtp_acceptance)
+        tok = spec.batch * acc
+        return Throughput(tok, acc / round_s, tok / round_s, round_s / acc, acc)
+    tok = float(spec.batch * spec.context)
+    return Throughput(tok, spec.context / ttft_s, tok / ttft_s, ttft_s / spec.context, 1.0)
+
+
+def step_breakdown(
+    records: dict[tuple[str, str, int], OpRecord], n_mb: int, mapper: Mapper, play: StagePlay
+) -> tuple[dict[str, float], dict[str, float], str]:
+    """Busy time per category of one device of the slowest stage (``records``), the shares of
+    each bound class (exposed communication included), and the dominant one."""
+    breakdown = dict.fromkeys(CATEGORIES, 0.0)
+    shares: dict[str, float] = {}
+    main = mapper.device.main_memory
+    main_bw = mapper.device.level_bandwidth_Bps(main.name)
+    for r in records.values():
+        if r.category == "comm" or r.stream == "comm":
+            continue
+        dt = r.timing.time_s * r.count * n_mb
+        breakdown[r.category] += dt
+        cls = bound_class(r.timing, r.stream, main.name, main_bw)
+        shares[cls] = shares.get(cls, 0.0) + dt
+    breakdown["comm"] = play.comm_s
+    breakdown = {k: v for k, v in breakdown.items() if v > 0}
+    breakdown["comm_exposed"] = play.exposed_s
+    if play.exposed_s > 0:
+        shares["communication"] = play.exposed_s
+    tot = sum(shares.values()) or 1.0
+    shares = {k: v / tot for k, v in sorted(shares.items(), key=lambda kv: -kv[1])}
+    return breakdown, shares, next(iter(shares), "none")
+
+
 def simulate_step(
     model: ModelConfig,
     mapper: Mapper,
@@ -279,8 +380,6 @@ def simulate_step(
     ``timeline`` keeps the spans of the first stage (off for searches)."""
     check_layout(model, layout)
     graph: StepGraph = build_step(model, layout, spec)
-    decode = spec.phase == "decode"
-    notes = list(graph.notes)
     mem = graph.weight_bytes_per_device + graph.kv_bytes_per_device
     fits = mapper.fits(mem)
     mapper = mapper.for_resident(mem)  # e.g. a wafer packs its cores denser when it must
@@ -288,82 +387,17 @@ def simulate_step(
         raise capacity_error(
             f"weights + KV cache with {layout}", mem * layout.devices, mapper, layout.devices
         )
-    timings: dict[int, OpTiming] = {}
-    records: list[dict[tuple[str, str, int], OpRecord]] = []
-    for st in graph.stages:
-        recs: dict[tuple[str, str, int], OpRecord] = {}
-        for lg in st:
-            for so in lg.ops:
-                t = mapper.time(so.op)
-                timings[id(so)] = t
-                key = (lg.name, op_name(so.op), id(so))
-                recs[key] = OpRecord(lg.name, op_name(so.op), so.category, so.stream, lg.repeat, t)
-        records.append(recs)
-    mb = graph.micro_batches
-    stage_times: list[float] = []
-    exposed = hidden = comm_total = 0.0
-    slowest = 0
-    spans: list[Span] = []
-    for s, stage in enumerate(graph.stages):
-        play = stage_engine if engine else stage_schedule
-        make, busy_c, busy_m, sp = play(
-            stage, timings, mb if layout.pp == 1 else 1, timeline and s == 0
-        )
-        if s == 0:
-            spans = sp
-        if not stage_times or make > max(stage_times):  # the slowest stage sets the pace
-            slowest = s
-            exposed = max(0.0, make - busy_c)
-            hidden = max(0.0, busy_m - exposed)
-            comm_total = busy_m
-        stage_times.append(make)
-    stage_t = max(stage_times)
-    if layout.pp > 1:
-        m = graph.micro_batches
-        round_t = max(m, layout.pp) * stage_t
-        ttft = (layout.pp + m - 1) * stage_t
-        if m < layout.pp:
-            notes.append(
-                f"pipeline bubble: {m} micro-batch(es) over {layout.pp} stages keep "
-                f"{m / layout.pp:.0%} of the stages busy"
-            )
-    else:
-        round_t = ttft = stage_t
-    accepted = accepted_tokens(spec.q_len - 1, mtp_acceptance) if decode else 1.0
-    if decode:
-        tok_step = spec.batch * accepted
-        per_user = accepted / round_t
-        total = tok_step / round_t
-        tpt = round_t / accepted
-    else:
-        tok_step = float(spec.batch * spec.context)
-        total = tok_step / ttft
-        per_user = spec.context / ttft
-        tpt = ttft / spec.context
-    breakdown = {c: 0.0 for c in CATEGORIES}
-    shares: dict[str, float] = {}
-    n_mb = mb if layout.pp == 1 else 1
-    main = mapper.device.main_memory
-    main_bw = mapper.device.level_bandwidth_Bps(main.name)
-    for r in records[slowest].values():
-        if r.category == "comm" or r.stream == "comm":
-            continue
-        dt = r.timing.time_s * r.count * n_mb
-        breakdown[r.category] += dt
-        cls = bound_class(r.timing, r.stream, main.name, main_bw)
-        shares[cls] = shares.get(cls, 0.0) + dt
-    breakdown["comm"] = comm_total
-    breakdown = {k: v for k, v in breakdown.items() if v > 0}
-    breakdown["comm_exposed"] = exposed
-    if exposed > 0:
-        shares["communication"] = exposed
-    tot = sum(shares.values()) or 1.0
-    shares = {k: v / tot for k, v in sorted(shares.items(), key=lambda kv: -kv[1])}
-    bound = next(iter(shares), "none")
+    timings, records = time_ops(graph, mapper)
+    n_mb = graph.micro_batches if layout.pp == 1 else 1  # a pipeline stage runs one at a time
+    play = play_stages(graph, timings, n_mb, engine, timeline)
+    round_t, ttft, bubble = pipeline_times(layout.pp, graph.micro_batches, play.stage_time_s)
+    tp = step_throughput(spec, round_t, ttft, mtp_acceptance)
+    breakdown, shares, bound = step_breakdown(records[play.slowest], n_mb, mapper, play)
+    notes = list(graph.notes) + ([bubble] if bubble else [])
     for t in timings.values():
         notes += [n for n in t.notes if n not in notes and not n.startswith("kernel ")]
-    if mb > 1 and layout.pp == 1:
-        notes.append(f"dual micro-batch overlap: {mb} micro-batches; weights are read once each")
+    if n_mb > 1:
+        notes.append(f"dual micro-batch overlap: {n_mb} micro-batches; weights are read once each")
     return StepResult(
         model=model.name,
         device=device_name or mapper.device.name,
@@ -373,12 +407,12 @@ def simulate_step(
         batch=spec.batch,
         context=spec.context,
         dtype=spec.dtype,
-        step_time_s=round_t if decode else ttft,
-        stage_time_s=stage_t,
-        tokens_per_step=tok_step,
-        time_per_token_s=tpt,
-        tokens_per_s_per_user=per_user,
-        tokens_per_s_total=total,
+        step_time_s=round_t if spec.phase == "decode" else ttft,
+        stage_time_s=play.stage_time_s,
+        tokens_per_step=tp.tokens_per_step,
+        time_per_token_s=tp.time_per_token_s,
+        tokens_per_s_per_user=tp.per_user,
+        tokens_per_s_total=tp.total,
         ttft_s=ttft,
         memory_per_device_bytes=mem,
         weight_bytes_per_device=graph.weight_bytes_per_device,
@@ -386,15 +420,15 @@ def simulate_step(
         capacity_bytes=mapper.capacity_bytes,
         fits=fits,
         breakdown_s=breakdown,
-        comm_s=comm_total,
-        comm_exposed_s=exposed,
-        comm_hidden_s=hidden,
+        comm_s=play.comm_s,
+        comm_exposed_s=play.exposed_s,
+        comm_hidden_s=play.hidden_s,
         bound=bound,
         bound_shares=shares,
-        micro_batches=mb if layout.pp == 1 else graph.micro_batches,
-        accepted_tokens_per_step=accepted,
+        micro_batches=n_mb if layout.pp == 1 else graph.micro_batches,
+        accepted_tokens_per_step=tp.accepted,
         ops=tuple(r for recs in records for r in recs.values()),
-        timeline=tuple(spans),
+        timeline=play.spans,
         notes=tuple(notes),
     )
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hwsim.serve.api import Target, make_target, profile_target, serve_step
+from hwsim.serve.request import StepRequest
 from hwsim.serve.step import StepResult
 from hwsim.spec.errors import SpecError
 from hwsim.spec.load import load_device
@@ -84,10 +85,11 @@ class WhatIf:
 
 def _with_profile(target: Target, overrides: list[str]) -> tuple[Target, dict[str, Any]]:
     """``target`` with its spatial mapper's profile overridden, and what changed."""
+    from hwsim.sim.mapper import mapper_profile
     from hwsim.spec.overrides import resolve_overrides
 
     changed_target = profile_target(target, overrides)  # checks the kind and every path
-    resolved = resolve_overrides(target.mapper.profile, overrides)  # type: ignore[attr-defined]
+    resolved = resolve_overrides(mapper_profile(target.mapper), overrides)
     changed = {
         f"{PROFILE_PREFIX}{r.path}": {
             "before": math.nan if r.old_value is None else r.old_value,
@@ -98,22 +100,17 @@ def _with_profile(target: Target, overrides: list[str]) -> tuple[Target, dict[st
     return changed_target, changed
 
 
-def whatif(
-    device: str,
-    overrides: Sequence[str],
-    phase: str = "decode",
-    relayout: bool = False,
-    **step_args: Any,
-) -> WhatIf:
-    """Simulate ``phase`` with ``step_args`` (as :func:`hwsim.serve.api.serve_step`) on
-    ``device`` and on ``device`` with ``overrides`` (``"path=value"`` strings); with the
-    baseline's layout, or (``relayout``) each side with its own."""
-    try:
-        from hwsim.spec.overrides import apply_overrides, resolve_overrides
-    except ImportError as err:  # pragma: no cover - the overrides module is part of spec
-        raise SpecError(f"spec overrides are not available: {err}") from None
+def whatif(req: StepRequest, overrides: Sequence[str], relayout: bool = False) -> WhatIf:
+    """Simulate ``req`` on its device (a name) and on that device with ``overrides``
+    (``"path=value"`` strings); with the baseline's layout, or (``relayout``) each side with
+    its own."""
+    from hwsim.spec.overrides import apply_overrides, resolve_overrides
+
     if not overrides:
         raise SpecError("give at least one --set PATH=VALUE", key="set")
+    if not isinstance(req.device, str):
+        raise SpecError("a what-if starts from a device name or YAML path", key="device")
+    device = req.device
     spec_ovs = [o for o in overrides if not o.startswith(PROFILE_PREFIX)]
     prof_ovs = [o[len(PROFILE_PREFIX) :] for o in overrides if o.startswith(PROFILE_PREFIX)]
     base_dev = load_device(device)
@@ -127,12 +124,10 @@ def whatif(
     if prof_ovs:
         new_t, prof_changed = _with_profile(new_t, prof_ovs)
         changed.update(prof_changed)
-    model = step_args.pop("model")
-    cfg = load_model_config(model) if isinstance(model, str) else model
-    step_args.pop("strict", None)
-    baseline = serve_step(cfg, base_t, phase, **step_args)
+    cfg = load_model_config(req.model) if isinstance(req.model, str) else req.model
+    baseline = serve_step(req.replace(model=cfg, device=base_t))
+    new_req = req.replace(model=cfg, device=new_t)
     if not relayout:
-        step_args["layout"] = baseline.layout
-        step_args.pop("devices", None)
-    modified = serve_step(cfg, new_t, phase, strict=False, **step_args)
+        new_req = new_req.replace(layout=baseline.layout, devices="auto")
+    modified = serve_step(new_req, strict=False)
     return WhatIf(device, tuple(overrides), changed, baseline, modified)

@@ -22,7 +22,7 @@ from typing import Literal
 from pydantic import Field
 
 from hwsim.spec.errors import SpecError
-from hwsim.spec.profiles import _raw, load_profile, profile_path
+from hwsim.spec.profiles import load_profile, profile_entries, profile_path
 from hwsim.spec.quantity import Count, Latency, Strict, WholeCount
 
 FAMILY = "alltoall"
@@ -101,7 +101,7 @@ def load_kernel_profile(kernel: str) -> KernelProfile:
 
 
 def cluster_key(cluster: str) -> str:
-    data, _ = _raw(FAMILY)
+    data, _ = profile_entries(FAMILY)
     key = f"cluster/{cluster}"
     return key if key in data else "cluster/default"
 
@@ -121,7 +121,7 @@ def load_cluster_profile(cluster: str) -> ClusterProfile:
 
 
 def _check_sources(prof: Strict, key: str) -> None:
-    data, _ = _raw(FAMILY)
+    data, _ = profile_entries(FAMILY)
     known = data.get("sources", {})
     assert isinstance(known, dict)
     values: list[tuple[str, object]] = []

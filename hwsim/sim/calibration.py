@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from hwsim.spec.errors import SpecError
-from hwsim.spec.profiles import _raw, profile_key_used, profile_path
+from hwsim.spec.profiles import profile_entries, profile_key_used, profile_path
 
 Status = Literal["fitted", "inherited", "cited", "custom"]
 
@@ -89,7 +89,7 @@ def calibration(family: str, arch: str, part: str | None = None) -> Calibration:
     """Provenance of ``family``'s profile for ``arch`` (``part``: one sub-entry, e.g. the
     ``softmax`` kernel family of ``elementwise``). Raises :class:`SpecError` on a profile
     value whose source is not in the file's ``sources`` table."""
-    data, _ = _raw(family)
+    data, _ = profile_entries(family)
     file = str(profile_path(family))
     fits, inherit = _block(data, family)
     sources = data.get("sources", {})

@@ -35,13 +35,18 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
+from hwsim.plan.model_step import build_step, memory_per_device
 from hwsim.plan.workload import Attention, Elementwise, Gemm, MoE, Op, OpTiming, combine
-from hwsim.sim.mapper import register_mapper
-from hwsim.sim.spatial import Links, SpatialMapper, elementwise_flops, gemm_activation_bytes
+from hwsim.sim.mapper import override, register_mapper
+from hwsim.sim.placement import Mark, Panel, Placement, View, us
+from hwsim.sim.spatial import Links, SpatialMapper, gemm_activation_bytes
+from hwsim.spec.fit import human_bytes
 from hwsim.spec.quantity import Count, Strict, WholeCount
 
 if TYPE_CHECKING:
-    from hwsim.plan.model_step import StepOp
+    from hwsim.plan.layout import Layout
+    from hwsim.plan.model_step import StepOp, StepSpec
+    from hwsim.spec.model import ModelConfig
 
 FUSED_NOTE = "dataflow: fused into the decoder's spatial pipeline (no launch, no HBM round trip)"
 
@@ -59,13 +64,15 @@ class DataflowProfile(Strict):
     rack_sockets: WholeCount = Field(description="sockets on one RDU fabric when no cluster given")
 
 
-class DataflowMapper(SpatialMapper):
+class DataflowMapper(SpatialMapper[DataflowProfile]):
     """SambaNova-style reconfigurable dataflow socket (see the module docstring)."""
 
-    family = "dataflow"
+    profile_family = "dataflow"
+    unit = "socket"
 
-    def _setup(self) -> None:
-        self.profile, self.profile_key = self.load(DataflowProfile)
+    @override
+    def _setup(self) -> tuple[DataflowProfile, str]:
+        return self.load(DataflowProfile)
 
     # ---- tiers -----------------------------------------------------------------------------
     def tier_Bps(self, level: str) -> float:
@@ -73,6 +80,7 @@ class DataflowMapper(SpatialMapper):
         bw = self.device.level_bandwidth_Bps(level)
         return bw * (self.profile.hbm_efficiency.value if level in ("hbm", "ddr") else 1.0)
 
+    @override
     def resident_capacity_bytes(self, op: Op) -> float:
         """Experts may spill to DDR (Composition of Experts); everything else lives in HBM."""
         if isinstance(op, MoE):
@@ -80,6 +88,7 @@ class DataflowMapper(SpatialMapper):
         return self.capacity_bytes
 
     # ---- network ---------------------------------------------------------------------------
+    @override
     def _links(self) -> Links:
         d = self.device
         port = next((p for p in d.interconnect if p.kind == "rdu_fabric"), None)
@@ -128,7 +137,11 @@ class DataflowMapper(SpatialMapper):
     def _sram_Bps(self) -> float:
         return self.device.level_bandwidth_Bps("sram")
 
-    def _gemm(self, op: Gemm, cached: float = 1.0) -> OpTiming:
+    @override
+    def gemm(self, op: Gemm) -> OpTiming:
+        return self._gemm_cached(op, 1.0)
+
+    def _gemm_cached(self, op: Gemm, cached: float) -> OpTiming:
         """``cached``: fraction of the weights found in HBM (the rest come from DDR)."""
         w = op.weight_bytes
         if op.weights == "streamed":
@@ -152,7 +165,8 @@ class DataflowMapper(SpatialMapper):
             op.name, parts, {"hbm": hbm, "ddr": ddr, "sram": w + acts}, op.flops, notes
         )
 
-    def _attention(self, op: Attention) -> OpTiming:
+    @override
+    def attention(self, op: Attention) -> OpTiming:
         s = op.shape
         kv = op.kv_bytes
         exps = float(s.batch) * s.heads * s.seqlen_q * s.seqlen_kv
@@ -170,17 +184,84 @@ class DataflowMapper(SpatialMapper):
         }
         return self._timing(op.name, parts, {"hbm": kv, "sram": kv + qo}, op.flops)
 
-    def _elementwise(self, op: Elementwise) -> OpTiming:
-        fl = elementwise_flops(op)
+    @override
+    def elementwise(self, op: Elementwise) -> OpTiming:
+        fl = op.flops
         parts = {"vector": fl / self.vector_rate(), "sram": op.stream_bytes / self._sram_Bps()}
         return self._timing(op.name or op.op, parts, {"sram": op.stream_bytes}, fl, (FUSED_NOTE,))
 
-    def _time(self, op: Op) -> OpTiming:
-        if isinstance(op, MoE):
-            return self._moe(op)
-        return super()._time(op)
+    @override
+    def placement(
+        self, model: ModelConfig, layout: Layout, spec: StepSpec, stage_time_s: float = 0.0
+    ) -> Placement:
+        """One decoder layer as a fused pipeline over PCUs/PMUs, and one socket's tiers."""
+        graph = build_step(model, layout, spec)
+        layer = graph.stages[0][0]
+        stages = pipeline_stages(list(layer.ops), self)
+        w, kv = memory_per_device(model, layout, spec)
+        summary = {
+            "kind": self.kind,
+            "sockets": layout.devices,
+            "fused_section": layer.name,
+            "stages": [
+                {"op": s.op, "pcus": s.pcus, "pmus": s.pmus, "time_s": s.time_s} for s in stages
+            ],
+            "weights_per_socket_by_tier": weight_tier_bytes(w, self),
+            "kv_per_socket_bytes": kv,
+        }
+        units = tuple(
+            Mark(
+                y=unit,
+                length=n,
+                category=st.category,
+                series=st.op,
+                label=st.op if n > 40 else "",
+                hover=f"{st.op}: {n} {unit}, {us(st.time_s)}, bound {st.bound}",
+            )
+            for st in stages
+            for unit, n in (("PCUs", st.pcus), ("PMUs", st.pmus))
+        )
+        tiers = ("sram", "hbm", "ddr")
+        caps = [self.device.level_capacity_bytes(t) for t in tiers]
+        hbm_w = min(w, caps[1])
+        used = [0.0, hbm_w + kv, w - hbm_w]
+        tier_marks = tuple(
+            Mark(x=t, length=c, series="capacity", category="capacity", hover=human_bytes(c))
+            for t, c in zip(tiers, caps, strict=True)
+        ) + tuple(
+            Mark(x=t, length=u, series="weights + KV of this layout", hover=human_bytes(u))
+            for t, u in zip(tiers, used, strict=True)
+        )
+        view = View(
+            title="RDU pipeline stages and memory tiers",
+            text=(
+                "A decoder layer is compiled into one spatial pipeline: every operator gets its "
+                "own PCUs (compute) and PMUs (SRAM) and data streams between them on chip, so "
+                "nothing goes back to HBM between operators. Units are shared out in proportion "
+                "to each operator's time. Below: weights and KV of this layout live in HBM; DDR "
+                "is the capacity tier where inactive models and experts wait."
+            ),
+            heading=f"{model.name} on {layout.devices} × {self.device.name} ({layout})",
+            panels=(
+                Panel(
+                    "bars",
+                    f"one {layer.name} fused into a spatial pipeline: units per operator ∝ its "
+                    "time",
+                    units,
+                ),
+                Panel(
+                    "columns",
+                    "what one socket holds (bytes) and the capacity of each tier",
+                    tier_marks,
+                    y_title="bytes",
+                    log_y=True,
+                ),
+            ),
+        )
+        return Placement(self.kind, summary, (view,))
 
-    def _moe(self, op: MoE) -> OpTiming:
+    @override
+    def moe(self, op: MoE) -> OpTiming:
         """Parts in order; routed-expert GEMMs read the HBM-cached fraction from HBM and the
         rest from DDR (experts are cached whole, so the fraction is by expert)."""
         local = op.local_experts * op.expert_weight_bytes
@@ -188,7 +269,7 @@ class DataflowMapper(SpatialMapper):
         out = []
         for p in op.parts():
             if isinstance(p, Gemm) and p.name.startswith("experts"):
-                out.append(self._gemm(p, cached))
+                out.append(self._gemm_cached(p, cached))
             else:
                 out.append(self.time(p))
         t = combine(op.name, out, "composite:moe")
@@ -254,4 +335,4 @@ def weight_tier_bytes(weights_per_socket: float, mapper: DataflowMapper) -> dict
     return {"hbm": hbm, "ddr": weights_per_socket - hbm}
 
 
-register_mapper("dataflow", DataflowMapper)
+register_mapper("dataflow", DataflowMapper, section="tiles")

@@ -265,6 +265,16 @@ def cohort_size(n_ctas: int, n_slots: int, max_cohorts: int) -> int:
 
 
 @dataclass
+class LaunchCounters:
+    """What the launch being played has counted so far (new for every launch): K/V tiles found
+    in L2, bytes streamed from HBM, and the TMA multicast factor of its loads."""
+
+    hits: int = 0
+    hbm_stream: float = 0.0
+    multicast: int = 1
+
+
+@dataclass
 class GpuRun(TileDetail):
     """Plays kernel launches on a GPU fabric; records spans for the SMs in ``trace_sms``."""
 
@@ -280,9 +290,7 @@ class GpuRun(TileDetail):
 
     def __post_init__(self) -> None:
         self.reuse = _L2Reuse(self.fabric.l2_capacity_bytes * self.l2_usable_fraction)
-        self._hits = 0
-        self._hbm_stream = 0.0
-        self._multicast = 1
+        self.counters = LaunchCounters()
 
     # ---- public -----------------------------------------------------------------------------
     def run(self, launches: list[CtaLaunch], detail: str = "cta") -> float:
@@ -297,8 +305,7 @@ class GpuRun(TileDetail):
         env = self.eng.env
         for ln in launches:
             start = env.now
-            self._hits, self._hbm_stream = 0, 0.0
-            self._multicast = max(int(ln.multicast), 1)
+            self.counters = LaunchCounters(multicast=max(int(ln.multicast), 1))
             yield self.eng.delay(ln.launch_overhead_s)
             n = ln.n_ctas
             c = _Cta(
@@ -351,7 +358,7 @@ class GpuRun(TileDetail):
                     start,
                     env.now,
                     n,
-                    self._hits,
+                    self.counters.hits,
                     float(np.sum(np.broadcast_to(ln.first_bytes, (n,)))),
                     float(
                         np.sum(
@@ -359,7 +366,7 @@ class GpuRun(TileDetail):
                         )
                     ),
                     float(np.sum(np.broadcast_to(ln.store_bytes, (n,)))),
-                    self._hbm_stream,
+                    self.counters.hbm_stream,
                 )
             )
             if self.trace_sms:
@@ -445,7 +452,7 @@ class GpuRun(TileDetail):
         fab = self.fabric
         j = queue.popleft()
         last = not queue
-        mc = self._multicast
+        mc = self.counters.multicast
         members = coh.members[j]
         a_tot = a_l2 = a_hbm = carried_store
         b_tot = b_l2 = b_hbm = 0.0
@@ -454,11 +461,11 @@ class GpuRun(TileDetail):
             g = c.group[i]
             hit = self.reuse.acquire(g, c.gbytes[g] if g >= 0 else 0.0)
             hits.append(hit)
-            self._hits += hit
+            self.counters.hits += hit
             steps = c.steps[i]
             sb, ub = c.sbytes[i], c.ubytes[i]
             if not hit:
-                self._hbm_stream += sb * steps
+                self.counters.hbm_stream += sb * steps
             shared_l2, shared_hbm = (sb / mc, 0.0) if hit else (sb, sb)
             k0 = min(steps, 1)
             a_tot += c.first[i] + k0 * (sb + ub)

@@ -19,7 +19,7 @@ import simpy
 
 if TYPE_CHECKING:
     from hwsim.sim.engine import Engine, TraceEvent
-    from hwsim.sim.gpu import CtaLaunch, GpuFabric, _Cta, _L2Reuse
+    from hwsim.sim.gpu import CtaLaunch, GpuFabric, LaunchCounters, _Cta, _L2Reuse
 
 Proc = Generator[Any, Any, None]
 
@@ -32,9 +32,7 @@ class TileDetail:
     reuse: _L2Reuse
     trace_sms: frozenset[int]
     spans: list[TraceEvent]
-    _hits: int
-    _hbm_stream: float
-    _multicast: int
+    counters: LaunchCounters
 
     def _span(self, sm: int, track: str, name: str, t0: float, **args: float) -> None:
         raise NotImplementedError
@@ -108,16 +106,16 @@ class TileDetail:
             i = queue.popleft()
             g = c.group[i]
             hit = self.reuse.acquire(g, c.gbytes[g] if g >= 0 else 0.0)
-            self._hits += hit
+            self.counters.hits += hit
             if not hit:
-                self._hbm_stream += c.sbytes[i] * c.steps[i]
+                self.counters.hbm_stream += c.sbytes[i] * c.steps[i]
             # the first tile (Q) is fetched alongside the K/V stream, not queued behind it
             q_ev = self.eng.transfer(
                 fab.miss_path, c.first[i], max_rate_Bps=fab.sm_port_Bps, label="load first"
             )
             yield cta_q.put((i, hit, q_ev))
             name = "load" + (" (L2 hit)" if hit else "")
-            mc = self._multicast
+            mc = self.counters.multicast
             nbytes = c.sbytes[i] + c.ubytes[i]
             l2 = c.ubytes[i] + (c.sbytes[i] / mc if hit else c.sbytes[i])
             hbm = c.ubytes[i] + (0.0 if hit else c.sbytes[i])

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, model_validator
 
 from hwsim.spec.errors import SpecError
-from hwsim.spec.profiles import _raw, load_profile, profile_path
+from hwsim.spec.profiles import load_profile, profile_entries, profile_path
 from hwsim.spec.quantity import Latency, Sourced, Strict, sourced
 from hwsim.spec.units import Dim
 
@@ -123,7 +123,7 @@ class AttentionProfile(Strict):
 def profile_key(kernel: str, arch: str) -> str:
     """The YAML entry used for ``kernel`` on ``arch``: ``kernel@arch`` if present, else
     ``kernel``; unknown kernels raise :class:`SpecError` listing the known ones."""
-    data, _ = _raw("attention")
+    data, _ = profile_entries("attention")
     if f"{kernel}@{arch}" in data:
         return f"{kernel}@{arch}"
     if kernel in data:
@@ -139,7 +139,7 @@ def load_attention_profile(kernel: str, arch: str) -> AttentionProfile:
     """The validated profile of ``kernel`` for architecture ``arch``."""
     key = profile_key(kernel, arch)
     prof = load_profile("attention", key, AttentionProfile, fallback=None)
-    data, _ = _raw("attention")
+    data, _ = profile_entries("attention")
     sources = data.get("sources", {})
     for name in type(prof).model_fields:
         q = getattr(prof, name)

@@ -28,18 +28,15 @@ Machine Learning"):
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pydantic import Field
 
 from hwsim.plan.workload import Attention, Elementwise, Gemm, Op, OpTiming
-from hwsim.sim.mapper import register_mapper
+from hwsim.sim.mapper import override, register_mapper
 from hwsim.sim.spatial import (
     Links,
     SpatialMapper,
-    elementwise_flops,
     gemm_activation_bytes,
 )
 from hwsim.spec.device import DTYPE_BYTES
@@ -47,8 +44,9 @@ from hwsim.spec.fit import human_bytes
 from hwsim.spec.quantity import Bandwidth, Count, Latency, Strict, WholeCount
 
 if TYPE_CHECKING:
+    from hwsim.plan.layout import Layout
     from hwsim.plan.model_step import StepSpec
-    from hwsim.serve.layout import Layout
+    from hwsim.sim.placement import Placement
     from hwsim.spec.model import ModelConfig
 
 STATIC_NOTE = "LPU: statically scheduled, time is a compile-time sum (no contention or jitter)"
@@ -73,19 +71,22 @@ class LpuProfile(Strict):
     )
 
 
-class LpuMapper(SpatialMapper):
+class LpuMapper(SpatialMapper[LpuProfile]):
     """Groq-style LPU (see the module docstring)."""
 
-    family = "lpu"
+    profile_family = "lpu"
+    unit = "chip"
     #: every chip is a router of the software-scheduled Dragonfly (ISCA 2022), so a layer's
     #: tensor-parallel group may span nodes; its all-reduces pay the extra hops (collective_on)
     tp_across_domains = True
 
-    def _setup(self) -> None:
-        self.profile, self.profile_key = self.load(LpuProfile)
+    @override
+    def _setup(self) -> tuple[LpuProfile, str]:
         self._notes = (STATIC_NOTE,)
+        return self.load(LpuProfile)
 
     # ---- capacity --------------------------------------------------------------------------
+    @override
     def refuse_reason(self, op: Op) -> str | None:
         if isinstance(op, Gemm) and op.weights == "streamed":
             return (
@@ -98,6 +99,7 @@ class LpuMapper(SpatialMapper):
         return human_bytes(self.capacity_bytes)
 
     # ---- network ---------------------------------------------------------------------------
+    @override
     def _links(self) -> Links:
         d = self.device
         prof = self.profile
@@ -127,6 +129,14 @@ class LpuMapper(SpatialMapper):
             source=source,
         )
 
+    @override
+    def placement(
+        self, model: ModelConfig, layout: Layout, spec: StepSpec, stage_time_s: float = 0.0
+    ) -> Placement:
+        from hwsim.sim.lpu_placement import lpu_placement
+
+        return lpu_placement(self, model, layout, spec, stage_time_s)
+
     # ---- ops -------------------------------------------------------------------------------
     def _sram_Bps(self) -> float:
         return self.device.level_bandwidth_Bps(self.device.main_memory.name)
@@ -149,7 +159,8 @@ class LpuMapper(SpatialMapper):
             source="lpu:static",
         )
 
-    def _gemm(self, op: Gemm) -> OpTiming:
+    @override
+    def gemm(self, op: Gemm) -> OpTiming:
         # the B operand (weights, or the second activation) is installed into the MXM once and
         # every row of A streams through it: install time vs MXM arithmetic vs vector streams
         installed = float(op.count) * op.n * op.k * DTYPE_BYTES[op.dtype]
@@ -162,7 +173,8 @@ class LpuMapper(SpatialMapper):
         parts["sram"] = max(parts["sram"], (installed + acts) / self._sram_Bps())
         return self._timing(op.name, parts, {"sram": installed + acts}, op.flops)
 
-    def _attention(self, op: Attention) -> OpTiming:
+    @override
+    def attention(self, op: Attention) -> OpTiming:
         s = op.shape
         eff = self.profile.matrix_efficiency.value
         kv = op.kv_bytes
@@ -180,46 +192,11 @@ class LpuMapper(SpatialMapper):
         }
         return self._timing(op.name, parts, {"sram": kv}, op.flops)
 
-    def _elementwise(self, op: Elementwise) -> OpTiming:
-        fl = elementwise_flops(op)
+    @override
+    def elementwise(self, op: Elementwise) -> OpTiming:
+        fl = op.flops
         parts = {"vector": fl / self.vector_rate(), "sram": op.stream_bytes / self._sram_Bps()}
         return self._timing(op.name or op.op, parts, {"sram": op.stream_bytes}, fl)
 
 
-# ---------------------------------------------------------------------------------- placement
-@dataclass(frozen=True)
-class ChipSlot:
-    """One chip of an LPU deployment: its node, pipeline stage, TP rank and contents."""
-
-    chip: int
-    node: int
-    stage: int
-    tp_rank: int
-    dp_rank: int
-    layers: tuple[int, int]  #: [first, last) decoder layers of its stage
-    weight_bytes: float
-    kv_bytes: float
-
-
-def place_chips(
-    model: ModelConfig, layout: Layout, spec: StepSpec, node_chips: int = 8
-) -> list[ChipSlot]:
-    """Which chip holds what: stages in order over consecutive chips, the ``tp·dp`` chips of a
-    stage side by side (a TP group inside one node whenever ``tp ≤ node_chips``)."""
-    from hwsim.plan.model_step import _weights, memory_per_device, stage_layers
-
-    _, kv = memory_per_device(model, layout, spec)
-    out: list[ChipSlot] = []
-    chip = 0
-    for stage in range(layout.pp):
-        lo, hi = stage_layers(model.layers, layout.pp, stage)
-        w = _weights(model, layout, spec, stage)
-        kv_stage = kv * (hi - lo) / max(1, math.ceil(model.layers / layout.pp))
-        for dp in range(layout.dp):
-            for tp in range(layout.tp):
-                out.append(ChipSlot(chip, chip // node_chips, stage, tp, dp, (lo, hi), w, kv_stage))
-                chip += 1
-    return out
-
-
-register_mapper("lpu", LpuMapper)
+register_mapper("lpu", LpuMapper, section="lpu")

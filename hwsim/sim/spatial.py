@@ -4,8 +4,9 @@ kind's own SRAM, a profile loader, and collectives that pick their algorithm by 
 The wafer-scale (:mod:`hwsim.sim.wafer`), dataflow (:mod:`hwsim.sim.dataflow`) and LPU
 (:mod:`hwsim.sim.lpu`) mappers are *spatial*: a model is laid out in space (regions of a wafer,
 stages of a fused pipeline, chips of a rack) instead of being run kernel by kernel. Each
-subclasses :class:`SpatialMapper` and implements ``_gemm``, ``_attention`` and
-``_elementwise``; MoE blocks are timed part by part (:meth:`hwsim.plan.workload.MoE.parts`).
+subclasses :class:`SpatialMapper`, loads its profile (``_setup``), describes its links
+(``_links``) and overrides the op hooks ``gemm``, ``attention`` and ``elementwise``; MoE blocks
+are timed part by part (:meth:`hwsim.sim.mapper.Mapper.moe`) unless a kind overrides ``moe``.
 
 Collectives (:func:`collective_on`) follow the alpha-beta model of
 :mod:`hwsim.sim.collectives`, but choose, as NCCL does by message size, the faster of
@@ -28,24 +29,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Generic, Self, TypeVar
 
 from hwsim.plan.attention import AttentionPlan, AttentionShape, plan_attention
-from hwsim.plan.workload import (
-    Attention,
-    Collective,
-    Elementwise,
-    Gemm,
-    MoE,
-    Op,
-    OpTiming,
-    combine,
-)
-from hwsim.sim.mapper import UNIT_NAMES, RooflineMapper, capacity_error
+from hwsim.plan.workload import Attention, Collective, Gemm, MoE, Op, OpTiming
+from hwsim.sim.mapper import Mapper, capacity_error, override
 from hwsim.spec.device import DTYPE_BYTES, Device
-from hwsim.spec.errors import SpecError
 from hwsim.spec.fit import human_bytes
-from hwsim.spec.override_paths import PROFILE_PREFIX
 from hwsim.spec.profiles import load_profile, profile_key_used
 from hwsim.spec.quantity import Strict
 
@@ -54,8 +44,6 @@ if TYPE_CHECKING:
 
 P = TypeVar("P", bound=Strict)
 
-#: Vector FLOPs per element of the streaming ops (same table as hwsim.sim.mapper).
-ELEMENTWISE_FLOPS = {"rmsnorm": 5.0, "layernorm": 8.0, "softmax": 5.0, "swiglu": 6.0, "gelu": 10.0}
 #: Streaming ops that need a reduction along the row (a max or a sum over ``cols``).
 ROW_REDUCTIONS = ("rmsnorm", "layernorm", "softmax")
 
@@ -168,48 +156,10 @@ def collective_on(op: Collective, links: Links) -> OpTiming:
     )
 
 
-def require_spatial(mapper: object) -> SpatialMapper:
-    """``mapper`` if it is a wafer, dataflow or LPU mapper (the kinds with a profile that
-    ``profile.*`` what-ifs and sweep axes change), else a SpecError saying so."""
-    if not isinstance(mapper, SpatialMapper):
-        d = mapper.device  # type: ignore[attr-defined]
-        raise SpecError(
-            f"{PROFILE_PREFIX}* paths change the wafer-scale, dataflow and LPU mappers' "
-            f"parameters (devices/profiles/{{wafer,dataflow,lpu}}.yaml); {d.name} is a "
-            f"'{d.kind}' device"
-        )
-    return mapper
-
-
-def mapper_profile(device: Device) -> tuple[SpatialMapper, Strict]:
-    """``device``'s mapper and the profile that ``profile.*`` what-ifs and sweep axes change;
-    a SpecError for a kind without one."""
-    from hwsim.sim.mapper import mapper_for
-
-    mapper = require_spatial(mapper_for(device))
-    return mapper, mapper.profile  # type: ignore[attr-defined]
-
-
-def profile_message(text: str, mapper: SpatialMapper) -> str:
-    """An override error about a profile, naming the profile (``the lpu profile of Groq LPU
-    (tsp1)``) instead of its schema class."""
-    key = getattr(mapper, "profile_key", mapper.device.arch)
-    where = f"in the {mapper.family} profile of {mapper.device.name} ({key})"
-    return text.replace(f"for {type(mapper.profile).__name__}", where)  # type: ignore[attr-defined]
-
-
-class SpatialMapper(RooflineMapper):
-    """Base of the wafer-scale, dataflow and LPU mappers (see the module docstring)."""
-
-    #: profile family (``devices/profiles/<family>.yaml``) of the subclass
-    family = ""
-    #: Whether tensor parallelism may span several fast domains (:attr:`domain_devices`). TP
-    #: puts two all-reduces into every layer, which only a domain's own links carry cheaply, so
-    #: the capacity planner keeps TP inside one domain (:func:`hwsim.serve.capacity.max_tp_for`)
-    #: unless the kind says otherwise: a wafer is a domain of one (wafers pipeline layers across
-    #: systems, Hot Chips 2024), a SambaRack one of 16 sockets; the LPU sets it (its chips are
-    #: the routers of a statically scheduled Dragonfly that carries a layer over many nodes).
-    tp_across_domains = False
+class SpatialMapper(Mapper, Generic[P]):
+    """Base of the wafer-scale, dataflow and LPU mappers (see the module docstring): a
+    calibration profile that what-ifs may change, collectives on the kind's :class:`Links`,
+    and capacity refusals for ops whose resident data does not fit one device."""
 
     def __init__(
         self,
@@ -221,46 +171,51 @@ class SpatialMapper(RooflineMapper):
         self.profile_overrides = tuple(profile_overrides)
         self._cluster_arg = cluster  # as given: the base class adapts it to the device
         super().__init__(device, cluster)
-        self._setup()
+        self._profile, self._profile_key = self._setup()
         self.links = self._links()
 
-    def with_profile(self, overrides: Sequence[str]) -> SpatialMapper:
+    @property
+    @override
+    def profile(self) -> P:
+        return self._profile
+
+    @property
+    @override
+    def profile_key(self) -> str:
+        return self._profile_key
+
+    @override
+    def with_profile(self, overrides: Sequence[str]) -> Self:
         """A fresh mapper of the same device and cluster whose profile has ``overrides``
         (``"path=value"``, as ``hwsim whatif --set profile.PATH=VALUE``) on top of this one's:
         the kind's parameters that are not datasheet values (a fitted per-operator latency, a
         per-core data budget, an HBM efficiency) become what-if levers like the device's."""
         return self._rebuild(self.profile_overrides + tuple(overrides))
 
-    def _rebuild(self, profile_overrides: tuple[str, ...]) -> SpatialMapper:
+    def _rebuild(self, profile_overrides: tuple[str, ...]) -> Self:
         return type(self)(self.device, self._cluster_arg, profile_overrides=profile_overrides)
 
     @property
+    @override
     def domain_devices(self) -> int:
         """Devices one hop apart on the kind's fast links: a GroqNode, a SambaRack, one wafer."""
         return max(1, self.links.domain)
 
-    # ---- hooks ---------------------------------------------------------------------------
-    def _setup(self) -> None:
-        """Load the kind's profile (called before :meth:`_links`)."""
+    # ---- what a kind provides -------------------------------------------------------------
+    def _setup(self) -> tuple[P, str]:
+        """Load the kind's profile (:meth:`load`) and anything derived from it; returns the
+        profile and its key. Called before :meth:`_links`."""
+        raise NotImplementedError(f"{type(self).__name__} loads no profile")
 
     def _links(self) -> Links:
-        raise NotImplementedError
-
-    def _gemm(self, op: Gemm) -> OpTiming:
-        raise NotImplementedError
-
-    def _attention(self, op: Attention) -> OpTiming:
-        raise NotImplementedError
-
-    def _elementwise(self, op: Elementwise) -> OpTiming:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} describes no links")
 
     # ---- shared --------------------------------------------------------------------------
     def load(self, model: type[P]) -> tuple[P, str]:
         """This device's entry of the kind's profile (with :attr:`profile_overrides` applied),
         and which key was used."""
-        key = profile_key_used(self.family, self.device.arch)
-        prof = load_profile(self.family, self.device.arch, model)
+        key = profile_key_used(self.profile_family, self.device.arch)
+        prof = load_profile(self.profile_family, self.device.arch, model)
         if self.profile_overrides:
             from hwsim.spec.overrides import apply_overrides
 
@@ -268,23 +223,11 @@ class SpatialMapper(RooflineMapper):
             key += f" with {', '.join(self.profile_overrides)}"
         return prof, key
 
-    @property
-    def unit(self) -> str:
-        return UNIT_NAMES[self.device.kind]
+    @override
+    def collective(self, op: Collective) -> OpTiming:
+        return collective_on(op, self.links)
 
-    def _time(self, op: Op) -> OpTiming:
-        if isinstance(op, Gemm):
-            return self._gemm(op)
-        if isinstance(op, Attention):
-            return self._attention(op)
-        if isinstance(op, Elementwise):
-            return self._elementwise(op)
-        if isinstance(op, Collective):
-            return collective_on(op, self.links)
-        if isinstance(op, MoE):
-            return combine(op.name, [self.time(p) for p in op.parts()], "composite:moe")
-        raise SpecError(f"unknown op {op!r}")
-
+    @override
     def refuse_reason(self, op: Op) -> str | None:
         """Why ``op`` cannot run on one device (weights or KV that do not fit), else None."""
         need: tuple[str, float] | None = None
@@ -327,11 +270,6 @@ class SpatialMapper(RooflineMapper):
         """Vector FP32 FLOP/s of the whole device (a quarter of the matrix rate if unlisted)."""
         v = self.device.compute.vector_fp32
         return v.value if v is not None else self.device.peak_flops("bf16") / 4
-
-
-def elementwise_flops(op: Elementwise) -> float:
-    """Vector FLOPs of a streaming op (per the shared table; ``add`` is one per element)."""
-    return ELEMENTWISE_FLOPS.get(op.op, 1.0) * op.elements
 
 
 def gemm_activation_bytes(op: Gemm) -> float:

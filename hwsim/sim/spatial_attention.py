@@ -15,10 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hwsim.plan.attention import AttentionShape, flash_flops
+from hwsim.plan.attention import AttentionShape, flash_flops, plan_attention
 from hwsim.plan.workload import Attention
 from hwsim.sim.mapper import mapper_for
-from hwsim.sim.spatial import SpatialMapper
 from hwsim.spec.device import Device
 from hwsim.spec.errors import SpecError
 
@@ -117,13 +116,11 @@ def simulate_attention_spatial(
         )
     t0 = time.perf_counter()
     mapper = mapper_for(device)
-    if not isinstance(mapper, SpatialMapper):
-        raise SpecError(f"no spatial mapper for kind '{device.kind}'", key="device")
     if profile_overrides:
         mapper = mapper.with_profile(profile_overrides)
     op = Attention(shape, "decode" if shape.seqlen_q == 1 else "prefill")
     t = mapper.time(op)  # raises SpecError (with the devices needed) when the KV cache won't fit
-    plan = mapper.attention_plan(shape)
+    plan = plan_attention(shape, device)  # tiles from the device's own SRAM, as the mapper's
     s = shape
     exps = float(s.batch) * s.heads * s.seqlen_q * s.seqlen_kv / (2 if s.causal else 1)
     dtype = "fp8" if s.dtype.startswith("fp8") else s.dtype
@@ -144,7 +141,7 @@ def simulate_attention_spatial(
     return SpatialAttentionResult(
         device=device_name or device.name,
         kernel=f"{device.kind}-mapper",
-        profile=getattr(mapper, "profile_key", device.arch),
+        profile=mapper.profile_key,
         detail="op",
         shape=shape,
         time_s=t.time_s,

@@ -35,25 +35,28 @@ import copy
 import math
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from pydantic import Field
 
 from hwsim.plan.workload import Attention, Elementwise, Gemm, Op, OpTiming
 from hwsim.sim.engine import Engine
-from hwsim.sim.mapper import register_mapper
+from hwsim.sim.mapper import override, register_mapper
 from hwsim.sim.spatial import (
     ROW_REDUCTIONS,
     Links,
     SpatialMapper,
-    elementwise_flops,
 )
 from hwsim.spec.device import DTYPE_BYTES, Device
 from hwsim.spec.errors import SpecError
 from hwsim.spec.quantity import Bytes, Count, Strict, WholeCount
 
 if TYPE_CHECKING:
+    from hwsim.plan.layout import Layout
+    from hwsim.plan.model_step import StepSpec
+    from hwsim.sim.placement import Placement
     from hwsim.spec.cluster import Cluster
+    from hwsim.spec.model import ModelConfig
 
 #: Chunks a streamed weight matrix is split into (double-buffered: chunk i+1 arrives while
 #: chunk i is computed); more chunks only shave the first chunk's exposed transfer.
@@ -89,10 +92,11 @@ class Region:
         return self.rows * self.cols
 
 
-class WaferMapper(SpatialMapper):
+class WaferMapper(SpatialMapper[WaferProfile]):
     """Wafer-scale engine (see the module docstring)."""
 
-    family = "wafer"
+    profile_family = "wafer"
+    unit = "wafer"
 
     def __init__(
         self,
@@ -104,11 +108,13 @@ class WaferMapper(SpatialMapper):
         self.weight_streaming = weight_streaming
         super().__init__(device, cluster, profile_overrides)
 
-    def _rebuild(self, profile_overrides: tuple[str, ...]) -> WaferMapper:
-        return WaferMapper(self.device, self._cluster_arg, self.weight_streaming, profile_overrides)
+    @override
+    def _rebuild(self, profile_overrides: tuple[str, ...]) -> Self:
+        return type(self)(self.device, self._cluster_arg, self.weight_streaming, profile_overrides)
 
-    def _setup(self) -> None:
-        self.profile, self.profile_key = self.load(WaferProfile)
+    @override
+    def _setup(self) -> tuple[WaferProfile, str]:
+        prof, key = self.load(WaferProfile)
         d = self.device
         if d.mesh is None:
             raise SpecError(f"{d.name}: a wafer-scale device needs a 'mesh' section")
@@ -123,26 +129,30 @@ class WaferMapper(SpatialMapper):
         )
         self.core_Bps = d.level_bandwidth_Bps(sram.name) / self.cores
         #: bytes of a region's data per core: the profile's budget, never more than a core holds
-        self.core_data_bytes = min(self.profile.core_data.value, self.core_bytes)
-        self.eff = self.profile.matrix_efficiency.value
+        self.core_data_bytes = min(prof.core_data.value, self.core_bytes)
+        self.eff = prof.matrix_efficiency.value
         self._resident: dict[float, WaferMapper] = {}
         if self.weight_streaming:
             self._notes = ("wafer: weight streaming from MemoryX",)
+        return prof, key
 
     # ---- capacity --------------------------------------------------------------------------
     @property
+    @override
     def capacity_bytes(self) -> float:
         """On-wafer SRAM; in weight-streaming mode the weights live in MemoryX instead."""
         if self.weight_streaming:
             return self.device.level_capacity_bytes(self.device.memory[-1].name)
         return self.device.level_capacity_bytes(self.device.main_memory.name)
 
+    @override
     def resident_capacity_bytes(self, op: Op) -> float:
         sram = self.device.level_capacity_bytes(self.device.main_memory.name)
         if isinstance(op, Attention) or not self.weight_streaming:
             return sram  # the KV cache always stays on the wafer
         return self.capacity_bytes
 
+    @override
     def capacity_message(self, what: str, need: float, capacity: float | None = None) -> str:
         msg = super().capacity_message(what, need, capacity)
         if what.startswith("weights") and not self.weight_streaming:
@@ -150,6 +160,7 @@ class WaferMapper(SpatialMapper):
         return msg
 
     # ---- network ---------------------------------------------------------------------------
+    @override
     def _links(self) -> Links:
         d = self.device
         sw = next((p for p in d.interconnect if p.kind == "swarmx"), None)
@@ -172,6 +183,7 @@ class WaferMapper(SpatialMapper):
         """Fraction of each region core's SRAM its data takes."""
         return self.core_data_bytes / self.core_bytes
 
+    @override
     def for_resident(self, resident_bytes: float) -> WaferMapper:
         """This wafer holding ``resident_bytes`` in all: regions keep the profile's bytes per
         core while the whole fits the cores that way, and pack denser when it does not (every
@@ -219,7 +231,8 @@ class WaferMapper(SpatialMapper):
         return self.rate(dtype) / self.cores
 
     # ---- ops -------------------------------------------------------------------------------
-    def _gemm(self, op: Gemm) -> OpTiming:
+    @override
+    def gemm(self, op: Gemm) -> OpTiming:
         if op.weights == "streamed" or (self.weight_streaming and op.weights == "resident"):
             return self._streamed_gemm(op)
         e = DTYPE_BYTES[op.dtype]
@@ -286,7 +299,8 @@ class WaferMapper(SpatialMapper):
             source="wafer:streaming",
         )
 
-    def _attention(self, op: Attention) -> OpTiming:
+    @override
+    def attention(self, op: Attention) -> OpTiming:
         s = op.shape
         kv = op.kv_bytes
         dtype = "fp8" if s.dtype.startswith("fp8") else s.dtype
@@ -319,9 +333,10 @@ class WaferMapper(SpatialMapper):
             source="wafer:region",
         )
 
-    def _elementwise(self, op: Elementwise) -> OpTiming:
+    @override
+    def elementwise(self, op: Elementwise) -> OpTiming:
         # a row of activations is spread along one mesh row; reductions cross it and back
-        fl = elementwise_flops(op)
+        fl = op.flops
         width = min(self.mesh_cols, op.cols)
         core_v = self.vector_rate() / self.cores
         t_row = fl / op.rows / (width * core_v)
@@ -338,6 +353,23 @@ class WaferMapper(SpatialMapper):
         )
 
     # ---- placement -------------------------------------------------------------------------
+    @override
+    def placement_layout(
+        self, model: ModelConfig, spec: StepSpec, floor: Layout
+    ) -> tuple[Layout, str | None]:
+        from hwsim.sim.wafer_placement import pipeline_layout
+
+        lay = pipeline_layout(model, self, spec)
+        return lay, f"wafers pipeline whole layers over SwarmX: {lay} ({lay.devices} wafers)"
+
+    @override
+    def placement(
+        self, model: ModelConfig, layout: Layout, spec: StepSpec, stage_time_s: float = 0.0
+    ) -> Placement:
+        from hwsim.sim.wafer_placement import wafer_placement
+
+        return wafer_placement(self, model, layout, spec)
+
     def place_regions(
         self, items: list[tuple[str, float, float]], fit: bool = False
     ) -> list[Region]:
@@ -397,4 +429,4 @@ class WaferMapper(SpatialMapper):
         return out
 
 
-register_mapper("wafer_scale", WaferMapper)
+register_mapper("wafer_scale", WaferMapper, section="mesh")

@@ -13,9 +13,10 @@ import itertools
 import warnings
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from hwsim.spec.errors import FieldError, Loc, MissingEntryError, SpecWarning
+from hwsim.spec.messages import SYNONYMS
 from hwsim.spec.quantity import (
     Bandwidth,
     Bytes,
@@ -30,18 +31,34 @@ from hwsim.spec.quantity import (
 )
 from hwsim.spec.units import Dim, format_quantity
 
-DeviceKind = Literal["gpu", "wafer_scale", "dataflow", "lpu"]
+#: Device kinds and the kind-specific section a device of each must have (None: none). A
+#: mapper module adds its kind (:func:`hwsim.sim.mapper.register_mapper` calls
+#: :func:`register_device_kind`); the spec layer knows only names and sections.
+DEVICE_KINDS: dict[str, str | None] = {
+    "gpu": None,
+    "wafer_scale": "mesh",
+    "dataflow": "tiles",
+    "lpu": "lpu",
+}
+#: The optional kind-specific sections of :class:`Device`.
+KIND_SECTIONS: tuple[str, ...] = ("mesh", "tiles", "lpu")
 DType = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8"]
 DTYPES: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8")
-#: Bytes per element of each dtype (tf32 is stored as fp32).
-DTYPE_BYTES: dict[str, float] = {
+#: Bytes per element of every storage format hwsim knows, the one table of them: compute dtypes
+#: (tf32 is stored as fp32; ``fp8`` is e4m3 unless named) and the functional executor's formats.
+STORAGE_BYTES: dict[str, float] = {
+    "fp64": 8,
     "fp32": 4,
     "tf32": 4,
     "bf16": 2,
     "fp16": 2,
     "fp8": 1,
+    "fp8_e4m3": 1,
+    "fp8_e5m2": 1,
     "int8": 1,
 }
+#: Bytes per element of each compute dtype (:data:`DTYPES`).
+DTYPE_BYTES: dict[str, float] = {d: STORAGE_BYTES[d] for d in DTYPES}
 Scope = Literal["per_unit", "per_chip", "per_node", "per_system"]
 PortKind = Literal[
     "nvlink",
@@ -155,11 +172,19 @@ class LpuSpec(Strict):
     c2c_hop_latency: Latency
 
 
+def register_device_kind(kind: str, section: str | None = None) -> None:
+    """Accept devices of ``kind`` (with the kind-specific ``section``, one of
+    :data:`KIND_SECTIONS`, or none). Re-registering a kind with the same section is a no-op."""
+    if section is not None and section not in KIND_SECTIONS:
+        raise ValueError(f"section {section!r}: expected one of {', '.join(KIND_SECTIONS)} or None")
+    DEVICE_KINDS[kind] = section
+
+
 class Device(Strict):
     """A device (one chip, wafer or socket) as written in ``devices/<name>.yaml``."""
 
     name: str = Field(description="display name, e.g. 'NVIDIA H100 SXM5 80GB'")
-    kind: DeviceKind
+    kind: str = Field(description="device kind: a key of DEVICE_KINDS (gpu, wafer_scale, …)")
     vendor: str
     arch: str = Field(description="architecture generation; keys the kernel profiles")
     description: str | None = None
@@ -172,6 +197,22 @@ class Device(Strict):
     mesh: Mesh | None = None
     tiles: Tiles | None = None
     lpu: LpuSpec | None = None
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, v: str) -> str:
+        if v not in DEVICE_KINDS:
+            names = [f"'{k}'" for k in DEVICE_KINDS]
+            listed = ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
+            synonym = SYNONYMS.get(v.lower())
+            guess = (
+                [synonym]
+                if synonym in DEVICE_KINDS
+                else difflib.get_close_matches(v, list(DEVICE_KINDS), n=1)
+            )
+            hint = f"; did you mean '{guess[0]}'?" if guess else ""
+            raise ValueError(f"got {v!r}, expected one of {listed}{hint}")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> Device:
@@ -200,12 +241,12 @@ class Device(Strict):
                 "needs a bf16 or fp16 rate: the other dtypes fall back to it "
                 f"(given: {', '.join(self.compute.peak) or 'none'})",
             )
-        section = {"wafer_scale": "mesh", "dataflow": "tiles", "lpu": "lpu"}.get(self.kind)
+        section = DEVICE_KINDS[self.kind]
         if section and getattr(self, section) is None:
             raise FieldError(
                 ("kind",), f"a device of kind '{self.kind}' needs a '{section}' section"
             )
-        for s in ("mesh", "tiles", "lpu"):
+        for s in KIND_SECTIONS:
             if getattr(self, s) is not None and s != section:
                 raise FieldError((s,), f"a '{s}' section does not apply to kind '{self.kind}'")
         if self.kind == "lpu":

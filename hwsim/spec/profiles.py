@@ -24,7 +24,9 @@ PROFILES_DIR = DEVICES_DIR / "profiles"
 
 
 @functools.lru_cache(maxsize=64)
-def _raw(family: str) -> tuple[dict[str, object], object]:
+def profile_entries(family: str) -> tuple[dict[str, object], object]:
+    """Every entry of ``family``'s file (key → raw parameters) and its YAML node tree (for
+    line numbers); read once. Users that need one validated entry call :func:`load_profile`."""
     path = PROFILES_DIR / f"{family}.yaml"
     data, node = read_yaml(path)
     if not isinstance(data, dict):
@@ -39,7 +41,7 @@ def load_profile(family: str, key: str, model: type[P], fallback: str | None = "
     runs (its generation's constants can be added later) - the fallback is reported by
     :func:`profile_key_used` so results can say which profile they used.
     """
-    data, _ = _raw(family)
+    data, _ = profile_entries(family)
     file = str(PROFILES_DIR / f"{family}.yaml")
     use = profile_key_used(family, key, fallback)
     entry = data[use]
@@ -55,7 +57,7 @@ def load_profile(family: str, key: str, model: type[P], fallback: str | None = "
 
 def profile_key_used(family: str, key: str, fallback: str | None = "default") -> str:
     """The entry of ``family`` that :func:`load_profile` uses for ``key``."""
-    data, _ = _raw(family)
+    data, _ = profile_entries(family)
     if key in data:
         return key
     if fallback is not None and fallback in data:

@@ -42,11 +42,12 @@ def _target(device: Device, cluster: str | Cluster | None, params: Mapping[str, 
     if not profile:
         return device
     from hwsim.serve.api import make_target, profile_target
+    from hwsim.sim.mapper import mapper_profile
     from hwsim.spec.overrides import path_dim, si_text
     from hwsim.spec.units import Dim
 
     t = make_target(device, cluster)
-    prof = t.mapper.profile  # type: ignore[attr-defined]  # the sweep checked the device kind
+    prof = mapper_profile(t.mapper)
     texts = [f"{p}={si_text(v, path_dim(prof, p) or Dim.COUNT)}" for p, v in profile.items()]
     return profile_target(t, texts)
 
@@ -118,6 +119,7 @@ class ServeStep(MetricKind):
         self, device: Device, params: Mapping[str, Any], seed: int
     ) -> dict[str, Any]:
         from hwsim.serve.api import serve_step
+        from hwsim.serve.request import StepRequest
 
         o = self.options
         assert isinstance(o, ServeOptions)
@@ -128,17 +130,19 @@ class ServeStep(MetricKind):
             cluster = cluster_with(o.cluster, overrides)
         target = _target(device, cluster, params)
         r = serve_step(
-            params["model"],
-            target,
-            o.phase,
-            batch=params["batch"],
-            context=params["context"],
-            layout=params["layout"],
-            dtype=params["dtype"],
-            mtp=o.mtp,
-            mtp_acceptance=o.mtp_acceptance,
-            overlap=o.overlap,
-            cluster=cluster,
+            StepRequest(
+                params["model"],
+                target,
+                o.phase,
+                batch=params["batch"],
+                context=params["context"],
+                layout=params["layout"],
+                dtype=params["dtype"],
+                mtp=o.mtp,
+                mtp_acceptance=o.mtp_acceptance,
+                overlap=o.overlap,
+                cluster=cluster,
+            )
         )
         return {
             "step_time_s": r.step_time_s,

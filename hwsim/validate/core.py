@@ -53,6 +53,26 @@ class SuiteResult:
             groups.setdefault(r.group or self.name, []).append(abs(r.error))
         return {g: float(np.mean(v)) for g, v in groups.items()}
 
+    def meets_targets(self) -> bool:
+        """Targets: ``mape`` (whole suite), ``max`` (worst row) and ``mape <word>`` (every group
+        whose name contains that word, e.g. ``mape matmul`` for each device's matmul group). A
+        ``mape <word>`` target that names no group fails: a renamed group must not switch its
+        target off."""
+        ok = True
+        groups = self.group_mape()
+        for key, limit in self.targets.items():
+            if key == "mape":
+                ok &= self.mape <= limit
+            elif key == "max":
+                ok &= self.max_error <= limit
+            elif key.startswith("mape "):
+                word = key[5:]
+                hit = [v for g, v in groups.items() if word in g.split()]
+                ok &= bool(hit) and all(v <= limit for v in hit)
+            else:
+                ok = False  # a target this code does not know is not met
+        return bool(ok)
+
     def to_dict(self) -> dict[str, object]:
         return {
             "suite": self.name,

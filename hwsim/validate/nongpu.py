@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from hwsim.plan.layout import Layout, parse_layout
 from hwsim.plan.model_step import StepSpec, memory_per_device
 from hwsim.plan.workload import Phase
 from hwsim.serve.capacity import min_devices
-from hwsim.serve.layout import Layout, parse_layout
 from hwsim.serve.step import StepResult, simulate_step
 from hwsim.sim.mapper import Mapper, mapper_for
 from hwsim.spec.errors import SpecError
@@ -151,7 +151,7 @@ def layout_of(rec: Published, model: ModelConfig, mapper: Mapper) -> Layout:
     spec = rec.spec()
     if rec.layout == "auto":
         return min_devices(
-            model, mapper, batch=1, context=spec.context, dtype=spec.dtype, kv_dtype=spec.kv_dtype
+            model, mapper, StepSpec("decode", 1, spec.context, spec.dtype, spec.kv_dtype)
         ).layout
     if rec.layout == "auto-pp":
         for pp in range(1, model.layers + 1):

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 from scipy.optimize import brentq
 
-from hwsim.sim.lpu import LpuMapper
-from hwsim.sim.mapper import mapper_for
+from hwsim.sim.mapper import Mapper, mapper_for
 from hwsim.spec.load import load_device
 from hwsim.validate.nongpu import Published, load_table, predict
 
@@ -25,14 +24,9 @@ from hwsim.validate.nongpu import Published, load_table, predict
 BRACKET_S = (0.0, 50e-6)
 
 
-def lpu_with(device: str, op_latency_s: float) -> LpuMapper:
+def lpu_with(device: str, op_latency_s: float) -> Mapper:
     """The device's LPU mapper with ``op_latency`` replaced (a trial value of the fit)."""
-    mapper = mapper_for(load_device(device))
-    if not isinstance(mapper, LpuMapper):
-        raise TypeError(f"{device} is not an LPU")
-    lat = mapper.profile.op_latency.model_copy(update={"value": op_latency_s})
-    mapper.profile = mapper.profile.model_copy(update={"op_latency": lat})
-    return mapper
+    return mapper_for(load_device(device)).with_profile([f"op_latency={op_latency_s!r} s"])
 
 
 def fit_rows() -> list[Published]:

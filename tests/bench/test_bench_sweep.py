@@ -82,7 +82,6 @@ def test_bench_sweep(tmp_path: Path) -> None:
     for k in cold.columns:  # cached and fresh results are identical
         assert np.array_equal(cold.columns[k], warm.columns[k]), k
 
-    pytest.importorskip("hwsim.sim.gpu_attention")
     sim = {
         "name": "bench-attention-200",
         "base": {"device": "h100-sxm", "model": "llama-3.1-70b"},

@@ -53,20 +53,20 @@ def test_wafer_drawing_holds_what_the_timing_holds() -> None:
     assert p["stage0_rectangles"] >= p["stage0_regions"] == 100  # 20 layers x 5 regions
 
 
-def test_map_refuses_gpus() -> None:
-    res = runner.invoke(
-        app,
-        [
-            "map",
-            "--model",
-            "llama-3.1-8b",
-            "--device",
-            "h100-sxm",
-            "--html",
-            "/tmp/never-written.html",
-        ],
-    )
-    assert res.exit_code != 0
+def test_map_draws_a_gpu_with_the_default_placement(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Every kind can be mapped: a GPU (no placement of its own) gets the base mapper's, one
+    layer's operators and one GPU's memory, whose numbers are the layout's own."""
+    html = tmp_path / "gpu.html"
+    args = ["map", "--model", "llama-3.1-8b", "--device", "h100-sxm", "--html", str(html)]
+    res = runner.invoke(app, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    where = data["placement"]
+    assert where["kind"] == "gpu" and where["devices"] == data["devices"] == 1
+    # one H100 holds the weights it is said to hold: 8.03 B params x 2 B (bf16), all on 1 GPU
+    assert where["weights_per_device_bytes"] == data["decode"]["weight_bytes_per_device"]
+    assert where["capacity_per_device_bytes"] == 80e9
+    assert html.exists() and "time per operator" in html.read_text()
 
 
 def test_spatial_attention_has_the_gpu_json_keys() -> None:

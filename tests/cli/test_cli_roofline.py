@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
+from hwsim.cli import guard
 from hwsim.cli.app import app
 
 runner = CliRunner()
@@ -34,6 +36,15 @@ def test_roofline_json_keys() -> None:
         assert key in row, key
     assert row["device"] == "h100-sxm" and row["bound"] == "hbm"
     assert set(row["level_bytes"]) == {"smem", "l2", "hbm"}
+    # attn-decode is Llama-3-70B decode attention: batch 1, 8k context, 64 heads / 8 KV heads
+    # of 128, bf16. HBM bytes = K and V once, 8192 · 8 · 128 · 2 · 2 = 33,554,432, plus Q and
+    # O, 64 · 128 · 2 · 2 = 32,768: 33,587,200 B. Work FLOPs 4 · 64 · 8192 · 128. Bound by HBM
+    # at 3.35 TB/s: 33,587,200 / 3.35e12 = 10.03 us (rel 1e-12: one division).
+    assert row["level_bytes"]["hbm"] == 33_587_200
+    assert row["work_flops"] == 4 * 64 * 8192 * 128
+    assert row["level_bandwidth_Bps"]["hbm"] == 3.35e12
+    assert row["time_s"] == pytest.approx(33_587_200 / 3.35e12, rel=1e-12)
+    assert row["time_s"] == row["level_time_s"]["hbm"] == max(row["level_time_s"].values())
 
 
 def test_roofline_html_written(tmp_path: Path) -> None:
@@ -48,11 +59,21 @@ def test_roofline_html_written(tmp_path: Path) -> None:
     assert "<script src=" not in text  # plotly inlined: works offline
 
 
-def test_roofline_bad_input_is_an_error() -> None:
-    res = runner.invoke(app, ["roofline", "h100-sxm", "--kernel", "nope", "--json"])
-    assert res.exit_code != 0
-    res = runner.invoke(app, ["roofline", "h100-sxm", "--dtype", "fp4"])
-    assert res.exit_code != 0
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--kernel", "nope", "--json"], "unknown kernel 'nope' (built-in: gemm-8192"),
+        (["--dtype", "fp4"], "--dtype 'fp4': expected one of fp32, tf32, bf16, fp16, fp8"),
+    ],
+)
+def test_roofline_bad_input_is_an_error(
+    args: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # bad input: exit 2 and one line that says what was wrong and what is accepted
+    assert guard.run(app, ["roofline", "h100-sxm", *args]) == guard.EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1, err
+    assert needle in err, err
 
 
 def test_help_has_examples() -> None:

@@ -66,8 +66,9 @@ def test_compute_bound_gemm() -> None:
 
 
 def test_hbm_bound_decode() -> None:
+    from hwsim.plan.layout import Layout
     from hwsim.serve.api import make_target, serve_step
-    from hwsim.serve.layout import Layout
+    from hwsim.serve.request import StepRequest
 
     model, dev = "llama-3.1-8b", "h100-sxm"
     data = _explain("decode", "--model", model, "--device", dev, "--batch", "1",
@@ -80,10 +81,19 @@ def test_hbm_bound_decode() -> None:
         degrees = {k: p[k] for k in ("tp", "ep", "pp", "dp") if k in p}
         d = apply_overrides(load_device(dev), ch["spec"])
         fresh = serve_step(
-            model, make_target(d, key=dev), "decode", batch=p["batch"], context=p["context"],
-            layout=Layout(**degrees) if degrees else None, dtype=p["dtype"],
-            kv_dtype=p["kv_dtype"], strict=False, timeline=False,
-        )  # fmt: skip
+            StepRequest(
+                model,
+                make_target(d, key=dev),
+                "decode",
+                batch=p["batch"],
+                context=p["context"],
+                layout=Layout(**degrees) if degrees else None,
+                dtype=p["dtype"],
+                kv_dtype=p["kv_dtype"],
+            ),
+            strict=False,
+            timeline=False,
+        )
         quoted = w["time_s"] if w else data["time_s"]
         assert quoted == pytest.approx(fresh.step_time_s, rel=SAME), w and w["key"]
     # explain decode is `hwsim decode`: same step time
@@ -237,9 +247,10 @@ def test_latency_bound_lpu_decode_skips_an_invalid_wider_layout() -> None:
     assert data["top_suggestion"] == "op-latency-half"
     top = data["whatifs"][0]
     assert top["change"]["profile"] == {"op_latency": "x0.5"} and top["delta"] < -0.3
+    from hwsim.serve.request import StepRequest
     from hwsim.serve.whatif import whatif
 
-    w = whatif("groq-lpu", ["profile.op_latency=x0.5"], model="llama-3.1-70b", dtype="fp8")
+    w = whatif(StepRequest("llama-3.1-70b", "groq-lpu", dtype="fp8"), ["profile.op_latency=x0.5"])
     assert top["time_s"] == pytest.approx(w.modified.step_time_s, rel=SAME)
 
 

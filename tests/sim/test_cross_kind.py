@@ -14,9 +14,9 @@ import math
 
 import pytest
 
+from hwsim.plan.layout import Layout
 from hwsim.plan.model_step import StepSpec, memory_per_device
 from hwsim.serve.capacity import min_devices
-from hwsim.serve.layout import Layout
 from hwsim.serve.step import simulate_step
 from hwsim.sim.mapper import mapper_for
 from hwsim.spec.load import load_device
@@ -50,12 +50,7 @@ def _smallest_pipeline(model, device: str, batch: int, dtype: str) -> Layout:  #
 def test_batch1_decode_ranks_spatial_kinds_ahead_of_an_h100_node(llama70) -> None:  # type: ignore[no-untyped-def]
     gpu = _decode(llama70, "h100-sxm", Layout(tp=8), 1, "bf16")
     lpu_layout = min_devices(
-        llama70,
-        mapper_for(load_device("groq-lpu")),
-        batch=1,
-        context=CONTEXT,
-        dtype="fp8",
-        kv_dtype="fp8",
+        llama70, mapper_for(load_device("groq-lpu")), StepSpec("decode", 1, CONTEXT, "fp8", "fp8")
     ).layout
     others = {
         "groq-lpu": _decode(llama70, "groq-lpu", lpu_layout, 1, "fp8"),
@@ -85,10 +80,7 @@ def test_large_batch_throughput_per_chip_favours_the_gpu_node(llama70) -> None: 
     lpu_plan = min_devices(
         llama70,
         mapper_for(load_device("groq-lpu")),
-        batch=batch,
-        context=CONTEXT,
-        dtype="fp8",
-        kv_dtype="fp8",
+        StepSpec("decode", batch, CONTEXT, "fp8", "fp8"),
     )
     lpu = _decode(llama70, "groq-lpu", lpu_plan.layout, batch, "fp8")
     rdu = _decode(llama70, "sambanova-sn40l", Layout(tp=16), batch, "bf16")
@@ -135,7 +127,7 @@ def test_capacity_matches_hand_arithmetic(model_name: str, dtype: str) -> None:
     for device, cap in CAPACITY.items():
         mapper = mapper_for(load_device(device))
         assert mapper.capacity_bytes == pytest.approx(cap, rel=1e-6)
-        plan = min_devices(model, mapper, batch=batch, context=CONTEXT, dtype=dtype, kv_dtype=dtype)
+        plan = min_devices(model, mapper, StepSpec("decode", batch, CONTEXT, dtype, dtype))
         hand = math.ceil((model.total_params() * nbytes + kv) / cap)
         assert plan.lower_bound_devices == hand, (device, plan.reasoning)
         assert plan.kv_bytes_total == pytest.approx(kv, rel=1e-12)
@@ -159,10 +151,7 @@ def test_capacity_hand_values() -> None:
         plan = min_devices(
             load_model_config(model_name),
             mapper_for(load_device(device)),
-            batch=1,
-            context=CONTEXT,
-            dtype=dtype,
-            kv_dtype=dtype,
+            StepSpec("decode", 1, CONTEXT, dtype, dtype),
         )
         assert plan.lower_bound_devices == want, (model_name, device, dtype)
 
@@ -182,13 +171,14 @@ def test_tensor_parallelism_stays_in_one_fast_domain(llama70) -> None:  # type: 
 
 def test_wafers_pipeline_across_systems(llama70) -> None:  # type: ignore[no-untyped-def]
     from hwsim.serve.api import make_target, serve_step
+    from hwsim.serve.request import StepRequest
 
     wse = make_target("cerebras-wse3")
-    auto = serve_step(llama70, wse, batch=1, context=CONTEXT)
+    auto = serve_step(StepRequest(llama70, wse, batch=1, context=CONTEXT))
     # Cerebras ran 70B over four CS-3 as a pipeline (Hot Chips 2024); TP over the same four
     # wafers would put two all-reduces per layer on the 1.2 Tb/s system I/O
     assert auto.layout.pp == 4 and auto.layout.tp == 1
-    tp4 = serve_step(llama70, wse, batch=1, context=CONTEXT, layout="tp=4")
+    tp4 = serve_step(StepRequest(llama70, wse, batch=1, context=CONTEXT, layout="tp=4"))
     assert auto.time_per_token_s < tp4.time_per_token_s
 
 
@@ -205,15 +195,16 @@ def test_auto_device_counts() -> None:
 def test_auto_picks_the_fastest_candidate(llama70) -> None:  # type: ignore[no-untyped-def]
     from hwsim.plan.model_step import StepSpec
     from hwsim.serve.api import auto_candidates, make_target, serve_step
+    from hwsim.serve.request import StepRequest
 
     rdu = make_target("sambanova-sn40l")
-    auto = serve_step(llama70, rdu, batch=1, context=CONTEXT)
+    auto = serve_step(StepRequest(llama70, rdu, batch=1, context=CONTEXT))
     # 3 sockets hold 70B but only as a 3-stage pipeline (tp must divide 64 heads), no faster
     # than one socket; auto takes the rack-scale TP16 that SambaNova serves it on
     assert auto.devices == 16 and auto.layout.tp == 16
     spec = StepSpec("decode", 1, CONTEXT, devices_per_node=16)
     cands = auto_candidates(llama70, rdu, spec)
     assert [lay.devices for lay in cands] == [3, 4, 8, 16]
-    times = [serve_step(llama70, rdu, layout=lay).time_per_token_s for lay in cands]
+    times = [serve_step(StepRequest(llama70, rdu, layout=lay)).time_per_token_s for lay in cands]
     assert auto.time_per_token_s == min(times)  # the same simulation, exactly
     assert times == sorted(times, reverse=True)  # HBM-bound: more sockets, less to read each

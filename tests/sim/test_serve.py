@@ -7,6 +7,7 @@ import pytest
 
 from hwsim.serve.api import make_target, serve_step
 from hwsim.serve.compare import compare, pareto_front
+from hwsim.serve.request import StepRequest
 from hwsim.spec.errors import SpecError
 
 
@@ -20,7 +21,7 @@ def test_decode_batch1_is_weight_bandwidth_bound(h100) -> None:  # type: ignore[
     # time per token is at least weights / HBM peak (16.06 GB / 3.35 TB/s = 4.79 ms) and, the
     # KV cache and launch-free kernels adding little, at most 1.4x that (kernels reach 70-95%
     # of HBM peak on weight-streaming GEMMs)
-    r = serve_step("llama-3.1-8b", h100, batch=1, context=1024, layout="tp=1")
+    r = serve_step(StepRequest("llama-3.1-8b", h100, batch=1, context=1024, layout="tp=1"))
     floor = r.weight_bytes_per_device / h100.device.level_bandwidth_Bps("hbm")
     assert floor == pytest.approx(16.06e9 / 3.35e12, rel=1e-3)
     assert floor <= r.time_per_token_s <= 1.4 * floor
@@ -32,7 +33,7 @@ def test_decode_tp_adds_exposed_comm(h100) -> None:  # type: ignore[no-untyped-d
     # Upper bound 1.7x (not TP1's 1.4x): each GPU's per-layer GEMMs shrink 8x to 17-117 MB, so
     # the fixed cost of the ~7 small kernels per layer (attention over 2k tokens ~9 us, norms,
     # residual ~1 us each, x 80 layers ~ 1 ms) weighs 8x more against the 5.3 ms weight floor.
-    r = serve_step("llama-3.1-70b", h100, batch=1, context=2048, layout="tp=8")
+    r = serve_step(StepRequest("llama-3.1-70b", h100, batch=1, context=2048, layout="tp=8"))
     floor = r.weight_bytes_per_device / h100.device.level_bandwidth_Bps("hbm")
     assert r.comm_exposed_s == pytest.approx(r.comm_s, rel=1e-9)  # nothing to hide behind
     assert floor + r.comm_exposed_s <= r.time_per_token_s <= 1.7 * floor + r.comm_exposed_s
@@ -40,7 +41,9 @@ def test_decode_tp_adds_exposed_comm(h100) -> None:  # type: ignore[no-untyped-d
 
 
 def test_prefill_reports_ttft(h100) -> None:  # type: ignore[no-untyped-def]
-    r = serve_step("llama-3.1-8b", h100, "prefill", batch=2, context=1024, layout="tp=1")
+    r = serve_step(
+        StepRequest("llama-3.1-8b", h100, "prefill", batch=2, context=1024, layout="tp=1")
+    )
     # 2 × 1024 tokens × 2 × 8.03e9 FLOPs ≈ 32.9 TFLOP at 989 TFLOP/s bf16 = 33 ms at best
     assert r.ttft_s >= 2 * 1024 * 2 * 8.03e9 / 989e12
     assert r.tokens_per_s_total == pytest.approx(2048 / r.ttft_s, rel=1e-12)
@@ -48,35 +51,61 @@ def test_prefill_reports_ttft(h100) -> None:  # type: ignore[no-untyped-def]
 
 def test_dual_microbatch_hides_moe_comm() -> None:
     r = serve_step(
-        "deepseek-v3", "h800", "prefill", batch=16, context=1024, layout="tp=4,dp=8,ep=32",
-        dtype="fp8", overlap="dual",
-    )  # fmt: skip
+        StepRequest(
+            "deepseek-v3",
+            "h800",
+            "prefill",
+            batch=16,
+            context=1024,
+            layout="tp=4,dp=8,ep=32",
+            dtype="fp8",
+            overlap="dual",
+        )
+    )
     assert r.micro_batches == 2
     assert r.comm_hidden_s > 0
     # exposed + hidden = all communication (float sums: 1e-9)
     assert r.comm_exposed_s + r.comm_hidden_s == pytest.approx(r.comm_s, rel=1e-9)
     one = serve_step(
-        "deepseek-v3", "h800", "prefill", batch=16, context=1024, layout="tp=4,dp=8,ep=32",
-        dtype="fp8", overlap="none",
-    )  # fmt: skip
+        StepRequest(
+            "deepseek-v3",
+            "h800",
+            "prefill",
+            batch=16,
+            context=1024,
+            layout="tp=4,dp=8,ep=32",
+            dtype="fp8",
+            overlap="none",
+        )
+    )
     assert one.comm_exposed_s == pytest.approx(one.comm_s, rel=1e-9)
     assert r.comm_exposed_s < one.comm_exposed_s
 
 
 def test_mtp_raises_tokens_per_step() -> None:
     h200 = make_target("h200")
-    base = serve_step("deepseek-v3", h200, batch=8, context=512, dtype="fp8", layout="tp=8,ep=8")
+    base = serve_step(
+        StepRequest("deepseek-v3", h200, batch=8, context=512, dtype="fp8", layout="tp=8,ep=8")
+    )
     mtp = serve_step(
-        "deepseek-v3", h200, batch=8, context=512, dtype="fp8", layout="tp=8,ep=8", mtp=1,
-        mtp_acceptance=0.85,
-    )  # fmt: skip
+        StepRequest(
+            "deepseek-v3",
+            h200,
+            batch=8,
+            context=512,
+            dtype="fp8",
+            layout="tp=8,ep=8",
+            mtp=1,
+            mtp_acceptance=0.85,
+        )
+    )
     assert mtp.accepted_tokens_per_step == pytest.approx(1.85)
     assert mtp.tokens_per_s_per_user > base.tokens_per_s_per_user
 
 
 def test_pipeline_bubble_at_batch1(h100) -> None:  # type: ignore[no-untyped-def]
     # pp=2 at batch 1: one micro-batch, each token crosses both stages in turn
-    r = serve_step("llama-3.1-8b", h100, batch=1, context=512, layout="pp=2")
+    r = serve_step(StepRequest("llama-3.1-8b", h100, batch=1, context=512, layout="pp=2"))
     assert r.step_time_s == pytest.approx(2 * r.stage_time_s, rel=1e-12)
     assert any("bubble" in n for n in r.notes)
 
@@ -84,9 +113,9 @@ def test_pipeline_bubble_at_batch1(h100) -> None:  # type: ignore[no-untyped-def
 def test_capacity_refusal_names_numbers() -> None:
     # 70B at bf16 = 141 GB on one 80 GB H100: needs 2 (the KV cache adds 0.17 GB)
     with pytest.raises(SpecError, match="needs ≥ 2 GPUs"):
-        serve_step("llama-3.1-70b", "h100-sxm", batch=1, context=512, layout="tp=1")
+        serve_step(StepRequest("llama-3.1-70b", "h100-sxm", batch=1, context=512, layout="tp=1"))
     with pytest.raises(SpecError, match="does not fit 1"):
-        serve_step("llama-3.1-70b", "h100-sxm", batch=1, context=512, devices=1)
+        serve_step(StepRequest("llama-3.1-70b", "h100-sxm", batch=1, context=512, devices=1))
 
 
 def test_compare_ranks_and_pareto() -> None:
@@ -103,8 +132,8 @@ def test_compare_ranks_and_pareto() -> None:
 
 def test_list_schedule_equals_engine() -> None:
     # the fast list schedule and the simpy engine play the same stage identically (1e-12)
+    from hwsim.plan.layout import parse_layout
     from hwsim.plan.model_step import StepSpec
-    from hwsim.serve.layout import parse_layout
     from hwsim.serve.step import simulate_step
     from hwsim.spec.model import load_model_config
 

@@ -165,6 +165,7 @@ def test_serve_step_reads_cluster_axes(tmp_path: Path) -> None:
     """A whole decode step of an MoE model across two nodes: halving the NIC slows it, and the
     point equals serve_step on an edited cluster file."""
     from hwsim.serve.api import serve_step
+    from hwsim.serve.request import StepRequest
 
     data = {
         "name": "serve-ib",
@@ -183,8 +184,18 @@ def test_serve_step_reads_cluster_axes(tmp_path: Path) -> None:
     edited["nics"]["bandwidth"]["value"] = "25 GB/s"
     cpath = tmp_path / "slow-ib.yaml"
     cpath.write_text(yaml.safe_dump(edited), encoding="utf-8")
-    ref = serve_step("qwen3-30b-a3b", "h800", "decode", batch=512, context=2048,
-                     layout="ep=16,dp=16", overlap="none", cluster=str(cpath))  # fmt: skip
+    ref = serve_step(
+        StepRequest(
+            "qwen3-30b-a3b",
+            "h800",
+            "decode",
+            batch=512,
+            context=2048,
+            layout="ep=16,dp=16",
+            overlap="none",
+            cluster=str(cpath),
+        )
+    )
     assert t[25e9] == ref.step_time_s
 
 
@@ -192,6 +203,7 @@ def test_a_what_if_device_brings_its_ports_into_an_explicit_cluster() -> None:
     """dgx-h100 states its NVLink bandwidth itself; an H100 with 2x NVLink ports must still
     get 2x inside the node (it used to be silently ignored: whatif reported +0.0 %)."""
     from hwsim.serve.api import serve_step
+    from hwsim.serve.request import StepRequest
     from hwsim.spec.cluster import for_device
 
     base = load_device("h100-sxm")
@@ -202,8 +214,8 @@ def test_a_what_if_device_brings_its_ports_into_an_explicit_cluster() -> None:
     assert c.intra_node is not None and scaled.intra_node is not None
     assert scaled.intra_node.bandwidth.value == pytest.approx(2 * c.intra_node.bandwidth.value)  # type: ignore[union-attr]
     kw = {"batch": 64, "context": 2048, "layout": "tp=8"}
-    slow_r = serve_step("llama-3.1-70b", base, "decode", **kw)  # type: ignore[arg-type]
-    fast_r = serve_step("llama-3.1-70b", fast, "decode", **kw)  # type: ignore[arg-type]
+    slow_r = serve_step(StepRequest("llama-3.1-70b", base, "decode", **kw))  # type: ignore[arg-type]
+    fast_r = serve_step(StepRequest("llama-3.1-70b", fast, "decode", **kw))  # type: ignore[arg-type]
     assert fast_r.comm_exposed_s < slow_r.comm_exposed_s
     assert fast_r.step_time_s < slow_r.step_time_s
 
@@ -223,16 +235,15 @@ def _groq_sweep(tmp_path: Path, device: str = "groq-lpu", metric: str = "serve_s
 
 
 def test_profile_axis_equals_the_whatif_and_columns_are_si(tmp_path: Path) -> None:
+    from hwsim.serve.request import StepRequest
     from hwsim.serve.whatif import whatif
 
     res = run_sweep(load_sweep(_groq_sweep(tmp_path)))
     lat = res.columns["profile.op_latency"].tolist()
     assert sorted(lat) == pytest.approx([1.75e-6, 3.5e-6, 5e-6], rel=1e-12)
     tps = dict(zip(lat, res.columns["serve_step.tokens_per_s_per_user"].tolist(), strict=True))
-    w = whatif(
-        "groq-lpu", ["profile.op_latency=x0.5"], model="llama-3.1-8b", dtype="fp8",
-        layout="tp=16,pp=3",
-    )  # fmt: skip
+    req = StepRequest("llama-3.1-8b", "groq-lpu", dtype="fp8", layout="tp=16,pp=3")
+    w = whatif(req, ["profile.op_latency=x0.5"])
     # the same mapper rebuilt from the same numbers: exact
     assert tps[min(lat)] == w.modified.tokens_per_s_per_user
     assert tps[3.5e-6] == w.baseline.tokens_per_s_per_user
@@ -242,7 +253,7 @@ def test_profile_axis_equals_the_whatif_and_columns_are_si(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("device", "metric", "message"),
     [
-        ("h100-sxm", "serve_step", "profile.* paths change the wafer-scale, dataflow and LPU"),
+        ("h100-sxm", "serve_step", "profile.* paths change the parameters of the dataflow"),
         ("groq-lpu", "decode_roofline", "no metric kind reads a mapper profile"),
     ],
 )

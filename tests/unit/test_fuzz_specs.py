@@ -19,7 +19,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hwsim.sim import budget
+from hwsim.roofline import analytic, ops
+from hwsim.sim import budget, invariants
+from hwsim.sim import topology as topology_mod
+from hwsim.spec import cluster as cluster_mod
+from hwsim.spec import model as model_mod
 from hwsim.spec.device import Device
 from hwsim.spec.errors import SpecError, SpecWarning
 from hwsim.spec.load import parse_yaml_text, validate
@@ -227,9 +231,6 @@ def test_valid_devices_load_and_run_the_roofline(doc: dict[str, Any]) -> None:
         data, node = parse_yaml_text(yaml.safe_dump(doc, sort_keys=False), FILE)
         dev = validate(Device, data, file=FILE, node=node)
     assert dev.kind == doc["kind"]
-    analytic = pytest.importorskip("hwsim.roofline.analytic")
-    ops = pytest.importorskip("hwsim.roofline.ops")
-    from hwsim.sim import invariants
 
     for kernel in ops.example_kernels(dev):
         r = analytic.roofline(kernel, dev)
@@ -276,7 +277,6 @@ def test_arbitrary_text_is_refused_cleanly(text: str) -> None:
 
 
 # ---- models -------------------------------------------------------------------------------------
-model_mod = pytest.importorskip("hwsim.spec.model")
 
 
 @st.composite
@@ -354,8 +354,6 @@ def test_model_source_that_is_a_list_is_a_spec_error() -> None:
 
 
 # ---- clusters -----------------------------------------------------------------------------------
-cluster_mod = pytest.importorskip("hwsim.spec.cluster")
-topology_mod = pytest.importorskip("hwsim.sim.topology")
 
 
 @st.composite

@@ -19,6 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hwsim.roofline import analytic as roofline_mod
+from hwsim.roofline import ops
 from hwsim.sim import invariants as inv
 from hwsim.sim.engine import Engine
 
@@ -251,8 +253,6 @@ def test_engine_monotone_when_one_resource_is_faster() -> None:
 
 
 # ---- the analytic roofline over built-in devices and example kernels ------------------------
-roofline_mod = pytest.importorskip("hwsim.roofline.analytic")
-ops = pytest.importorskip("hwsim.roofline.ops")
 
 
 def _devices() -> list[str]:

@@ -19,7 +19,14 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from hwsim.plan import attention as attention_plan
+from hwsim.plan import workload
+from hwsim.roofline import analytic, ops
+from hwsim.serve import api as serve_api
+from hwsim.serve.request import StepRequest
+from hwsim.sim import gpu_attention, gpu_gemm, network, streaming, topology
 from hwsim.sim import invariants as inv
+from hwsim.sim import mapper as mapper_mod
 from hwsim.spec.device import DTYPE_BYTES, Device
 from hwsim.spec.errors import SpecError
 from hwsim.spec.load import list_devices, load_device
@@ -57,9 +64,6 @@ DIMS = st.integers(1, 16384)
 
 
 # ---- GEMM ----------------------------------------------------------------------------------
-gpu_gemm = pytest.importorskip("hwsim.sim.gpu_gemm")
-ops = pytest.importorskip("hwsim.roofline.ops")
-analytic = pytest.importorskip("hwsim.roofline.analytic")
 
 
 def _gemm(name: str, m: int, n: int, k: int, dtype: str, dim: str | None = None) -> Any:
@@ -122,7 +126,6 @@ def test_gemm_more_resource_never_slower_found_cases(m: int, n: int, k: int, dim
 
 
 # ---- streaming (memory-bound) operators -----------------------------------------------------
-streaming = pytest.importorskip("hwsim.sim.streaming")
 OPS = ["softmax", "layernorm", "rmsnorm", "gelu", "swiglu", "add"]
 
 
@@ -148,8 +151,6 @@ def test_streaming_op_invariants(name: str, op: str, m: int, n: int, dim: str) -
 
 
 # ---- network transfers on a cluster topology ------------------------------------------------
-topology = pytest.importorskip("hwsim.sim.topology")
-network = pytest.importorskip("hwsim.sim.network")
 
 
 @cache
@@ -215,8 +216,6 @@ def test_network_invariants(cluster: tuple[str, int], seed: int) -> None:
 
 
 # ---- attention on GPUs ----------------------------------------------------------------------
-gpu_attention = pytest.importorskip("hwsim.sim.gpu_attention")
-attention_plan = pytest.importorskip("hwsim.plan.attention")
 
 
 @st.composite
@@ -276,7 +275,6 @@ def test_attention_tile_detail_agrees_and_is_bounded() -> None:
 
 
 # ---- whole-model steps ---------------------------------------------------------------------
-serve_api = pytest.importorskip("hwsim.serve.api")
 STEPS = [
     ("llama-3.1-8b", "h100-sxm", "decode", 8, 4096, "tp=1", "B/s"),
     ("mixtral-8x7b", "mi300x", "prefill", 2, 2048, "tp=2", "FLOP/s"),
@@ -289,7 +287,8 @@ def test_serve_step_invariants(
 ) -> None:
     def step(dev: Device) -> Any:
         return serve_api.serve_step(
-            model, dev, phase, batch=batch, context=context, layout=layout, strict=False
+            StepRequest(model, dev, phase, batch=batch, context=context, layout=layout),
+            strict=False,
         )
 
     r = step(scaled(device))
@@ -308,7 +307,9 @@ def test_serve_busy_time_fits_in_the_device_schedule() -> None:
     """One device's busy time fits in its pipeline schedule (this was a bug: with pp > 1 the
     per-device breakdown summed every stage, and 'share of step' read 3191 %)."""
     r = serve_api.serve_step(
-        "llama-3.1-8b", "h100-sxm", "prefill", batch=1, context=8192, layout="tp=1,pp=2"
+        StepRequest(
+            "llama-3.1-8b", "h100-sxm", "prefill", batch=1, context=8192, layout="tp=1,pp=2"
+        )
     )
     busy_s = sum(v for k, v in r.breakdown_s.items() if k != "comm_exposed")
     # one device runs its stage once per micro-batch; 1e-9: float sums of op times
@@ -316,8 +317,6 @@ def test_serve_busy_time_fits_in_the_device_schedule() -> None:
 
 
 # ---- every device kind through its mapper ---------------------------------------------------
-mapper_mod = pytest.importorskip("hwsim.sim.mapper")
-workload = pytest.importorskip("hwsim.plan.workload")
 
 
 def _ops() -> list[Any]:

@@ -6,10 +6,10 @@ import math
 
 import pytest
 
+from hwsim.plan.layout import Layout, check_layout, parse_layout
 from hwsim.plan.model_step import StepSpec, build_step, memory_per_device, stage_layers
 from hwsim.plan.workload import Attention, Collective, Gemm
 from hwsim.serve.capacity import min_devices
-from hwsim.serve.layout import Layout, check_layout, parse_layout
 from hwsim.serve.step import accepted_tokens
 from hwsim.sim.mapper import mapper_for
 from hwsim.spec.errors import SpecError
@@ -161,7 +161,7 @@ def test_capacity_lower_bound_is_hand_arithmetic(name: str, dtype: str) -> None:
     b = 2 if dtype == "bf16" else 1
     for dev in ("h100-sxm", "groq-lpu"):
         m = mapper_for(load_device(dev))
-        plan = min_devices(cfg, m, batch=1, context=2048, dtype=dtype)
+        plan = min_devices(cfg, m, StepSpec("decode", 1, 2048, dtype))
         kv = 2049 * cfg.kv_cache_bytes_per_token(2)
         hand = math.ceil((cfg.total_params() * b + kv) / m.capacity_bytes)
         assert plan.lower_bound_devices == hand

@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hwsim.plan.attention import AttentionShape, choose_blocks, flash_flops, plan_attention
+from hwsim.plan.attention import (
+    AttentionShape,
+    choose_blocks,
+    flash_flops,
+    footprint_bytes,
+    plan_attention,
+)
 from hwsim.spec.errors import SpecError
 from hwsim.spec.load import load_device
 
@@ -109,6 +115,72 @@ def test_more_sram_gives_bigger_tiles_monotone():
         prev = blocks
     assert choose_blocks(s, 228 * 1024) == (128, 192)
     assert choose_blocks(AttentionShape(1, 1, 1, 8192, 8192, 256), 228 * 1024) == (128, 80)
+
+
+# ---- tile footprints by hand (bytes are integers: compared exactly) -------------------------
+H100_SMEM = 228 * 1024  # 233,472 B per SM
+MLA = AttentionShape(1, 1, 1, 4096, 4096, 192, head_dim_v=128, dtype="bf16")  # dq 192 != dv 128
+
+
+def test_forward_footprint_mla_by_hand():
+    """Forward CTA (outer = Br): the Q tile (Br × dq) resident, plus ``stages`` buffers of a K
+    tile (Bc × dq) and a V tile (Bc × dv). MLA prefill has dq = 192 ≠ dv = 128, so reading dv
+    as dq (or the reverse) changes the number.
+
+    Br 128, Bc 64, 2 stages, bf16: 128·192·2 + 2·64·(192 + 128)·2 = 49,152 + 81,920 = 131,072.
+    Block rule at 228 KiB: Br = 128 (fits with Bc = 16); Bc is the largest multiple of 16 with
+    49,152 + 2·Bc·320·2 = 49,152 + 1,280·Bc ≤ 233,472, i.e. Bc ≤ 144 (exactly at the budget).
+    """
+    assert footprint_bytes(MLA, 128, 64, 2, bwd=False) == 131_072
+    assert footprint_bytes(MLA, 128, 144, 2, bwd=False) == H100_SMEM  # fills SMEM exactly
+    assert choose_blocks(MLA, H100_SMEM) == (128, 144)
+    p = plan_attention(MLA, H100_SMEM)
+    assert (p.block_q, p.block_kv, p.footprint_bytes) == (128, 144, H100_SMEM)
+    # MLA absorbed decode (FlashMLA): V is the first dv columns of the cached latent K, so a
+    # stage holds one K tile only: 128·576·2 + 2·64·576·2 = 147,456 + 147,456 = 294,912
+    latent = AttentionShape(1, 128, 1, 1, 4096, 576, head_dim_v=512, kv_shared=True)
+    assert footprint_bytes(latent, 128, 64, 2, bwd=False) == 294_912
+
+
+def test_backward_footprint_by_hand():
+    """Backward CTA (FA2, outer = Bc): K and V tiles (Bc × (dq + dv)) resident, ``stages``
+    buffers of a Q and a dO tile (Br × (dq + dv)) with their LSE and D rows (2 fp32 = 8 B per
+    row), and the P and dS tiles (Br × Bc each, hence the factor 2) staged through SMEM.
+
+    d = 128, bf16, Bc 128, Br 64, 2 stages:
+      128·256·2 + 2·64·(256·2 + 8) + 2·64·128·2 = 65,536 + 66,560 + 32,768 = 164,864.
+    MLA 192/128, Bc 64, Br 64:
+      64·320·2 + 2·64·(320·2 + 8) + 2·64·64·2 = 40,960 + 82,944 + 16,384 = 140,288.
+    """
+    d128 = AttentionShape(1, 1, 1, 4096, 4096, 128, dtype="bf16")
+    assert footprint_bytes(d128, 128, 64, 2, bwd=True) == 164_864
+    assert footprint_bytes(MLA, 64, 64, 2, bwd=True) == 140_288
+
+
+def test_backward_blocks_by_hand():
+    """Block rule for the backward pass at 228 KiB, 2 stages, bf16 (outer Bc, inner Br):
+
+    d = 128: Bc = 128 fits with Br = 16 (90,368 B). Then 65,536 + Br·(2·520 + 2·128·2)
+    = 65,536 + 1,552·Br ≤ 233,472 gives Br ≤ 108.2 → 96 (112 needs 239,360 B).
+    MLA 192/128: Bc = 128 (110,848 B at Br = 16), then 81,920 + Br·(2·648 + 2·128·2)
+    = 81,920 + 1,808·Br ≤ 233,472 gives Br ≤ 83.8 → 80.
+    Without the P/dS factor 2 these would be 128 and 96: the tile shapes change silently.
+    """
+    d128 = AttentionShape(1, 1, 1, 4096, 4096, 128, dtype="bf16", pass_="fwd+bwd")
+    assert choose_blocks(d128, H100_SMEM, bwd=True) == (128, 96)
+    assert choose_blocks(MLA, H100_SMEM, bwd=True) == (128, 80)
+    p = plan_attention(d128, H100_SMEM)
+    assert (p.bwd_block_q, p.bwd_block_kv) == (96, 128)
+    # the plan's footprint is the larger of the two passes: the forward 128×192 tile,
+    # 128·128·2 + 2·192·256·2 = 32,768 + 196,608 = 229,376 B, over the backward 214,528 B
+    assert p.footprint_bytes == 229_376
+    mla_bwd = plan_attention(
+        AttentionShape(1, 1, 1, 4096, 4096, 192, head_dim_v=128, dtype="bf16", pass_="bwd"),
+        H100_SMEM,
+    )
+    # backward only: 128·320·2 + 2·80·648 + 2·80·128·2 = 81,920 + 103,680 + 40,960
+    assert (mla_bwd.bwd_block_q, mla_bwd.bwd_block_kv) == (80, 128)
+    assert mla_bwd.footprint_bytes == 226_560
 
 
 def test_decode_split_kv_and_combine_bytes():

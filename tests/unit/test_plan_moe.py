@@ -121,6 +121,67 @@ def test_deepseek_v2_device_limit_and_losses() -> None:
     assert expert_balance_loss(r) == pytest.approx(losses["expert"], rel=1e-12)
 
 
+def test_deepseek_v2_ranks_devices_by_their_best_expert() -> None:
+    """DeepSeek-V2 device-limited routing (paper §2.2.2; HF ``group_limited_greedy``): a
+    device's score is its *highest* affinity, not the sum of its top two (V3's ``noaux_tc``).
+
+    8 experts on 4 devices (2 each), M = 1 device, top-2. Device 0 holds logits (3, -5): max
+    e³ = 20.1; device 1 holds (2.5, 2.5): max e^2.5 = 12.2 but top-2 sum 24.4 > 20.1. Devices
+    2 and 3 hold -5 (negligible). Max picks device 0, so the experts are 0 then 1; a top-2-sum
+    score would pick device 1 (experts 2, 3)."""
+    logits = np.array([[3.0, -5.0, 2.5, 2.5, -5.0, -5.0, -5.0, -5.0]])
+    r = deepseek_v2(logits, 2, n_devices=4, max_devices=1, routed_scaling_factor=16.0)
+    assert r.topk_idx.tolist() == [[0, 1]]
+    # gates: the (not renormalised) softmax probabilities × 16; fp64 rounding only
+    z = np.exp(logits[0] - 3.0)
+    np.testing.assert_allclose(r.topk_weight[0], 16.0 * z[[0, 1]] / z.sum(), rtol=1e-12)
+
+
+def _v2_reference(logits: np.ndarray, k: int, n_devices: int, m: int) -> np.ndarray:
+    """HF DeepSeek-V2 ``group_limited_greedy`` as written there: per-group max, keep the M best
+    groups, mask the others out, top-k over all experts (a second implementation: it masks
+    where the package gathers)."""
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    t, e = p.shape
+    best = p.reshape(t, n_devices, e // n_devices).max(axis=2)
+    keep = np.zeros((t, n_devices), dtype=bool)
+    np.put_along_axis(keep, np.argsort(-best, axis=1, kind="stable")[:, :m], True, axis=1)
+    masked = np.where(np.repeat(keep, e // n_devices, axis=1), p, -np.inf)
+    return np.argsort(-masked, axis=1, kind="stable")[:, :k]
+
+
+def test_deepseek_v2_gate_matches_the_reference_on_its_config() -> None:
+    """The DeepSeek-V2 config (160 experts, 8 groups = devices, M = 3, top-6) through
+    ``gate_for_model``, against :func:`_v2_reference` on 4096 seeded tokens: the same experts
+    in the same order for every token (random fp64 logits have no ties). Scoring groups by
+    their top-2 sum instead changes the experts of 866 of these 4096 tokens."""
+    cfg = load_model_config("deepseek-v2")
+    assert cfg.moe is not None and cfg.moe.topk_method == "group_limited_greedy"
+    logits = synthetic_logits(4096, 160, seed=11)
+    r = gate_for_model(cfg, logits)
+    want = _v2_reference(logits, 6, 8, 3)
+    assert np.array_equal(r.topk_idx, want)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.sampled_from([(2, 4), (4, 2), (4, 4), (8, 2), (8, 20)]),  # (devices, experts per device)
+    st.integers(1, 8),
+    st.integers(1, 6),
+    st.integers(0, 10_000),
+)
+def test_deepseek_v2_matches_the_reference_on_random_shapes(
+    groups: tuple[int, int], m: int, k: int, seed: int
+) -> None:
+    n_devices, per = groups
+    m = min(m, n_devices)
+    k = min(k, m * per)
+    logits = synthetic_logits(64, n_devices * per, seed=seed)
+    r = deepseek_v2(logits, k, n_devices=n_devices, max_devices=m)
+    assert np.array_equal(r.topk_idx, _v2_reference(logits, k, n_devices, m))
+
+
 def test_deepseek_v3_bias_selects_but_does_not_weigh() -> None:
     logits = synthetic_logits(128, 16, seed=4)
     bias = np.zeros(16)

@@ -101,7 +101,7 @@ def test_a_source_missing_from_the_table_is_a_spec_error(monkeypatch: pytest.Mon
         "calibration": {"fits": {"fit-x": {"arch": "a"}}, "inherit": {}},
         "a": {"hbm_fraction": {"value": 0.5, "source": "nowhere"}},
     }
-    monkeypatch.setattr(cal_mod, "_raw", lambda family: (data, None))
+    monkeypatch.setattr(cal_mod, "profile_entries", lambda family: (data, None))
     monkeypatch.setattr(cal_mod, "profile_key_used", lambda family, key: key)
     cal_mod.calibration.cache_clear()
     try:

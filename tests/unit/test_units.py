@@ -35,6 +35,44 @@ def test_textbook(text: str, dim: Dim, si: float) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "dim", "si"),
+    [
+        # ``b`` is a bit, ``B`` a byte, in sizes as well as in rates (docs/architecture.md:
+        # bits are converted to bytes in the parser and nowhere else)
+        ("8 b", Dim.BYTES, 1.0),
+        ("1 b", Dim.BYTES, 0.125),
+        ("1 kb", Dim.BYTES, 125.0),
+        ("512 Mb", Dim.BYTES, 64e6),
+        ("1 Gb", Dim.BYTES, 125e6),
+        ("1 Gib", Dim.BYTES, 2**30 / 8),
+        ("1.2 Tb/s", Dim.BANDWIDTH, 150e9),  # Cerebras CS-3 system I/O = 150 GB/s
+        ("100 Gbps", Dim.BANDWIDTH, 12.5e9),
+        ("8 b/s", Dim.BANDWIDTH, 1.0),
+    ],
+)
+def test_bits_are_an_eighth_of_a_byte(text: str, dim: Dim, si: float) -> None:
+    # rel 1e-12: one multiplication by 1/8 (exact in binary) and a decimal prefix
+    assert parse_quantity(text, dim) == pytest.approx(si, rel=1e-12)
+
+
+_PREFIXES = ["", "k", "M", "G", "T", "Ki", "Mi", "Gi", "Ti"]
+
+
+@settings(max_examples=200)
+@given(
+    st.floats(min_value=1e-6, max_value=1e9, allow_nan=False),
+    st.sampled_from(_PREFIXES),
+    st.sampled_from([(Dim.BYTES, ""), (Dim.BANDWIDTH, "/s")]),
+)
+def test_a_byte_is_eight_bits(value: float, prefix: str, dim_suffix: tuple[Dim, str]) -> None:
+    dim, suffix = dim_suffix
+    in_bytes = parse_quantity(f"{value!r} {prefix}B{suffix}", dim)
+    in_bits = parse_quantity(f"{value!r} {prefix}b{suffix}", dim)
+    # 8 × (bits) == bytes up to one rounding of each product (rel 1e-12)
+    assert 8 * in_bits == pytest.approx(in_bytes, rel=1e-12)
+
+
+@pytest.mark.parametrize(
     ("text", "dim", "fragment"),
     [
         ("3.35 TB", Dim.BANDWIDTH, "wrong dimension"),

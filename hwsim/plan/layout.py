@@ -98,11 +98,11 @@ def parse_layout(text: str) -> Layout:
 
 def check_layout(model: ModelConfig, layout: Layout) -> Shard:
     """Check ``layout`` against ``model`` and return one device's shard; SpecError otherwise."""
-    _validate(model, layout)
+    validate_layout(model, layout)
     return shard(model, layout)
 
 
-def _validate(model: ModelConfig, layout: Layout) -> None:
+def validate_layout(model: ModelConfig, layout: Layout) -> None:
     a, tp = model.attention, layout.tp
     if a.heads % tp:
         raise SpecError(
