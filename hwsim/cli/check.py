@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from hwsim.cli.common import console, print_json
+from hwsim.spec.errors import SpecError
 
 if TYPE_CHECKING:
     from hwsim.functional.check import CheckResult
@@ -59,6 +60,11 @@ def check_cmd(
 
     t0 = time.perf_counter()
     results = run_cases(quick=quick, match=match)
+    if not results and match:  # a typo, not a failed check: say so, as for any bad option
+        raise SpecError(
+            f"--match {match!r} is in no case name{' of --quick' if quick else ''} (names look "
+            "like 'attn/flash/fwd/causal-gqa'; it is a substring, not a pattern)"
+        )
     wall = time.perf_counter() - t0
     failed = [r for r in results if not r.passed]
     if json_out:

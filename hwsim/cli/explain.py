@@ -17,6 +17,10 @@ from rich.table import Table
 from hwsim.cli.common import console, print_json
 from hwsim.spec.errors import SpecError
 
+#: Largest --from file read (bytes): a saved --json result is tens of kB (a DeepSeek-V3 decode
+#: step with --ops: 39 kB), so anything near this is not one
+MAX_RESULT_BYTES = 16_000_000
+
 if TYPE_CHECKING:
     from hwsim.report.explain import Explanation
 
@@ -123,12 +127,37 @@ def explain_main(
         console.print(ctx.get_help())
         raise typer.Exit(0)
     try:
+        # sized before it is read: a saved result is tens of kB, never gigabytes
+        if from_file.exists() and not from_file.is_file() and not from_file.is_dir():
+            raise SpecError("not a regular file", file=str(from_file), key="--from")
+        if from_file.is_file() and from_file.stat().st_size > MAX_RESULT_BYTES:
+            raise SpecError(
+                f"file is {from_file.stat().st_size:,} bytes; saved results are limited to "
+                f"{MAX_RESULT_BYTES:,}",
+                file=str(from_file),
+                key="--from",
+            )
         data = json.loads(from_file.read_text(encoding="utf-8"))
     except OSError as err:
         raise SpecError(f"cannot read {from_file}: {err}", key="--from") from None
     except json.JSONDecodeError as err:
         raise SpecError(f"not JSON: {err}", file=str(from_file), key="--from") from None
-    _run(subject_from_json(data), html, json_out)
+    except RecursionError:
+        raise SpecError("JSON nested too deeply", file=str(from_file), key="--from") from None
+    except (ValueError, UnicodeDecodeError) as err:  # a 5000-digit integer; not UTF-8
+        reason = str(err).split(";")[0][:120]
+        raise SpecError(f"cannot read JSON: {reason}", file=str(from_file), key="--from") from None
+    try:
+        subject = subject_from_json(data)
+    except (TypeError, ValueError, OverflowError, KeyError, AttributeError) as err:
+        # a value of the wrong type or size where a saved result has a number or a mapping
+        raise SpecError(
+            "not a result hwsim wrote: a field has the wrong type or size "
+            f"({str(err).splitlines()[0][:160] if str(err) else type(err).__name__})",
+            file=str(from_file),
+            key="--from",
+        ) from None
+    _run(subject, html, json_out)
 
 
 @explain_app.command("gemm")

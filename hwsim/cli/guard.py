@@ -3,9 +3,10 @@
 Exit codes: 0 success, 2 bad input (:class:`SpecError` or a usage error), 3 internal error (a bug:
 please report it), 130 interrupted. Global options, anywhere on the command line (before a
 ``--``): ``--debug`` shows the traceback instead and turns on the invariant checks of
-:mod:`hwsim.sim.invariants` (``with invariants.debug_checks()``); ``--max-events N`` and
-``--max-memory SIZE`` (``8 GiB``) set the resource limits of :mod:`hwsim.sim.budget`
-(``with budget.limits(...)``). No environment variable changes any of this.
+:mod:`hwsim.sim.invariants` (``with invariants.debug_checks()``); ``--max-events N``,
+``--max-memory SIZE`` (``8 GiB``), ``--max-points N`` and ``--max-sims N`` set the work limits
+of :mod:`hwsim.spec.limits` (``with limits.limits(...)``; the table is
+:data:`hwsim.spec.limits.OPTIONS`). No environment variable changes any of this.
 Warnings (e.g. a :class:`~hwsim.spec.errors.SpecWarning` for memory levels out of order) print
 as one ``warning:`` line each and do not change the exit code.
 """
@@ -22,11 +23,12 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.markup import escape
 
-from hwsim.sim import budget, invariants
+from hwsim.sim import invariants
+from hwsim.spec import limits as work_limits
 from hwsim.spec.errors import SpecError, one_line
 
-#: Global options taking a value, handled here (not by the commands): name -> parser.
-VALUE_OPTIONS = ("--max-events", "--max-memory")
+#: Global options taking a value, handled here (not by the commands): the work limits.
+VALUE_OPTIONS = tuple(work_limits.OPTIONS)
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
@@ -61,8 +63,8 @@ def _show_warning(
 
 
 def split_global_options(args: list[str]) -> tuple[list[str], bool, dict[str, str]]:
-    """(the command's own arguments, ``--debug`` given, {``--max-events``/``--max-memory``:
-    value}), taking the global options from anywhere before a ``--``."""
+    """(the command's own arguments, ``--debug`` given, {a :data:`VALUE_OPTIONS` name: value}),
+    taking the global options from anywhere before a ``--``."""
     rest: list[str] = []
     debug, values = False, {}
     i = 0
@@ -78,7 +80,7 @@ def split_global_options(args: list[str]) -> tuple[list[str], bool, dict[str, st
             values[name] = value
         elif a in VALUE_OPTIONS:
             if i + 1 >= len(args):
-                raise SpecError(f"{a} needs a value, e.g. {a} {'2e8' if 'events' in a else '8GiB'}")
+                raise SpecError(f"{a} needs a value, e.g. {a} {work_limits.OPTIONS[a][2]}")
             values[a] = args[i + 1]
             i += 1
         else:
@@ -92,12 +94,7 @@ def run(app: Any, argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         args, debug, values = split_global_options(args)
-        max_events = values.get("--max-events")
-        max_memory = values.get("--max-memory")
-        limits = budget.limits(
-            max_events=None if max_events is None else budget.parse_max_events(max_events),
-            max_memory_bytes=None if max_memory is None else budget.parse_max_memory(max_memory),
-        )
+        limits = work_limits.limits(**work_limits.parse_options(values))
     except SpecError as err:
         _say("error", str(err))
         return EXIT_BAD_INPUT

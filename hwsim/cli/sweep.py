@@ -67,6 +67,8 @@ def sweep_cmd(
 ) -> None:
     """Run a design-space sweep: every point of the sweep file's axes (spec overrides, workload
     parameters, layouts) through its metric kinds, cached, on local cores or dask.distributed.
+    A sweep larger than the global --max-points (10^6) or --max-sims (10,000) is refused before
+    it starts; a point over --max-events/--max-memory fails alone (the table's 'error' column).
 
     Example: hwsim sweep workloads/sweeps/sram-fa-decode.yaml --out out/sram.parquet
     """
@@ -138,6 +140,7 @@ def _stats_dict(r: SweepResult) -> dict[str, Any]:
         "cache_hits": s.cache_hits,
         "computed": s.computed,
         "hit_rate": s.hit_rate,
+        "failed_points": s.failed,
         "wall_s": s.wall_s,
         "executor": s.executor,
         "workers": s.workers,
@@ -175,6 +178,8 @@ def _print_summary(result: SweepResult, out: Path, cache_path: Path | None) -> N
     t.add_row("units", f"{s.units} unique (analytic points + unique simulated sub-problems)")
     t.add_row("cache", f"{s.cache_hits} hits, {s.computed} computed, hit rate {s.hit_rate:.0%}"
               + (f" ({cache_path})" if cache_path else " (off)"))  # fmt: skip
+    if s.failed:
+        t.add_row("failed", f"{s.failed} point(s): NaN metrics, the reason in the 'error' column")
     t.add_row("executor", s.executor)
     t.add_row("wall time", f"{s.wall_s:.2f} s")
     t.add_row("written", str(out))

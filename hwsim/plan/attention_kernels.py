@@ -465,7 +465,8 @@ def build_kernels(
     pack: int = 1,
 ) -> tuple[Any, ...]:
     """The kernel launches of one plan, in order. Blocks are (block_q, block_kv); ``pack``
-    query heads per CTA in the forward attention kernels (the combine stays per query head)."""
+    query heads per CTA in the forward attention kernels (the combine stays per query head).
+    :func:`hwsim.plan.attention_size.cta_count` counts the CTAs these launches allocate."""
     left, right = s.mask_bounds
     out: list[Any] = []
     if fwd_blocks is not None:

@@ -15,6 +15,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from hwsim.spec.errors import SpecError
+from hwsim.spec.limits import check_budget
+
+#: Simpy-event equivalents (~12 µs) per expert or rank scanned while placing one redundant copy
+#: (measured ~1.5 µs: 7,936 copies of 256 experts over 32 ranks in 3.3 s).
+PLACEMENT_EVENTS_PER_ITEM = 1.5 / 12
 
 IArr = NDArray[np.int64]
 FArr = NDArray[np.float64]
@@ -68,6 +73,18 @@ def place_experts(
             f"EP ranks ({n_ranks}) must be a multiple of gpus_per_node ({gpus_per_node})",
             key="n_ranks",
         )
+    most = n_experts * ((g if same_node else n_ranks) - 1)  # every expert on every rank
+    if n_redundant > most:
+        raise SpecError(
+            f"{n_redundant:,} redundant copies: at most {most:,} fit ({n_experts:,} experts, "
+            f"each on at most {g if same_node else n_ranks:,} ranks)",
+            key="n_redundant",
+        )
+    # each copy scans the experts and ranks in Python (~1.5 µs per expert or rank)
+    check_budget(
+        n_redundant * (n_experts + n_ranks) * PLACEMENT_EVENTS_PER_ITEM,
+        cheaper_mode_hint="place fewer redundant expert copies",
+    )
     hosts: list[list[int]] = [list(b) for b in np.array_split(np.arange(n_experts), n_ranks)]
     reps: list[list[int]] = [[] for _ in range(n_experts)]
     for r, es in enumerate(hosts):

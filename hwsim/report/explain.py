@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from hwsim.spec.errors import SpecWarning
+from hwsim.spec.errors import SpecError, SpecWarning
 from hwsim.spec.units import Dim, format_quantity
 
 #: Levers a what-if can pull (the issue's list), for grouping and for the figures.
@@ -338,6 +338,10 @@ def explain(subject: Subject, on_step: Callable[[str], None] | None = None) -> E
     """Run ``subject`` as given and once per candidate what-if; return the story."""
     step = on_step or (lambda _label: None)
     base = subject.run(NO_CHANGE)
+    if not base.time_s > 0:  # what-ifs are relative to it: nothing to compare against
+        raise SpecError(
+            f"{subject.label()} takes no time (nothing moves or computes): nothing to explain"
+        )
     step("base")
     cands = subject.candidates(base)
     seen: set[str] = set()

@@ -23,6 +23,8 @@ from hwsim.report.explain import (
     fmt_pct,
 )
 from hwsim.report.explain_common import _fill
+from hwsim.sim.alltoall_profiles import KERNELS
+from hwsim.sim.alltoall_run import Routing, check_choice
 from hwsim.spec.errors import SpecError
 from hwsim.spec.overrides import apply_overrides
 
@@ -86,6 +88,13 @@ class MoeSubject:
 
         c = apply_overrides(load_cluster(self.cluster), change.spec)
         p = {**self.params(), **change.params}
+        check_choice("kernel", str(p["kernel"]), KERNELS)
+        groups = p["topk_groups"]
+        Routing(  # the option checks of `hwsim moe`: positive counts, a routing it knows
+            c, int(p["ep"]), int(p["tokens"]), int(p["hidden"]), int(p["experts"]),
+            int(p["topk"]), 1 if groups is None else int(groups), str(p["routing"]),
+            int(p["seed"]), p["nodes"], int(p["redundant"]),
+        ).check()  # fmt: skip
         per = c.devices_per_node_count
         ep = int(p["ep"])
         need = max(1, math.ceil(ep / per))

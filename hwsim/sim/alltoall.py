@@ -44,6 +44,7 @@ from hwsim.sim.alltoall_run import PHASES
 from hwsim.sim.network import LinkLoad, Transfer, VirtualLink, run_transfers
 from hwsim.sim.topology import Route, Topology, build_topology
 from hwsim.spec.errors import SpecError
+from hwsim.spec.limits import LimitExceeded, event_limit
 
 FArr = NDArray[np.float64]
 IArr = NDArray[np.int64]
@@ -258,6 +259,32 @@ def _nic_route(topo: Topology, x: int, y: int) -> Route:
 
 
 # ------------------------------------------------------------------------------ simulate
+#: Event-equivalents (~12 µs of CPU, as one simpy event) per flow: routing it, its loads and
+#: its share of the rate updates. Measured 9 µs (normal) to 31 µs (low-latency) per flow at
+#: EP 512-800 (257k-596k flows).
+EVENTS_PER_FLOW = 3.0
+#: Event-equivalents per (rate update × active transfer) when every flow is its own transfer
+#: (nccl): each of the ~T updates re-shares all T transfers, ~1.3 µs each (measured: EP 64,
+#: 4032 transfers, 20 s; EP 128, 16256 transfers, 330 s).
+EVENTS_PER_UPDATE_TRANSFER = 1.3 / 12
+
+
+def check_flow_work(flows: int, independent: bool, what: str) -> None:
+    """Refuse a run whose estimated CPU, in simpy-event equivalents, is over ``--max-events``:
+    ``flows`` × :data:`EVENTS_PER_FLOW`, plus flows² × :data:`EVENTS_PER_UPDATE_TRANSFER`
+    when every flow is an independent transfer (``independent``). O(1)."""
+    work = flows * EVENTS_PER_FLOW
+    if independent:
+        work += flows * flows * EVENTS_PER_UPDATE_TRANSFER
+    cap = event_limit()
+    if work > cap:
+        hint = "use --kernel normal or a smaller --ep" if independent else "use a smaller --ep"
+        raise LimitExceeded(
+            f"{what} has ~{flows:,} flows and would cost ~{work:,.0f} event-equivalents of "
+            f"simulation (limit {cap:,}; --max-events raises it); {hint}"
+        )
+
+
 def simulate_alltoall(
     topology: Topology | str,
     plan: DispatchPlan,
@@ -305,6 +332,11 @@ def simulate_alltoall(
     if sms is not None and kp.copy_bytes_per_cycle_per_sm is not None and topo.device.kind == "gpu":
         copy_Bps = sms / 2 * kp.copy_bytes_per_cycle_per_sm.value * clock
     counts = plan.tokens if kp.dedup == "rank" else plan.expert_copies
+    check_flow_work(
+        int(np.count_nonzero(counts)) * (2 if kp.path == "two_hop" else 1),
+        kp.coupling == "flow",
+        f"the {kernel} {phase} over EP {r}",
+    )
     sm = np.zeros((r, r, 2))
     if kp.path == "two_hop":
         flows, sm = _normal_flows(plan, bpt, phase, n_phys)
@@ -392,6 +424,8 @@ def simulate_alltoall(
         np.add.at(m, (fa[sel], fb[sel]), nbytes[sel])
         leg_bytes[leg] = m
     recv = plan.tokens.sum(axis=0) if kp.dedup == "rank" else counts.sum(axis=0)
+    # a rank that moves nothing (EP 1) takes no time: it has no bandwidth, not an infinite one
+    per_s = np.where(rank_t > 0, rank_t, np.inf)
     return AllToAllResult(
         cluster=topo.name,
         kernel=kernel,
@@ -402,15 +436,15 @@ def simulate_alltoall(
         hidden=plan.hidden,
         time_s=float(rank_t.max()),
         rank_time_s=tuple(rank_t.tolist()),
-        rdma_gbps=float(np.mean(rdma_b / rank_t) / 1e9),
-        nvlink_gbps=float(np.mean(nvl_b / rank_t) / 1e9),
-        ll_gbps=float(np.mean(sel_b / rank_t) / 1e9),
+        rdma_gbps=float(np.mean(rdma_b / per_s) / 1e9),
+        nvlink_gbps=float(np.mean(nvl_b / per_s) / 1e9),
+        ll_gbps=float(np.mean(sel_b / per_s) / 1e9),
         bytes_by_link_kind=by_kind,
         hop_bytes_by_link_kind=run.bytes_by_kind(),
         sm_bytes=run.bytes_by_kind(include_virtual=True).get("sm", 0.0),
         max_link_utilization=run.max_utilization(),
         imbalance=float(recv.max() / recv.mean()) if recv.mean() > 0 else 1.0,
-        time_imbalance=float(rank_t.max() / rank_t.mean()),
+        time_imbalance=float(rank_t.max() / rank_t.mean()) if rank_t.mean() > 0 else 1.0,
         flows=len(nbytes),
         transfers=len(transfers),
         events=run.events,

@@ -35,16 +35,28 @@ def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise SpecError(f"{name} must be one of {', '.join(allowed)}, got {value!r}", key=name)
 
 
+#: largest Zipf exponent: popularity k^-S of the k-th expert; past ~10 every token already
+#: goes to the same experts, and k^-S underflows float64 for large S
+MAX_ZIPF_S = 10.0
+
+
 def check_routing(routing: str) -> None:
-    """``deepep``, ``uniform`` or ``zipf:S`` with S > 0."""
+    """``deepep``, ``uniform`` or ``zipf:S`` with 0 < S <= :data:`MAX_ZIPF_S`."""
     if routing in ("deepep", "uniform"):
         return
     if routing.startswith("zipf:"):
         try:
-            if float(routing[5:]) > 0:
-                return
+            s = float(routing[5:])
         except ValueError:
-            pass
+            s = math.nan
+        if 0 < s <= MAX_ZIPF_S:
+            return
+        if s > MAX_ZIPF_S:
+            raise SpecError(
+                f"--routing {routing!r}: S must be at most {MAX_ZIPF_S:g} (popularity k^-S: "
+                "beyond it every token goes to the same experts)",
+                key="routing",
+            )
     raise SpecError(
         f"--routing must be deepep, uniform or zipf:S with S > 0 (e.g. zipf:1.2), got {routing!r}",
         key="routing",
@@ -84,6 +96,10 @@ class Routing:
         ):
             if v < 1:
                 raise SpecError(f"--{name} must be at least 1, got {v}", key=name)
+        if self.seed < 0:
+            raise SpecError(f"--seed must be 0 or more, got {self.seed}", key="seed")
+        if self.redundant < 0:
+            raise SpecError(f"--redundant must be 0 or more, got {self.redundant}", key="redundant")
         if self.topk > self.experts:
             raise SpecError(
                 f"--topk ({self.topk}) cannot exceed --experts ({self.experts})", key="topk"

@@ -42,6 +42,8 @@ from hwsim.sim.fairshare import (
     max_min_incidence,
     max_min_rates,
 )
+from hwsim.spec.limits import LimitExceeded, event_limit
+from hwsim.spec.units import Dim, format_quantity
 
 __all__ = [
     "VECTORIZE_ABOVE",
@@ -59,14 +61,23 @@ __all__ = [
 
 
 class CountingEnvironment(simpy.Environment):
-    """A simpy environment that counts processed events (reported as ``events``)."""
+    """A simpy environment that counts processed events (reported as ``events``) and stops a
+    run past the event limit in force when it was made (``--max-events``): the safety net
+    under every simulator's own up-front estimate, so no run can hang a worker."""
 
     def __init__(self) -> None:
         super().__init__()
         self.events_processed = 0
+        self.max_events = event_limit()
 
     def step(self) -> None:
         self.events_processed += 1
+        if self.events_processed > self.max_events:
+            raise LimitExceeded(
+                f"stopped after {self.max_events:,} events at simulated time "
+                f"{format_quantity(self.now, Dim.TIME)} (--max-events raises the limit); "
+                "simulate a smaller problem"
+            )
         super().step()
 
 

@@ -30,8 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from hwsim.plan.attention import AttentionPlan, AttentionShape, KernelPlan, flash_flops
+from hwsim.plan.attention import (
+    AttentionPlan,
+    AttentionShape,
+    KernelPlan,
+    flash_flops,
+)
 from hwsim.plan.attention import plan_attention as _plan
+from hwsim.plan.attention_size import fewer_ctas_hint, plan_cta_count
 from hwsim.plan.gemm import GemmProfile
 from hwsim.sim.budget import check_budget
 from hwsim.sim.engine import Engine, TraceEvent
@@ -350,6 +356,15 @@ def plan_for(
     return _plan(shape, device, kernel=prof.plan_kernel, stages=stages, block_kv=block_kv)
 
 
+def cta_count_for(
+    device: Device, shape: AttentionShape, prof: AttentionProfile, block_kv: int | None = None
+) -> int:
+    """The CTAs of :func:`plan_for`'s plan, in O(1) (nothing is allocated)."""
+    return plan_cta_count(
+        shape, device, kernel=prof.plan_kernel, stages=int(prof.stages.value), block_kv=block_kv
+    )
+
+
 def simulate_attention(
     device: Device,
     shape: AttentionShape,
@@ -387,6 +402,9 @@ def simulate_attention(
         )
     rates, more = sm_rates(device, shape.dtype, prof)
     notes += more
+    # the CTA count is arithmetic: refuse before a plan of billions of CTAs is allocated
+    n_ctas = cta_count_for(device, shape, prof, block_kv)
+    check_budget(n_ctas * _EVENTS_PER_CTA, cheaper_mode_hint=fewer_ctas_hint(n_ctas))
     plan = plan_for(device, shape, prof, block_kv)
     n_ctas = plan.n_ctas()
     n_steps = sum(int(k.n_steps.sum()) for k in plan.kernels)

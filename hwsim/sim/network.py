@@ -223,8 +223,11 @@ def _run_engine(
         for j in tr.after:
             yield done_events[j]
         links = [elinks[li] for li, b in tr.loads.items() if b > 0]
-        weights = [b / tr.size_bytes for li, b in tr.loads.items() if b > 0]
-        if links and tr.size_bytes > 0:
+        # a transfer that moves nothing itself (size 0) may still carry loads (its SM copy
+        # share): it has no progress to weight them by, so it waits its latency only
+        sized = tr.size_bytes > 0
+        weights = [b / tr.size_bytes for li, b in tr.loads.items() if b > 0] if sized else []
+        if links and sized:
             yield eng.transfer(
                 links,
                 tr.size_bytes,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import json
 import warnings
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +34,8 @@ __all__ = [
     "load_device",
     "load_model",
     "parse_yaml_text",
+    "read_json",
+    "read_text_limited",
     "read_yaml",
     "resolve_path",
     "spec_error",
@@ -51,10 +54,64 @@ MAX_INT_DIGITS = 100  #: longer integers than this are not a spec number (and sl
 
 
 # ---- reading YAML -----------------------------------------------------------------------------
+def read_text_limited(path: Path, limit: int = MAX_FILE_BYTES, what: str = "specs") -> str:
+    """A user's text file, read without ever holding more than ``limit`` bytes of it: a larger
+    file (or a device such as /dev/zero) is refused before it is read whole. UTF-8 errors
+    and unreadable files are :class:`SpecError` s naming the file (and the line)."""
+    file = str(path)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+            if len(data) > limit:
+                try:
+                    size = f"{path.stat().st_size:,} bytes" if path.is_file() else "endless"
+                except OSError:
+                    size = "too large"
+                raise SpecError(f"file is {size}; {what} are limited to {limit:,} bytes", file=file)
+    except FileNotFoundError:
+        raise SpecError("file not found", file=file) from None
+    except IsADirectoryError:
+        raise SpecError("is a directory, expected a file", file=file) from None
+    except OSError as err:
+        raise SpecError(f"cannot read file: {err.strerror or err}", file=file) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise SpecError(
+            f"not UTF-8 text ({err.reason} at byte {err.start}); save the file as UTF-8",
+            file=file,
+            line=data[: err.start].count(b"\n") + 1,
+        ) from None
+
+
+def read_json(path: Path, limit: int = MAX_FILE_BYTES, what: str = "JSON files") -> Any:
+    """A user's JSON file, size-limited as :func:`read_text_limited`; syntax errors name the
+    line, and nesting too deep for the parser is one line too (not a RecursionError)."""
+    text = read_text_limited(path, limit, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SpecError(
+            f"cannot read JSON: {err.msg} (column {err.colno})", file=str(path), line=err.lineno
+        ) from None
+    except RecursionError:
+        raise SpecError("JSON nested too deeply", file=str(path)) from None
+    except ValueError as err:  # an integer of thousands of digits
+        raise SpecError(f"cannot read JSON: {one_line(str(err))[:120]}", file=str(path)) from None
+
+
 def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     """Read a YAML file safely; return the data and its node tree (for line numbers)."""
     file = str(path)
     try:
+        # sized before it is read: a 10 GB file (or /dev/zero) is refused, not loaded
+        if path.exists() and not path.is_file() and not path.is_dir():
+            raise SpecError("not a regular file, expected a YAML file", file=file)
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES and not path.is_dir():
+            raise SpecError(
+                f"file is {size} bytes; specs are limited to {MAX_FILE_BYTES}", file=file
+            )
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError("file not found", file=file) from None

@@ -37,14 +37,13 @@ included. DeepSeek's own "36.6B activated" excludes the input embedding (a looku
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from hwsim.spec.errors import SpecError
-from hwsim.spec.load import read_yaml, resolve_path, validate
+from hwsim.spec.load import read_json, read_yaml, resolve_path, validate
 from hwsim.spec.quantity import Strict
 
 #: Folder of the built-in model YAML files (names are file stems).
@@ -365,6 +364,15 @@ def _need(cfg: dict[str, Any], file: str, *keys: str) -> Any:
     raise SpecError(f"required field missing (one of: {', '.join(keys)})", file=file, key=keys[0])
 
 
+def _count(v: Any, file: str, key: str) -> None:
+    """A positive whole number of at most 2^53 (exact in float64), else a SpecError naming
+    ``key``."""
+    if isinstance(v, int) and not isinstance(v, bool) and v > 2**53:
+        raise SpecError(f"{v:.3g} is larger than 2^53, no model's size", file=file, key=key)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise SpecError(f"expected a positive whole number, got {v!r}"[:120], file=file, key=key)
+
+
 def from_hf_config(path: str | Path, name: str | None = None) -> ModelConfig:
     """Build a :class:`ModelConfig` from a Hugging Face ``config.json``.
 
@@ -374,12 +382,8 @@ def from_hf_config(path: str | Path, name: str | None = None) -> ModelConfig:
     to the file itself (source key ``hf-config``).
     """
     file = str(path)
-    try:
-        cfg = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpecError("file not found", file=file) from None
-    except (OSError, ValueError) as err:
-        raise SpecError(f"cannot read JSON: {err}", file=file) from None
+    # sized before it is read (a config.json is a few kB), nesting and syntax errors one line
+    cfg = read_json(Path(path), what="model configs")
     if not isinstance(cfg, dict):
         raise SpecError("expected a JSON object", file=file)
     if isinstance(cfg.get("text_config"), dict):  # multimodal wrappers keep the LM inside
@@ -391,6 +395,16 @@ def from_hf_config(path: str | Path, name: str | None = None) -> ModelConfig:
     hidden = _need(cfg, file, "hidden_size")
     heads = _need(cfg, file, "num_attention_heads")
     kv_heads = cfg.get("num_key_value_heads") or heads
+    # the numbers divided or added here must be counts before the arithmetic, not after it
+    for key, v in (
+        ("hidden_size", hidden),
+        ("num_attention_heads", heads),
+        ("num_key_value_heads", kv_heads),
+        ("head_dim", cfg.get("head_dim") or 1),
+        ("qk_nope_head_dim", cfg.get("qk_nope_head_dim") or 1),
+        ("qk_rope_head_dim", cfg.get("qk_rope_head_dim") or 1),
+    ):
+        _count(v, file, key)
     mtype = str(cfg.get("model_type", "")).lower()
     act = str(cfg.get("hidden_act", "silu")).lower()
     attn: dict[str, Any] = {"heads": s(heads), "kv_heads": s(kv_heads)}

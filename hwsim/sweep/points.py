@@ -10,6 +10,7 @@ values, never per point, so 10,000 points over 100 spec combinations validate 10
 from __future__ import annotations
 
 import itertools
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ from hwsim.spec.units import Dim
 from hwsim.sweep import expr
 from hwsim.sweep.kinds import CLUSTER_PREFIX, MetricKind
 from hwsim.sweep.model_kinds import model_params
+from hwsim.sweep.sizing import check_points
 from hwsim.sweep.spec import LAYOUT_KEYS, Range, SweepFile, parse_layout, range_end
 
 
@@ -71,30 +73,64 @@ def _relative(v: Any) -> bool:
     return isinstance(v, str) and v.strip()[:1] in ("x", "X", "×", "*")
 
 
+def range_ends(axis: Axis, dim: Dim | None) -> tuple[float, float]:
+    """A range axis's ends in SI (multipliers for ``x0.5`` .. ``x2``)."""
+    r = axis.range
+    assert r is not None
+    if _relative(r.from_) and _relative(r.to):
+        lo, hi = (float(str(e).strip()[1:]) for e in (r.from_, r.to))
+        return lo, hi
+    return range_end(r.from_, dim, axis.name), range_end(r.to, dim, axis.name)
+
+
+def range_array(axis: Axis, dim: Dim | None, u: NDArray[np.float64] | None) -> NDArray[np.float64]:
+    """The float values of a range axis on its grid (``u`` None) or at uniform samples ``u``,
+    before integer rounding; ``dim``: the dimension of the spec number it overrides (None: a
+    workload number). Relative ranges (``x0.5`` to ``x2``) give the multipliers."""
+    r = axis.range
+    assert r is not None
+    lo, hi = range_ends(axis, dim)
+    if r.scale == "log" and (lo <= 0 or hi <= 0):
+        raise SpecError(f"axis '{axis.name}': a log range needs positive ends, got {lo}..{hi}")
+    if r.integer and not (abs(lo) < 2**62 and abs(hi) < 2**62):
+        raise SpecError(
+            f"axis '{axis.name}': an integer range needs ends below 2^62, got {lo:g}..{hi:g}"
+        )
+    if u is None and r.integer and r.num > integer_span(r.scale, lo, hi):
+        # denser than one value per integer: every integer between the ends, without
+        # materialising num (up to 10^18) grid values first
+        a, b = round(lo), round(hi)
+        return np.arange(a, b + 1, dtype=np.float64) if a <= b else np.arange(a, b - 1, -1.0)
+    t = np.linspace(0.0, 1.0, r.num) if u is None else u
+    with np.errstate(over="ignore", invalid="ignore"):  # inf ends are refused below, by name
+        vals = (
+            np.exp(np.log(lo) + t * (np.log(hi) - np.log(lo)))
+            if r.scale == "log"
+            else lo + t * (hi - lo)
+        )
+    if r.scale == "log" and u is None:
+        vals[0], vals[-1] = lo, hi  # exact ends (exp(log(x)) can be off by an ulp)
+    return vals
+
+
+def integer_span(scale: str, lo: float, hi: float) -> float:
+    """The grid size above which an integer range hits every integer between its ends: the
+    span (lin), or where the steps near the larger end fall below 1 (log)."""
+    if scale == "log" and lo > 0 and hi > 0:
+        return 1 + max(hi, lo) * abs(math.log(hi / lo))
+    return float(abs(round(hi) - round(lo)))
+
+
 def _range_values(axis: Axis, dim: Dim | None, u: NDArray[np.float64] | None) -> list[Any]:
     """Grid values of a range axis (``u`` None) or the values at uniform samples ``u``;
     ``dim``: the dimension of the spec number it overrides (None: a workload number)."""
     r = axis.range
     assert r is not None
-    rel = _relative(r.from_) and _relative(r.to)
-    if rel:
-        lo, hi = (float(str(e).strip()[1:]) for e in (r.from_, r.to))
-    else:
-        lo, hi = range_end(r.from_, dim, axis.name), range_end(r.to, dim, axis.name)
-    if r.scale == "log" and (lo <= 0 or hi <= 0):
-        raise SpecError(f"axis '{axis.name}': a log range needs positive ends, got {lo}..{hi}")
-    t = np.linspace(0.0, 1.0, r.num) if u is None else u
-    vals = (
-        np.exp(np.log(lo) + t * (np.log(hi) - np.log(lo)))
-        if r.scale == "log"
-        else lo + t * (hi - lo)
-    )
-    if r.scale == "log" and u is None:
-        vals[0], vals[-1] = lo, hi  # exact ends (exp(log(x)) can be off by an ulp)
+    vals = range_array(axis, dim, u)
     if r.integer:
         ints = [round(float(v)) for v in vals]
         return list(dict.fromkeys(ints)) if u is None else ints
-    if rel:
+    if _relative(r.from_) and _relative(r.to):
         return [f"x{float(v)!r}" for v in vals]
     return [float(v) for v in vals]
 
@@ -106,9 +142,9 @@ def _dims(axes: list[Axis], device: Device, cluster: Cluster | None) -> list[Dim
         if a.range is not None and a.category == "spec":
             out.append(path_dim(device, a.name))
         elif a.range is not None and a.category == "profile":
-            from hwsim.sim.spatial import mapper_profile
+            from hwsim.sim.mapper import device_profile
 
-            out.append(path_dim(mapper_profile(device)[1], a.name[len(PROFILE_PREFIX) :]))
+            out.append(path_dim(device_profile(device)[1], a.name[len(PROFILE_PREFIX) :]))
         elif a.range is not None and a.category == "cluster" and cluster is not None:
             out.append(path_dim(cluster, a.name[len(CLUSTER_PREFIX) :]))
         else:
@@ -116,7 +152,7 @@ def _dims(axes: list[Axis], device: Device, cluster: Cluster | None) -> list[Dim
     return out
 
 
-def _groups(sweep: SweepFile, axes: list[Axis]) -> list[list[int]]:
+def groups_of(sweep: SweepFile, axes: list[Axis]) -> list[list[int]]:
     """Axis indices that vary together: one group per ``axes.zip`` entry, else one per axis."""
     at = {a.name: i for i, a in enumerate(axes)}
     zipped = [[at[name] for name in group] for group in sweep.axes.zip]
@@ -129,7 +165,7 @@ def _sample(sweep: SweepFile, axes: list[Axis], dims: list[Dim | None]) -> list[
     """Per axis, the value of every point (grid: all combinations of the groups, the axes of a
     zipped group advancing together; else n samples, one coordinate per group)."""
     s = sweep.sampling
-    groups = _groups(sweep, axes)
+    groups = groups_of(sweep, axes)
     out: list[list[Any]] = [[] for _ in axes]
     if s.method == "grid":
         lists = [
@@ -171,7 +207,9 @@ def column(values: list[Any]) -> NDArray[Any]:
     if types <= {bool, np.bool_}:
         return np.array(values, dtype=bool)
     if all(issubclass(t, int | np.integer) and not issubclass(t, bool | np.bool_) for t in types):
-        return np.array(values, dtype=np.int64)
+        if all(-(2**63) <= int(v) < 2**63 for v in values):
+            return np.array(values, dtype=np.int64)
+        return np.array([float(v) for v in values], dtype=float)  # beyond int64: float64
     if all(
         issubclass(t, int | float | np.number) and not issubclass(t, bool | np.bool_) for t in types
     ):
@@ -185,7 +223,9 @@ def build_points(sweep: SweepFile, kinds: list[MetricKind]) -> PointSet:
     base_name = sweep.device_names()[0]
     clusters = sweep.cluster_names(kinds) if sweep.axes.cluster else []
     base_cluster = load_cluster(clusters[0]) if clusters else None
-    per_axis = _sample(sweep, axes, _dims(axes, load_device(base_name), base_cluster))
+    dims = _dims(axes, load_device(base_name), base_cluster)
+    check_points(sweep, axes, dims, len(kinds))  # before one point exists: refuse in µs
+    per_axis = _sample(sweep, axes, dims)
     n_all = len(per_axis[0]) if per_axis else 1
     by_name = dict(zip((a.name for a in axes), per_axis, strict=True))
     dev_names = by_name.get("device", [sweep.base.device] * n_all)
@@ -285,9 +325,9 @@ def _profile_columns(
     pr_axes = [a for a in axes if a.category == "profile"]
     if not pr_axes:
         return {}
-    from hwsim.sim.spatial import mapper_profile
+    from hwsim.sim.mapper import device_profile
 
-    profile = mapper_profile(device)[1]
+    profile = device_profile(device)[1]
     paths = [a.name[len(PROFILE_PREFIX) :] for a in pr_axes]
     cols = [by_name[a.name] for a in pr_axes]
     seen: dict[tuple[Any, ...], tuple[float, ...]] = {}

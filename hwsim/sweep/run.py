@@ -7,6 +7,14 @@ to ``chunk_size`` points; a simulator kind runs each missing unique sub-problem 
 task, so a pool of W workers gets about 4W tasks). Results come back in task order whatever the
 executor, then are spread back to the points; fresh and cached values take the same path
 (Python scalars), so a rerun and a cold run give identical tables.
+
+Bounded work: the point count is checked before one point exists (:mod:`hwsim.sweep.sizing`,
+``--max-points``), and the simulations to run before the first task (``--max-sims``). Each task
+carries the driver's :class:`~hwsim.spec.limits.Limits` to its worker, where a unit that is
+refused for its size (:class:`~hwsim.spec.limits.LimitExceeded`: over ``--max-events`` or
+``--max-memory``) or runs out of memory is a *failed unit*: its metrics are NaN, the reason goes to
+the table's ``error`` column, it is not cached, and the sweep goes on. Only when every unit of a
+metric kind fails is the sweep refused, with the first reason.
 """
 
 from __future__ import annotations
@@ -24,13 +32,17 @@ from numpy.typing import NDArray
 
 import hwsim
 from hwsim.spec.device import Device
+from hwsim.spec.errors import SpecError, one_line
+from hwsim.spec.fingerprint import code_version
+from hwsim.spec.limits import LimitExceeded, Limits, current_limits, use
 from hwsim.spec.override_paths import PROFILE_PREFIX
 from hwsim.sweep import expr
-from hwsim.sweep.cache import SweepCache, canonical_json, code_version, unit_key
+from hwsim.sweep.cache import SweepCache, canonical_json, unit_key
 from hwsim.sweep.executors import Executor, LocalExecutor
 from hwsim.sweep.kinds import CLUSTER_PREFIX, Batch, MetricKind, get_kind
 from hwsim.sweep.points import PointSet, build_points, column, device_columns
 from hwsim.sweep.sensitivity import Elasticity, elasticities
+from hwsim.sweep.sizing import check_sims
 from hwsim.sweep.spec import SweepFile
 
 #: progress(done_units, total_units)
@@ -39,11 +51,18 @@ ProgressFn = Callable[[int, int], None]
 #: sweeps are worth splitting across processes
 DEFAULT_CHUNK = 20_000
 MAX_POINTS_PER_TASK = 8
+#: the table column naming, per point, the metric kinds that failed on it and why
+ERROR_COLUMN = "error"
+#: what makes one unit fail (and the sweep go on) instead of stopping the sweep: work over a
+#: limit (events, memory), or memory that ran out after all (an estimate was wrong). Other
+#: errors (bad input) stop the sweep, as before.
+UNIT_FAILURES = (LimitExceeded, MemoryError)
 
 
 @dataclass(frozen=True)
 class Task:
-    """One unit of executor work (picklable): a batch of units of one metric kind."""
+    """One unit of executor work (picklable): a batch of units of one metric kind, with the
+    limits of the command that made it (a worker runs it under them)."""
 
     kind: str
     options: Mapping[str, Any]
@@ -52,26 +71,76 @@ class Task:
     params: Mapping[str, NDArray[Any]] | None = None  #: analytic kinds: parameter columns
     items: tuple[Mapping[str, Any], ...] | None = None  #: point kinds: sub-problems
     seeds: tuple[int, ...] = ()
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def size(self) -> int:
         return int(self.device_index.shape[0])
 
 
-def run_task(task: Task) -> dict[str, list[Any]]:
-    """Evaluate one task (in a worker): one list of Python scalars per metric, a value per unit."""
-    kind = get_kind(task.kind)(task.options)
-    if task.params is not None:
+@dataclass(frozen=True)
+class TaskResult:
+    """What a task returns: one list of Python scalars per metric (a value per unit, NaN for a
+    failed one) and per unit the reason it failed (``""``: it did not)."""
+
+    values: dict[str, list[Any]]
+    errors: list[str]
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, MemoryError):
+        return "ran out of memory (make the problem smaller)"
+    return one_line(str(err))
+
+
+def run_task(task: Task) -> TaskResult:
+    """Evaluate one task (in a worker, under ``task.limits``); a unit that fails with a
+    refusal or out of memory gets NaN metrics and its reason, the others their values."""
+    with use(task.limits):
+        kind = get_kind(task.kind)(task.options)
+        if task.params is not None:
+            return _run_batch(kind, task)
+        assert task.items is not None
+        out: dict[str, list[Any]] = {}
+        errors = [""] * task.size
+        for i, (d, item, seed) in enumerate(
+            zip(task.device_index, task.items, task.seeds, strict=True)
+        ):
+            try:
+                values = kind.evaluate_point(task.devices[d], item, seed)
+            except UNIT_FAILURES as err:
+                errors[i] = _reason(err)
+                continue
+            for m, v in values.items():
+                out.setdefault(m, [math.nan] * task.size)[i] = _scalar(v)
+        return TaskResult(out, errors)
+
+
+def _run_batch(kind: MetricKind, task: Task) -> TaskResult:
+    """An analytic kind's batch; if it fails, each unit alone, so only the bad ones fail."""
+    assert task.params is not None
+    try:
         cols = kind.evaluate_batch(Batch(task.devices, task.device_index, task.params))
-        return {m: np.asarray(v).tolist() for m, v in cols.items()}
-    assert task.items is not None
+        return TaskResult({m: np.asarray(v).tolist() for m, v in cols.items()}, [""] * task.size)
+    except UNIT_FAILURES as err:
+        if task.size == 1:
+            return TaskResult({}, [_reason(err)])
     out: dict[str, list[Any]] = {}
-    for i, (d, item, seed) in enumerate(
-        zip(task.device_index, task.items, task.seeds, strict=True)
-    ):
-        for m, v in kind.evaluate_point(task.devices[d], item, seed).items():
-            out.setdefault(m, [math.nan] * task.size)[i] = _scalar(v)
-    return out
+    errors = [""] * task.size
+    for i in range(task.size):
+        one = Batch(
+            task.devices,
+            task.device_index[i : i + 1],
+            {n: v[i : i + 1] for n, v in task.params.items()},
+        )
+        try:
+            cols = kind.evaluate_batch(one)
+        except UNIT_FAILURES as err:
+            errors[i] = _reason(err)
+            continue
+        for m, v in cols.items():
+            out.setdefault(m, [math.nan] * task.size)[i] = _scalar(np.asarray(v)[0])
+    return TaskResult(out, errors)
 
 
 def _scalar(v: Any) -> Any:
@@ -91,6 +160,7 @@ class KindStats:
     computed: int
     tasks: int
     wall_s: float
+    failed: int = 0  #: units that failed (NaN metrics, reason in the error column)
 
 
 @dataclass(frozen=True)
@@ -105,6 +175,7 @@ class SweepStats:
     executor: str
     workers: int
     kinds: tuple[KindStats, ...]
+    failed: int = 0  #: points with at least one failed metric kind (see the error column)
 
     @property
     def hit_rate(self) -> float:
@@ -233,7 +304,9 @@ def _tasks(
     kind: MetricKind, label_opts: Mapping[str, Any], pts: PointSet, reps: list[int],
     subs: list[dict[str, Any]], seeds: list[int], chunk: int, workers: int,
 ) -> list[Task]:  # fmt: skip
-    """Tasks for the missing units (``reps``: one representative point per unit)."""
+    """Tasks for the missing units (``reps``: one representative point per unit), each with
+    the limits in force here (a worker does not see this process's context)."""
+    lim = current_limits()
     rep = np.asarray(reps, dtype=np.intp)
     out = []
     if kind.vectorised:
@@ -241,7 +314,7 @@ def _tasks(
             sel = rep[i : i + chunk]
             devs, idx = _compact(pts.devices, pts.device_index[sel])
             params = {n: pts.params[n][sel] for n in kind.params}
-            out.append(Task(kind.name, dict(label_opts), devs, idx, params=params))
+            out.append(Task(kind.name, dict(label_opts), devs, idx, params=params, limits=lim))
         return out
     per = max(1, min(MAX_POINTS_PER_TASK, math.ceil(rep.size / max(1, 4 * workers))))
     for i in range(0, rep.size, per):
@@ -255,6 +328,7 @@ def _tasks(
                 idx,
                 items=tuple(subs[j] for j in js),
                 seeds=tuple(seeds[j] for j in js),
+                limits=lim,
             )
         )
     return out
@@ -287,11 +361,13 @@ def run_sweep(
         cached = cache.get_many(list(first))
         missing = [k for k in first if k not in cached]
         plans.append((spec, kind, opts, keys, subs, first, cached, missing))
+    check_sims([(p[0].label, len(p[-1])) for p in plans if not p[1].vectorised])
     total = sum(len(p[-1]) for p in plans)
     done = 0
     if progress:
         progress(0, total)
     columns: dict[str, NDArray[Any]] = dict(pts.inputs)
+    point_errors: list[list[str]] = []  #: per kind with failures, "label: reason" per point
     stats = []
     try:
         for spec, kind, opts, keys, subs, first, cached, missing in plans:
@@ -300,6 +376,7 @@ def run_sweep(
             where = {k: i for i, k in enumerate(order)}
             wanted = spec.columns or list(kind.metrics)
             store = {m: np.full(len(order), math.nan, dtype=object) for m in kind.metrics}
+            failed = np.full(len(order), "", dtype=object)
             for k, v in cached.items():
                 for m, x in v.items():
                     if m in store:
@@ -317,16 +394,17 @@ def run_sweep(
             for ti, result in ex.map_unordered(run_task, tasks):
                 done_keys = missing[offsets[ti] : offsets[ti + 1]]
                 at = np.fromiter((where[k] for k in done_keys), dtype=np.intp)
-                for m, vals in result.items():
+                for m, vals in result.values.items():
                     if m in store:
                         store[m][at] = vals
-                if cache.enabled:
-                    names = list(result)
+                failed[at] = result.errors
+                if cache.enabled:  # a failed unit is not cached: a larger budget may do it
+                    names = list(result.values)
+                    rows = zip(*result.values.values(), strict=True) if names else ()
                     cache.put_many(
                         (k, dict(zip(names, row, strict=True)))
-                        for k, row in zip(
-                            done_keys, zip(*result.values(), strict=True), strict=True
-                        )
+                        for k, row, e in zip(done_keys, rows, result.errors, strict=False)
+                        if not e
                     )
                 done += len(done_keys)
                 if progress:
@@ -334,14 +412,28 @@ def run_sweep(
             inverse = np.fromiter((where[k] for k in keys), dtype=np.intp, count=len(keys))
             for m in wanted:
                 columns[f"{spec.label}.{m}"] = column(store[m].tolist())[inverse]
+            n_failed = int(np.count_nonzero(failed != ""))
+            if n_failed and n_failed == len(order):
+                first_reason = next(e for e in failed if e)
+                raise SpecError(f"metric '{spec.label}' failed on every point: {first_reason}")
+            if n_failed:
+                point_errors.append(
+                    [f"{spec.label}: {e}" if e else "" for e in failed[inverse].tolist()]
+                )
             stats.append(
                 KindStats(spec.label, kind.name, not kind.vectorised, pts.n, len(first),
-                          len(cached), len(missing), len(tasks), time.perf_counter() - tk)
+                          len(cached), len(missing), len(tasks), time.perf_counter() - tk,
+                          n_failed)
             )  # fmt: skip
     finally:
         if own:
             ex.close()
     metric_names = tuple(c for c in columns if c not in pts.inputs)
+    n_failed_points = 0
+    if point_errors:  # which points failed, and why, as one text column after the metrics
+        errs = ["; ".join(e for e in per if e) for per in zip(*point_errors, strict=True)]
+        columns[ERROR_COLUMN] = np.array(errs, dtype=object)
+        n_failed_points = sum(1 for e in errs if e)
     post = [c for c in sweep.constraints if expr.names(c) & set(metric_names)]
     if post:
         env = {**pts.params, **columns}
@@ -369,6 +461,7 @@ def run_sweep(
         executor=ex.describe(),
         workers=ex.workers,
         kinds=tuple(stats),
+        failed=n_failed_points,
     )
     meta = {
         "name": sweep.name,

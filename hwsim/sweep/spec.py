@@ -81,7 +81,9 @@ class Range(_Strict):
 
     from_: Scalar = Field(alias="from")
     to: Scalar
-    num: int = Field(2, ge=2, le=1_000_000)
+    num: int = Field(
+        2, ge=2, description="grid values; the sweep's size is checked against --max-points"
+    )
     scale: Literal["lin", "log"] = "lin"
     integer: bool = False
 
@@ -112,7 +114,7 @@ class Axes(_Strict):
 
 class Sampling(_Strict):
     method: Literal["grid", "random", "lhs", "sobol"] = "grid"
-    n: int | None = Field(None, ge=1, le=10_000_000)
+    n: int | None = Field(None, ge=1, description="points; checked against --max-points")
     seed: int = 0
 
 
@@ -445,9 +447,9 @@ def _check_values(spec: Any, path: str, values: AxisValues) -> None:
 
 def _check_profile_values(device: Any, path: str, values: AxisValues) -> None:
     """:func:`_check_values` on the device's mapper profile; errors name the profile."""
-    from hwsim.sim.spatial import mapper_profile, profile_message
+    from hwsim.sim.mapper import device_profile, profile_message
 
-    mapper, profile = mapper_profile(device)
+    mapper, profile = device_profile(device)
     try:
         _check_values(profile, path, values)
     except SpecError as err:
