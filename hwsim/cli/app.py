@@ -16,6 +16,7 @@ from hwsim.cli import mapping as mapping_cli
 from hwsim.cli import moe as moe_cli
 from hwsim.cli import roofline as roofline_cli
 from hwsim.cli import serve as serve_cli
+from hwsim.cli import serving as serving_cli
 from hwsim.cli import sweep as sweep_cli
 from hwsim.cli import validate as validate_cli
 
@@ -35,6 +36,7 @@ sweep_cli.register(app)
 gemm_cli.register(app)
 explain_cli.register(app)
 serve_cli.register(app)
+serving_cli.register(app)
 moe_cli.register(app)
 mapping_cli.register(app)
 attention_cli.register(app)

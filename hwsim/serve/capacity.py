@@ -26,6 +26,11 @@ from hwsim.spec.model import ModelConfig
 
 #: Give up the search past this many times the lower bound (plus a node).
 SEARCH_FACTOR = 4
+#: Deployments beyond this many devices are refused from the arithmetic alone (the largest
+#: clusters built are ~10^5 accelerators): the layout search would cost time for no answer.
+MAX_DEVICES = 1_000_000
+#: Pipeline depths searched at most (a deployment needs fewer stages than this).
+MAX_STAGES = 4096
 
 
 @dataclass(frozen=True)
@@ -126,10 +131,17 @@ def min_devices(
     w = weights_total_bytes(model, dtype)
     kv_tok = model.kv_cache_bytes_per_token(DTYPE_BYTES[kv_dtype])
     kv = batch * (context + q_len) * kv_tok
-    lb = max(1, math.ceil((w + kv) / cap))
+    lb = max(1, math.ceil((w + kv) / cap)) if math.isfinite((w + kv) / cap) else MAX_DEVICES + 1
     unit = mapper.unit
     level = mapper.device.main_memory.name.upper()
     name = device_name or mapper.device.name
+    if lb > MAX_DEVICES:
+        raise SpecError(
+            f"{model.name} at {dtype} with batch {batch} × {context} tokens needs "
+            f"{human_bytes(w)} of weights and {human_bytes(kv)} of KV cache: at least "
+            f"{lb:.3g} {unit}s of {human_bytes(cap)}, beyond any deployment hwsim searches "
+            f"({MAX_DEVICES:,}); use a smaller batch, context or model"
+        )
     a = model.attention
     kv_layer = kv_bytes_per_token_per_layer(model, a.kv_heads, kv_dtype)
     per_tok = (
@@ -207,7 +219,13 @@ def _smallest_fit(
     (memory per device never grows with DP: experts spread, KV splits, attention is copied)."""
     best: tuple[tuple[int, int, int], tuple[int, Layout, float, float]] | None = None
     tps = [t for t in range(1, tp_max + 1) if model.attention.heads % t == 0]
-    for pp in range(1, min(model.layers, limit) + 1):
+    stages = min(model.layers, limit)
+    if stages > MAX_STAGES and limit > MAX_STAGES:
+        raise SpecError(
+            f"{model.name}: a layout of ≥ {limit // SEARCH_FACTOR:,} devices over up to "
+            f"{stages:,} pipeline stages is beyond the {MAX_STAGES:,} stages hwsim searches"
+        )
+    for pp in range(1, stages + 1):
         for tp in tps:
             if tp * pp > limit:
                 continue

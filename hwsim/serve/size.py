@@ -120,7 +120,12 @@ def size_cluster(
 ) -> SizingAnswer:
     """Search the clusters that meet the SLO (see the module docstring)."""
     cfg = load_model_config(model) if isinstance(model, str) else model
-    if tokens_per_s_per_user <= 0 or total_tokens_per_s <= 0:
+    if not (
+        math.isfinite(tokens_per_s_per_user)
+        and math.isfinite(total_tokens_per_s)
+        and tokens_per_s_per_user > 0
+        and total_tokens_per_s > 0
+    ):
         raise SpecError("the SLO throughputs must be > 0 tokens/s")
     tgt = target or make_target(device)
     dev = tgt.device

@@ -248,8 +248,25 @@ class ModelConfig(Strict):
 
     @property
     def moe_layers(self) -> int:
-        """Number of MoE layers."""
-        return sum(self.is_moe_layer(i) for i in range(self.layers))
+        """Number of MoE layers (arithmetic: every ``layer_freq``-th from ``first_k_dense``)."""
+        m = self.moe
+        if m is None or self.layers <= m.first_k_dense:
+            return 0
+        return -(-(self.layers - m.first_k_dense) // m.layer_freq)
+
+    def _body_params(self, active: bool) -> int:
+        """All decoder layers' weights: MoE layers and dense layers each alike, so counted as
+        ``count × one`` (independent of the number of layers)."""
+        n_moe = self.moe_layers
+        total = 0
+        if n_moe:
+            first_moe = self.moe.first_k_dense if self.moe is not None else 0
+            total += n_moe * self.layer_params(first_moe, active)
+        n_dense = self.layers - n_moe
+        if n_dense:
+            dense = next(i for i in range(self.layers) if not self.is_moe_layer(i))
+            total += n_dense * self.layer_params(dense, active)
+        return total
 
     # ---------------------------------------------------------------- parameter counts
     def attention_params(self) -> int:
@@ -314,13 +331,12 @@ class ModelConfig(Strict):
 
     def total_params(self) -> int:
         """All weights of the main model (MTP modules excluded, as published)."""
-        body = sum(self.layer_params(i) for i in range(self.layers))
-        return body + self.embedding_params() + self.head_params() + self.hidden
+        return self._body_params(False) + self.embedding_params() + self.head_params() + self.hidden
 
     def active_params(self, include_input_embedding: bool = True) -> int:
         """Weights touched per token: attention, dense FFNs, router, shared and top-k experts,
         final norm and LM head; plus the input embedding table unless excluded."""
-        body = sum(self.layer_params(i, active=True) for i in range(self.layers))
+        body = self._body_params(True)
         emb = self.embedding_params() if include_input_embedding else 0
         head = self.head_params() or self.embedding_params()
         return body + emb + head + self.hidden

@@ -8,4 +8,5 @@ from hwsim.validate import (
     fa3,  # noqa: F401  (suite fa3-h100)
     gpu_ops,  # noqa: F401  (suite gpu-ops)
     nongpu,  # noqa: F401  (suite nongpu-decode)
+    serving,  # noqa: F401  (suite serving)
 )

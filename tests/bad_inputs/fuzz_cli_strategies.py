@@ -201,7 +201,7 @@ def hf_config(draw: st.DrawFn) -> str:
 
 
 def serve_cases() -> st.SearchStrategy[Case]:
-    """decode, prefill, capacity, map, compare, size, whatif: the serving layer."""
+    """decode, prefill, capacity, map, compare, size, whatif, serve: the serving layer."""
     model: st.SearchStrategy[tuple[str, dict[str, str]]] = st.one_of(
         st.sampled_from(MODELS).map(lambda m: (m, {})),
         hf_config().map(lambda t: (f"{DIR}/config.json", {"config.json": t})),
@@ -279,7 +279,28 @@ def serve_cases() -> st.SearchStrategy[Case]:
         )
     )
     steps = st.sampled_from(["decode", "prefill", "capacity", "map"]).flatmap(step)
-    return st.one_of(steps, steps, size, compare, whatif)
+    serve = st.tuples(
+        st.sampled_from(["llama-3.1-8b", "mixtral-8x7b"]),
+        st.sampled_from(["sharegpt", "mlperf-llama2-70b", "splitwise-code"]),
+        st.one_of(
+            st.tuples(st.just("--qps"), floats_text()).map(list),
+            st.just(["--offline"]),
+            st.tuples(st.just("--concurrency"), sizes(6).map(str)).map(list),
+        ),
+        opt("--requests", sizes(6)),
+        opt("--duration", floats_text()),
+        opt("--max-batch", sizes(6)),
+        opt("--token-budget", sizes(6)),
+        opt("--replicas", sizes(3)),
+        opt("--slo", floats_text().map(lambda v: f"ttft_p99={v}s")),
+        opt("--disaggregate", st.tuples(sizes(2), sizes(2)).map(lambda t: f"prefill={t[0]},decode={t[1]}")),  # noqa: E501
+    ).map(
+        lambda p: Case(
+            ("serve", "--model", p[0], "--device", "h100-sxm", "--traffic", p[1],
+             "--layout", "tp=2", *p[2], *(x for q in p[3:] for x in q))
+        )
+    )  # fmt: skip
+    return st.one_of(steps, steps, size, compare, whatif, serve)
 
 
 # ---- sweep files ------------------------------------------------------------------------------

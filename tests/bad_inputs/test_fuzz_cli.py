@@ -10,8 +10,8 @@ The work limits are lowered for the run (:data:`LIMITS`), so that whatever a com
 finishes in seconds: a command that still runs long has no up-front estimate, which is the bug.
 ``make test`` runs a fixed seed and a few hundred examples (:data:`FAST`); ``make bench`` runs
 the longer profile (:data:`LONG`, marker ``bench``). The serving-layer commands (decode, prefill,
-size, compare, whatif, capacity, map) are fuzzed too; their known failures (see
-:data:`SERVE_KNOWN`) are a non-strict xfail until that layer's refactor lands.
+size, compare, whatif, capacity, map, serve) are fuzzed too; the one known failure (see
+:data:`SERVE_KNOWN`) keeps that test a non-strict xfail until ``size`` is rebuilt.
 """
 
 from __future__ import annotations
@@ -53,11 +53,8 @@ FAST = settings(
 LONG = settings(FAST, max_examples=400, derandomize=False)
 #: Known failures of the serving layer (issue 21, owned by its refactor), checked non-strictly.
 SERVE_KNOWN = (
-    "the serving layer has no up-front work estimate yet (issue 21, its refactor): "
-    "serve.capacity._dp_options lists every DP degree up to the device bound for MoE models "
-    "(MemoryError, exit 3, for batch or context past ~1e7 in capacity/map/compare/whatif); "
-    "size: a NaN SLO is a ValueError (exit 3), MoE models take >10 s; a config with 1e9 layers "
-    "hangs decode and map"
+    "size (the step-level SLO search, to be replaced by the traffic-level search of issue 18) "
+    "simulates every layout and batch it tries: for MoE models that takes over 10 s"
 )
 
 
