@@ -151,12 +151,19 @@ def _table(res: AttentionSimResult) -> None:
     )
     t.add_column("quantity")
     t.add_column("value", justify="right")
+    band = f" {res.trust.band()}" if res.trust else ""
     rows = [
-        ("time", format_quantity(res.time_s, Dim.TIME)),
-        ("TFLOP/s (FA convention)", f"{res.tflops:.1f}"),
+        ("time", format_quantity(res.time_s, Dim.TIME) + band),
+        ("TFLOP/s (FA convention)", f"{res.tflops:.1f}{band}"),
         ("roofline time", format_quantity(res.roofline_time_s, Dim.TIME)),
         ("bound", res.bound),
     ]
+    if res.trust is not None:
+        cal = "calibrated" if res.trust.calibrated else "not calibrated"
+        rows.append(("expected error", f"{res.trust.band()} ({cal}; {res.trust.basis})"))
+    if res.matrix_path is not None:
+        mp = res.matrix_path
+        rows.append(("matrix path", f"{mp.path}: {mp.peak_flops / 1e12:.0f} TFLOP/s ({mp.source})"))
     rows += [(f"bytes {k}", format_quantity(v, Dim.BYTES)) for k, v in res.bytes.items()]
     rows += [(f"utilization {k}", f"{v:.1%}") for k, v in res.utilization.items()]
     rows += [

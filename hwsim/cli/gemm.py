@@ -17,6 +17,7 @@ from hwsim.spec.units import Dim, format_quantity
 
 if TYPE_CHECKING:
     from hwsim.sim.engine import TraceEvent
+    from hwsim.sim.trust import Trust
 
 DeviceOpt = Annotated[
     str, typer.Option("--device", "-d", help="device name (file stem) or path to a YAML file")
@@ -94,11 +95,12 @@ def gemm_cmd(
     t = Table(title=f"GEMM {m}x{n}x{k} {dtype} on {r.device} (profile {r.profile})")
     t.add_column("quantity")
     t.add_column("value", justify="right")
+    band = f" {r.trust.band()}" if r.trust else ""
     rows = [
-        ("time (call)", _t(r.time_s)),
-        ("kernel", _t(r.kernel_s)),
+        ("time (call)", _t(r.time_s) + band),
+        ("kernel", _t(r.kernel_s) + band),
         ("roofline", _t(r.roofline_s)),
-        ("TFLOP/s", f"{r.tflops:.1f}"),
+        ("TFLOP/s", f"{r.tflops:.1f}{band}"),
         ("bound (kernel / call)", f"{r.bound} / {r.call_bound}"),
         ("compute utilization", f"{r.utilization['compute']:.1%}"),
         ("HBM utilization", f"{r.utilization['hbm']:.1%}"),
@@ -109,6 +111,8 @@ def gemm_cmd(
         ("CTAs / waves", f"{p['ctas']} / {p['waves']} ({p['wave_efficiency']:.0%} full)"),
         ("events", str(r.events)),
     ]
+    if r.trust is not None:
+        rows.append(("expected error", _trust_text(r.trust)))
     for name, v in rows:
         t.add_row(name, v)
     console.print(t)
@@ -116,6 +120,11 @@ def gemm_cmd(
         console.print(f"calibration: {r.calibration.summary}")
     if trace is not None:
         console.print(f"wrote {trace}")
+
+
+def _trust_text(trust: Trust) -> str:
+    cal = "calibrated" if trust.calibrated else "not calibrated"
+    return f"{trust.band()} ({cal}; {trust.basis})"
 
 
 def op_cmd(
@@ -133,12 +142,15 @@ def op_cmd(
     Example: hwsim op softmax --device a100-sxm-80gb --m 4096 --n 4096 --dtype fp16 --json
     """
     from hwsim.sim.streaming import simulate_op
+    from hwsim.sim.trust import elementwise_class, trust_for
 
     r = simulate_op(device, op, m, n, dtype, trace=trace is not None)
+    trust = trust_for(elementwise_class(op), r.arch)
     if trace is not None:
         write_trace(trace, r.trace, f"{op} {m}x{n} {dtype} on {r.device}")
     if json_out:
         d = r.to_dict()
+        d.update(trust.to_dict())
         d["trace_file"] = str(trace) if trace else None
         print_json(d)
         return
@@ -157,6 +169,7 @@ def op_cmd(
         ("CTAs / waves", f"{r.plan['ctas']} / {r.plan['waves']}"),
         ("row on chip / reads", f"{r.plan['fits_on_chip']} / {r.plan['reads']}"),
         ("events", str(r.events)),
+        ("expected error", _trust_text(trust)),
     ]
     for name, v in rows:
         t.add_row(name, v)

@@ -33,6 +33,7 @@ def _overlap(
     sms: int | None,
     moe_inter: int,
     attention_s: float,
+    nvlink_intranode: bool | None = None,
 ) -> dict[str, Any]:
     """Dispatch (FP8) and combine (BF16) of one micro-batch of half the tokens, the expert
     GEMMs of the busiest rank, and the two-micro-batch schedule."""
@@ -44,7 +45,9 @@ def _overlap(
     topo, plan, _ = prepare_alltoall(half)
     hidden = problem.hidden
     out = {
-        phase: simulate_alltoall(topo, plan, kernel, phase, dtype=dt, comm_sms=sms)
+        phase: simulate_alltoall(
+            topo, plan, kernel, phase, dtype=dt, comm_sms=sms, nvlink_intranode=nvlink_intranode
+        )
         for phase, dt in (("dispatch", "fp8"), ("combine", "bf16"))
     }
     rows = int(plan.expert_copies.sum(axis=0).max())  # (token, expert) rows of the busiest rank
@@ -119,6 +122,15 @@ def moe_cmd(
         str | None, typer.Option("--dtype", help="fp8 | bf16 (default fp8 dispatch, bf16 combine)")
     ] = None,
     kernel: Annotated[str, typer.Option("--kernel", help="normal | low-latency | nccl")] = "normal",
+    ll_nvlink: Annotated[
+        bool,
+        typer.Option(
+            "--ll-nvlink",
+            help="low-latency kernel: reach peers in the same node over NVLink (DeepEP since "
+            "2025-06); default: pure RDMA through the NIC for every peer, as DeepEP's README "
+            "table was measured",
+        ),
+    ] = False,
     routing: Annotated[str, typer.Option("--routing", help="deepep | uniform | zipf:S")] = "deepep",
     seed: Annotated[int, typer.Option("--seed")] = 0,
     nodes: Annotated[
@@ -152,7 +164,8 @@ def moe_cmd(
 
     Routing is DeepEP's test distribution (abs(randn)+1, group-limited top-k), uniform or
     Zipf-skewed; the plan is hwsim.plan.moe's, the kernels are DeepEP normal (two-hop
-    IB→NVLink), DeepEP low-latency (pure RDMA per expert) and a plain NCCL all-to-all.
+    IB→NVLink), DeepEP low-latency (pure RDMA per expert, every peer through the NIC unless
+    --ll-nvlink) and a plain NCCL all-to-all.
 
     Example: hwsim moe --cluster h800-deepseek --ep 32 --tokens 4096 --phase dispatch --json
     """
@@ -162,11 +175,19 @@ def moe_cmd(
     problem = Routing(
         cluster, ep, tokens, hidden, experts, topk, topk_groups, routing, seed, nodes, redundant
     )
-    topo, res, plan_s = run_alltoall(problem, phase, dtype, kernel, sms, trace is not None)
+    topo, res, plan_s = run_alltoall(
+        problem,
+        phase,
+        dtype,
+        kernel,
+        sms,
+        trace is not None,
+        nvlink_intranode=True if ll_nvlink else None,
+    )
     ov = None
     if overlap:
         resolved = dataclasses.replace(problem, nodes=topo.nodes)
-        ov = _overlap(resolved, kernel, sms, moe_inter, attn_us * 1e-6)
+        ov = _overlap(resolved, kernel, sms, moe_inter, attn_us * 1e-6, True if ll_nvlink else None)
     wall = time.perf_counter() - t0
     if trace is not None:
         names = [lk.name for lk in res.links]
@@ -200,8 +221,13 @@ def moe_cmd(
             ],
         )
         _write(html, page, "HTML page")
+    from hwsim.sim.trust import trust_for
+
+    variant = "low-latency-nvlink" if ll_nvlink else kernel
+    trust = trust_for("alltoall", res.cluster, variant)
     if json_out:
         d: dict[str, Any] = res.to_dict()
+        d.update(trust.to_dict())
         d.update(
             {
                 "wall_s": wall,
@@ -230,6 +256,7 @@ def moe_cmd(
                     "nodes": topo.nodes,
                     "redundant": redundant,
                     "comm_sms": sms,
+                    "ll_nvlink": ll_nvlink,
                 },
                 "trace_file": str(trace) if trace else None,
                 "html_file": str(html) if html else None,
@@ -240,6 +267,8 @@ def moe_cmd(
         print_json(d)
         return
     console.print(_table(res, wall))
+    cal = "calibrated" if trust.calibrated else "not calibrated"
+    console.print(f"expected error: {trust.band()} ({cal}; {trust.basis})")
     if ov is not None:
         console.print(
             f"two micro-batches: total {ov['total_s'] * 1e6:.1f} us, exposed communication "

@@ -49,7 +49,13 @@ from typing import Any
 
 import numpy as np
 
-from hwsim.plan.attention_blocks import _round16, choose_blocks, footprint_bytes
+from hwsim.plan.attention_blocks import (
+    _round16,
+    accumulator_bytes,
+    choose_blocks,
+    footprint_bytes,
+    onchip_budget_bytes,
+)
 from hwsim.plan.attention_kernels import (
     ROLE_SPECS,
     CtaCost,
@@ -81,8 +87,6 @@ ELEM_BYTES: dict[str, int] = {
 }
 PASSES = ("fwd", "bwd", "fwd+bwd")
 KERNELS = ("flash", "naive", "split_kv")
-#: Register-file level names never used as the tile budget.
-_REGISTER_NAMES = {"reg", "regs", "registers", "rf", "register_file"}
 
 
 #: Largest size of each dimension (log2): a CTA's FLOPs (4 · 128 · seqlen · head_dim) stay
@@ -228,29 +232,6 @@ def flash_flops(shape: AttentionShape) -> float:
 
 
 # ---- tile sizes ---------------------------------------------------------------------------------
-def onchip_budget_bytes(device_or_sram_bytes: Any) -> tuple[float, dict[str, str], int | None]:
-    """(bytes per compute unit, level-name map, units) from a Device or a plain byte budget.
-
-    For a Device: the innermost ``per_unit`` level that is not a register file (``smem`` on
-    GPUs); if none, the innermost on-chip level divided by the number of units."""
-    if isinstance(device_or_sram_bytes, int | float | np.integer | np.floating):
-        if device_or_sram_bytes <= 0:
-            raise SpecError(f"expected a positive byte budget, got {device_or_sram_bytes!r}")
-        return float(device_or_sram_bytes), {"global": "global", "onchip": "onchip"}, None
-    dev = device_or_sram_bytes
-    units = int(dev.compute.units_count)
-    names = {"global": dev.main_memory.name}
-    for m in dev.memory:
-        if m.scope == "per_unit" and m.name.lower() not in _REGISTER_NAMES:
-            names["onchip"] = m.name
-            return float(m.capacity_bytes), names, units
-    on = [m for m in dev.on_chip_levels if m.name.lower() not in _REGISTER_NAMES]
-    if not on:
-        raise SpecError(f"{dev.name} has no on-chip memory level to hold attention tiles")
-    names["onchip"] = on[0].name
-    return dev.level_capacity_bytes(on[0].name) / units, names, units
-
-
 # ---- plans --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class KernelPlan:
@@ -400,6 +381,7 @@ def _layout(
     stages: int,
     units: int | None,
     pack_gqa: bool,
+    acc_budget: tuple[float | None, float | None] = (None, None),
 ) -> dict[str, Any]:
     """Tiles, splits and GQA packing of a plan (arithmetic only: nothing per CTA yet); the
     keyword arguments of :func:`plan_attention`."""
@@ -416,10 +398,12 @@ def _layout(
         if v is not None and (not isinstance(v, int | np.integer) or v < 1):
             raise SpecError(f"expected a positive integer, got {v!r}", key=key)
     has_fwd, has_bwd = shape.pass_ in ("fwd", "fwd+bwd"), shape.pass_ in ("bwd", "fwd+bwd")
-    br, bc = choose_blocks(shape, budget, stages)
+    br, bc = choose_blocks(shape, budget, stages, acc_budget_bytes=acc_budget[0])
     fwd_blocks = (block_q or br, block_kv or bc)
     # FA2/FA3 backward kernels keep the inner Q block at <= 128 rows (dS/P tiles are Br×Bc)
-    bc_b, br_b = choose_blocks(shape, budget, stages, bwd=True, max_inner=128)
+    bc_b, br_b = choose_blocks(
+        shape, budget, stages, bwd=True, max_inner=128, acc_budget_bytes=acc_budget[1]
+    )
     bwd_blocks = (block_q or br_b, block_kv or bc_b)
     fp = footprint_bytes(shape, *fwd_blocks, stages, bwd=False) if has_fwd else 0
     if has_bwd:
@@ -428,9 +412,13 @@ def _layout(
     rows = _round16(shape.group * shape.seqlen_q)
     fits = 1 < shape.group and rows <= 128 and block_q is None
     fits = fits and footprint_bytes(shape, rows, 16, stages, bwd=False) <= budget
+    acc = acc_budget[0]  # the packed rows' accumulators must fit the registers too
+    fits = fits and (acc is None or accumulator_bytes(shape, rows, 16, False) <= acc)
     pack = shape.group if pack_gqa and fits and kernel != "naive" and has_fwd else 1
     if pack > 1:  # one packed Q tile: every position of the group's heads
         br = shape.seqlen_q
+        while acc is not None and bc > 16 and accumulator_bytes(shape, rows, bc, False) > acc:
+            bc -= 16
         fwd_blocks = (br, bc)
         fp = max(fp, footprint_bytes(shape, _round16(pack * br), bc, stages, bwd=False))
     splits = 1
@@ -460,6 +448,7 @@ def plan_attention(
     stages: int = 2,
     units: int | None = None,
     pack_gqa: bool = True,
+    acc_budget: tuple[float | None, float | None] = (None, None),
 ) -> AttentionPlan:
     """Plan ``shape`` on a Device (its per-unit SMEM/SRAM) or a plain per-unit byte budget.
 
@@ -471,9 +460,20 @@ def plan_attention(
     head's group fit one Q tile (``group·seqlen_q <= 128``: decode), one forward CTA computes
     all of them (FA2 ``seqlenq_ngroups_swapped``, FA3 ``pack_gqa``, FlashInfer), so K/V are
     read once per KV head instead of once per query head (flash and split_kv kernels).
+    ``acc_budget`` bounds the forward and backward accumulator bytes a CTA holds in registers
+    (None: unlimited; :func:`choose_blocks`).
     A plan whose per-CTA arrays would exceed ``--max-memory`` is refused before allocation."""
     lay = _layout(
-        shape, device_or_sram_bytes, kernel, num_splits, block_q, block_kv, stages, units, pack_gqa
+        shape,
+        device_or_sram_bytes,
+        kernel,
+        num_splits,
+        block_q,
+        block_kv,
+        stages,
+        units,
+        pack_gqa,
+        acc_budget,
     )
     splits, pack, fp = lay["splits"], lay["pack"], lay["fp"]
     budget, names, br, bc = lay["budget"], lay["names"], lay["br"], lay["bc"]

@@ -87,13 +87,23 @@ def plan_cta_count(
     stages: int = 2,
     units: int | None = None,
     pack_gqa: bool = True,
+    acc_budget: tuple[float | None, float | None] = (None, None),
 ) -> int:
     """The CTAs :func:`hwsim.plan.attention.plan_attention` with these arguments would plan,
     in O(1): simulators check their event budget with it before a plan is allocated."""
     from hwsim.plan.attention import _layout  # the planner's own tile choice (it imports us)
 
     lay = _layout(
-        shape, device_or_sram_bytes, kernel, num_splits, block_q, block_kv, stages, units, pack_gqa
+        shape,
+        device_or_sram_bytes,
+        kernel,
+        num_splits,
+        block_q,
+        block_kv,
+        stages,
+        units,
+        pack_gqa,
+        acc_budget,
     )
     return cta_count(
         shape, kernel, lay["fwd_blocks"], lay["bwd_blocks"], lay["splits"], lay["pack"]

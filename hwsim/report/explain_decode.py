@@ -38,6 +38,24 @@ from hwsim.spec.overrides import apply_overrides
 _LAYOUT_KEYS = ("tp", "ep", "pp", "dp")
 
 
+def _fixed_costs(r: Any) -> dict[str, float]:
+    """Seconds per step of each fixed cost the GPU mapper charged (kernel gaps of CUDA-graph
+    replay, the small-collective floor, MoE routing kernels; hwsim.sim.gpu_fixed)."""
+    from hwsim.sim.gpu_fixed import step_fixed_costs
+
+    return step_fixed_costs((op.timing, op.count) for op in r.ops)
+
+
+def _trust(r: Any, d: Any) -> dict[str, Any]:
+    """The step's expected error (hwsim.sim.trust): time-weighted over its ops on a GPU, the
+    device's held-out decode error elsewhere."""
+    from hwsim.sim.trust import step_trust, trust_for
+
+    if d.kind != "gpu":
+        return trust_for("step", r.device).to_dict()
+    return step_trust(((op.timing, op.count) for op in r.ops), d.arch).to_dict()
+
+
 def _engine() -> Any:
     try:
         from hwsim.serve import step
@@ -153,6 +171,8 @@ class DecodeSubject:
                 if lvl in byts:
                     byts[lvl] += b * op.count
         byts = {k: v for k, v in byts.items() if v > 0}
+        fixed = _fixed_costs(r) if d.kind == "gpu" else {}
+        trust = _trust(r, d)
         peak_dtype = "fp8" if str(p["dtype"]).startswith("fp8") else str(p["dtype"])
         return Outcome(
             time_s=t,
@@ -178,8 +198,10 @@ class DecodeSubject:
                 "main_memory": d.main_memory.name,
                 "main_bw": d.level_bandwidth_Bps(d.main_memory.name),
                 "notes": list(r.notes),
+                "fixed_costs_s": fixed,
+                "trust": trust,
             },
-            result=r.to_dict(),
+            result={**r.to_dict(), "fixed_costs_s": fixed, **trust},
         )
 
     def describe(self, base: Outcome) -> list[str]:
@@ -209,6 +231,23 @@ class DecodeSubject:
         if x["comm_exposed_s"] > 0:
             out.append(
                 f"Communication that nothing hides costs {fmt_time(x['comm_exposed_s'])} per step."
+            )
+        fixed = {k: v for k, v in x.get("fixed_costs_s", {}).items() if v > 0}
+        if fixed:
+            total = sum(fixed.values())
+            parts = ", ".join(f"{k} {fmt_time(v)}" for k, v in fixed.items())
+            out.append(
+                f"Fixed costs that no batch size amortises (devices/profiles/fixed.yaml, from "
+                f"microbenchmarks): {parts}; together {fmt_time(total)} of busy time, "
+                f"{fmt_pct(total / base.time_s)} of the step. At batch 1 they set much of the "
+                "per-user speed; at large batch the weight and KV reads hide them."
+            )
+        tr = x.get("trust")
+        if tr:
+            cal = "calibrated" if tr["calibrated"] else "not calibrated"
+            out.append(
+                f"Expected error of this prediction: ±{tr['expected_error_pct']:.0f}% ({cal}; "
+                f"{tr['error_basis']}; docs/calibration-transfer.md)."
             )
         out += [f"Note: {n}." for n in x["notes"]]
         return out

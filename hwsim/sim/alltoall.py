@@ -10,8 +10,10 @@ same plan the functional executor runs), a :class:`~hwsim.sim.topology.Topology`
   forward; each half copies at most ``comm_sms/2 · bytes/cycle · clock`` (a shared virtual
   link per GPU and half). One node: the intranode kernel (senders copy straight into peers).
 * ``low-latency`` - DeepEP low-latency kernels: one RDMA write (IBGDA) per (token, expert),
-  direct to the expert's rank, no deduplication; peers in the node over NVLink when allowed;
-  a completion flag follows the data.
+  direct to the expert's rank, no deduplication; by default every peer, those in the same node
+  included, through the sender's NIC (pure RDMA, as DeepEP's README measured them);
+  ``nvlink_intranode=True`` reaches peers in the node over NVLink (DeepEP since 2025-06,
+  ``allow_nvlink_for_low_latency_mode``); a completion flag follows the data.
 * ``nccl`` - a plain all-to-all of tokens permuted per expert over direct shortest paths, every
   (src, dst) flow progressing independently.
 
@@ -296,11 +298,14 @@ def simulate_alltoall(
     kernel_profile: KernelProfile | None = None,
     cluster_profile: ClusterProfile | None = None,
     trace: bool = False,
+    nvlink_intranode: bool | None = None,
 ) -> AllToAllResult:
     """Simulate one MoE dispatch or combine of ``plan`` on ``topology``.
 
     ``dtype`` is the wire format of this phase (default: the plan's dispatch dtype, or its
-    combine dtype). ``comm_sms`` overrides the kernel profile's SM count. The plan's ranks are
+    combine dtype). ``comm_sms`` overrides the kernel profile's SM count; ``nvlink_intranode``
+    the profile's transport to peers in the same node (True: NVLink, False: through the NIC,
+    None: the profile's; direct kernels only). The plan's ranks are
     the first ``plan.n_ranks`` devices of the topology (rank = node x devices per node + local
     index). Returns an :class:`AllToAllResult`."""
     t0 = time.perf_counter()
@@ -320,6 +325,8 @@ def simulate_alltoall(
             key="ep",
         )
     kp = kernel_profile or load_kernel_profile(kernel)
+    if nvlink_intranode is not None:
+        kp = kp.model_copy(update={"nvlink_intranode": nvlink_intranode})
     cp = cluster_profile or load_cluster_profile(topo.name)
     wire = dtype or (plan.dispatch_dtype if phase == "dispatch" else plan.combine_dtype)
     bpt = bytes_per_token(plan.hidden, wire)
@@ -411,7 +418,7 @@ def simulate_alltoall(
     rank_t = np.where(rank_t > 0, rank_t, run.time_s)
     rdma_b = plan.rdma_pairs.sum(axis=1) * bpt
     nvl_b = plan.tokens.sum(axis=0) * bpt
-    sel_b = plan.expert_copies.sum(axis=1) * (bpt + kp.header)
+    sel_b = plan.expert_copies.sum(axis=1) * (bpt + header)  # DeepEP: header on FP8 dispatch
     leg_bytes: dict[str, FArr] = {}
     by_kind: dict[str, float] = {}
     pair_bytes = np.bincount(inv, weights=nbytes, minlength=len(uniq))
@@ -459,6 +466,7 @@ def simulate_alltoall(
             "efficiency": cp.scale(),
             "coupling": kp.coupling,
             "path": kp.path,
+            "nvlink_intranode": kp.nvlink_intranode,
         },
         trace=run.trace,
         rate_log=run.rate_log,

@@ -104,6 +104,15 @@ class Routing:
             raise SpecError(
                 f"--topk ({self.topk}) cannot exceed --experts ({self.experts})", key="topk"
             )
+        if self.ep > self.experts + self.redundant:
+            # every EP rank hosts at least one expert (a routed one or a redundant copy):
+            # ranks beyond that would hold nothing and receive no tokens
+            raise SpecError(
+                f"--ep {self.ep} is larger than --experts {self.experts} plus --redundant "
+                f"{self.redundant} copies ({self.experts + self.redundant}): every EP rank must "
+                "hold at least one expert; lower --ep or add --redundant copies",
+                key="ep",
+            )
 
 
 def run_alltoall(
@@ -114,21 +123,38 @@ def run_alltoall(
     sms: int | None = None,
     trace: bool = False,
     device: Device | None = None,
+    nvlink_intranode: bool | None = None,
 ) -> tuple[Topology, AllToAllResult, float]:
     """Build the topology and the plan, simulate ``phase`` with ``kernel`` on the wire format
-    ``dtype`` (None: the phase's own); returns (topology, result, plan wall s)."""
+    ``dtype`` (None: the phase's own); ``nvlink_intranode`` overrides the kernel profile's
+    transport to peers in the same node (``--ll-nvlink``: DeepEP low-latency only); returns
+    (topology, result, plan wall s)."""
     from hwsim.sim.alltoall import simulate_alltoall
 
     check_choice("phase", phase, PHASES)
     check_choice("kernel", kernel, KERNELS)
     if dtype is not None:
         check_choice("dtype", dtype, WIRE_DTYPES)
+    if nvlink_intranode is not None and kernel != "low-latency":
+        raise SpecError(
+            f"--ll-nvlink applies to --kernel low-latency only, got --kernel {kernel}",
+            key="ll-nvlink",
+        )
     topo, plan, plan_s = prepare_alltoall(
         problem,
         dispatch_dtype=dtype if (dtype and phase == "dispatch") else "fp8",
         device=device,
     )
-    res = simulate_alltoall(topo, plan, kernel, phase, dtype=dtype, comm_sms=sms, trace=trace)
+    res = simulate_alltoall(
+        topo,
+        plan,
+        kernel,
+        phase,
+        dtype=dtype,
+        comm_sms=sms,
+        trace=trace,
+        nvlink_intranode=nvlink_intranode,
+    )
     return topo, res, plan_s
 
 

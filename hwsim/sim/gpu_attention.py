@@ -38,14 +38,21 @@ from hwsim.plan.attention import (
 )
 from hwsim.plan.attention import plan_attention as _plan
 from hwsim.plan.attention_size import fewer_ctas_hint, plan_cta_count
-from hwsim.plan.gemm import GemmProfile
 from hwsim.sim.budget import check_budget
 from hwsim.sim.engine import Engine, TraceEvent
 from hwsim.sim.gpu import CtaLaunch, GpuRun, build_gpu
+from hwsim.sim.gpu_paths import (
+    MatrixRate,
+    SmRates,
+    operand_bytes,
+    register_limits,
+    register_notes,
+    sm_rates,
+)
 from hwsim.sim.kernel_profiles import AttentionProfile, load_attention_profile, profile_key
+from hwsim.sim.trust import Trust, trust_for
 from hwsim.spec.device import Device
 from hwsim.spec.errors import SpecError
-from hwsim.spec.profiles import load_profile
 
 DETAILS = ("cta", "tile")
 #: CTA detail plays at most this many lockstep cohorts per launch (a divisor of the SM count
@@ -104,6 +111,8 @@ class AttentionSimResult:
     plan: dict[str, Any]
     notes: tuple[str, ...] = ()
     trace: AttentionTrace | None = field(default=None, repr=False, compare=False)
+    matrix_path: MatrixRate | None = None  #: the matrix instructions and their spec rate
+    trust: Trust | None = None  #: calibrated or not, and the error to expect
 
     @property
     def tflops(self) -> float:
@@ -141,69 +150,10 @@ class AttentionSimResult:
             "wall_s": self.wall_s,
             "kernels": [k.__dict__ for k in self.kernels],
             "plan": self.plan,
+            "matrix_path": self.matrix_path.to_dict() if self.matrix_path else None,
+            **(self.trust.to_dict() if self.trust else {}),
             "notes": list(self.notes),
         }
-
-
-@dataclass(frozen=True)
-class SmRates:
-    """One SM's share of the chip: tensor FLOP/s (after efficiency), exp/s, ALU instr/s."""
-
-    peak_flops: float  #: whole chip, dense, the dtype's matrix peak
-    mma_flops: float
-    exp_per_s: float
-    valu_per_s: float
-    clock_Hz: float
-
-
-def sm_rates(device: Device, dtype: str, prof: AttentionProfile) -> tuple[SmRates, list[str]]:
-    """Per-SM rates; falls back (with a note) where the spec lists no special/vector rate."""
-    notes: list[str] = []
-    n = device.compute.units_count
-    try:
-        peak = device.peak_flops("fp8" if dtype.startswith("fp8") else dtype)
-    except KeyError:
-        raise SpecError(f"{device.name} lists no matrix peak usable for {dtype}") from None
-    c = device.compute
-    vec = c.vector_fp32.value if c.vector_fp32 else peak / 16
-    if not c.vector_fp32:
-        notes.append("no vector_fp32 rate in the spec: assumed 1/16 of the matrix peak")
-    if c.special:
-        sfu = c.special.value
-    else:
-        sfu = vec / 8  # 16 SFU vs 128 FP32 lanes per SM on NVIDIA parts
-        notes.append("no special-function rate in the spec: assumed 1/8 of vector FP32")
-    eff = prof.mma_efficiency.value * _arch_matrix_scale(device, dtype, prof, notes)
-    rates = SmRates(
-        peak_flops=peak,
-        mma_flops=peak / n * eff,
-        exp_per_s=sfu / n,
-        valu_per_s=vec / 2 / n,  # an FMA is two FLOPs but one instruction
-        clock_Hz=c.clock_Hz,
-    )
-    return rates, notes
-
-
-def _arch_matrix_scale(
-    device: Device, dtype: str, prof: AttentionProfile, notes: list[str]
-) -> float:
-    """How well this architecture's matrix units sustain their peak relative to the one the
-    attention profile was calibrated on, taken from the GEMM fit (``gemm.yaml``, measured
-    GEMMs): 1 across NVIDIA generations, ~0.72 for CDNA. No attention measurement is used."""
-    if device.arch == prof.calibration_arch:
-        return 1.0
-    try:
-        here = load_profile("gemm", device.arch, GemmProfile).matrix_fraction_for(dtype)
-        ref = load_profile("gemm", prof.calibration_arch, GemmProfile).matrix_fraction_for(dtype)
-    except SpecError:
-        return 1.0
-    scale = here / ref
-    if abs(scale - 1.0) > 1e-9:
-        notes.append(
-            f"matrix efficiency scaled by {scale:.2f}: sustained GEMM fraction of {device.arch} "
-            f"vs {prof.calibration_arch} (devices/profiles/gemm.yaml)"
-        )
-    return scale
 
 
 def _padded_step(kp: KernelPlan) -> tuple[float, float]:
@@ -268,17 +218,25 @@ def _order(kp: KernelPlan, prof: AttentionProfile, gbytes: np.ndarray, l2_bytes:
     return np.lexsort((hb % section, -kp.n_steps, kp.cta_split, hb // section)), True
 
 
-def _launch(kp: KernelPlan, prof: AttentionProfile, r: SmRates, l2_usable: float) -> CtaLaunch:
+def _launch(
+    kp: KernelPlan, prof: AttentionProfile, r: SmRates, l2_usable: float, slots: int
+) -> CtaLaunch:
     s = kp.shape
     n = np.maximum(kp.n_steps, 0)
     n_safe = np.maximum(n, 1)
     pro, loop, epi = kp.prologue, kp.loop, kp.epilogue
     mma_f, scores = _padded_step(kp)
-    valu_ops = (prof.bwd_valu_ops if kp.role == "bwd" else prof.softmax_valu_ops).value
-    t_mma = mma_f / r.mma_flops
+    bwd = kp.role == "bwd"
+    valu_ops = (prof.bwd_valu_ops if bwd else prof.softmax_valu_ops).value
+    t_mma = mma_f / (r.mma_flops_bwd if bwd else r.mma_flops)
+    warps = prof.warps(s.head_dim, bwd)
+    if r.path.operands == "registers" and warps is not None:  # mma.sync/MFMA: via ldmatrix
+        bo = -(-kp.pack * kp.block_outer // 16) * 16 if kp.pack > 1 else kp.block_outer
+        ops = operand_bytes(kp.role, bo, kp.block_inner, s.head_dim, s.dv, s.elem_bytes, warps)
+        t_mma = max(t_mma, ops / r.smem_Bps)
     t_smax = scores / r.exp_per_s + scores * valu_ops / r.valu_per_s
     t_mask = scores * prof.mask_valu_ops.value / r.valu_per_s
-    ov = prof.softmax_overlap.value
+    ov = prof.overlap(bwd)
 
     def step_time(t_sm: float) -> float:
         # the overlappable part of the softmax runs beside the matmuls (ping-pong), the rest
@@ -313,6 +271,7 @@ def _launch(kp: KernelPlan, prof: AttentionProfile, r: SmRates, l2_usable: float
         and s.elem_bytes == 2
         and s.head_dim >= prof.multicast_min_head_dim.value
         and n_outer % mc == 0
+        and prof.data_movement == "tma"  # multicast is a TMA feature (cp.async cannot)
     )
     return CtaLaunch(
         name=kp.name,
@@ -329,7 +288,7 @@ def _launch(kp: KernelPlan, prof: AttentionProfile, r: SmRates, l2_usable: float
         group_bytes=gbytes,
         order=order,
         dynamic=dynamic,
-        slots_per_sm=int(prof.ctas_per_sm.value),
+        slots_per_sm=slots,
         prefetch=prof.prefetch_next_tile,
         stages=int(prof.stages.value),
         launch_overhead_s=prof.launch_overhead_s,
@@ -351,9 +310,13 @@ def _labeller(kp: KernelPlan) -> Callable[[int], str]:
 def plan_for(
     device: Device, shape: AttentionShape, prof: AttentionProfile, block_kv: int | None = None
 ) -> AttentionPlan:
-    """The kernel's tile plan; ``block_kv`` overrides the KV tile (an autotuning candidate)."""
+    """The kernel's tile plan (SMEM and register file bound the tile); ``block_kv`` overrides
+    the KV tile (an autotuning candidate)."""
     stages = int(prof.stages.value)
-    return _plan(shape, device, kernel=prof.plan_kernel, stages=stages, block_kv=block_kv)
+    acc = register_limits(device, shape, prof)
+    return _plan(
+        shape, device, kernel=prof.plan_kernel, stages=stages, block_kv=block_kv, acc_budget=acc
+    )
 
 
 def cta_count_for(
@@ -361,7 +324,12 @@ def cta_count_for(
 ) -> int:
     """The CTAs of :func:`plan_for`'s plan, in O(1) (nothing is allocated)."""
     return plan_cta_count(
-        shape, device, kernel=prof.plan_kernel, stages=int(prof.stages.value), block_kv=block_kv
+        shape,
+        device,
+        kernel=prof.plan_kernel,
+        stages=int(prof.stages.value),
+        block_kv=block_kv,
+        acc_budget=register_limits(device, shape, prof),
     )
 
 
@@ -416,7 +384,10 @@ def simulate_attention(
     traced = frozenset(range(min(trace_sms, n_sms))) if trace else frozenset()
     usable = prof.l2_usable_fraction.value
     run = GpuRun(eng, fab, l2_usable_fraction=usable, trace_sms=traced, max_cohorts=max_cohorts)
-    launches = [_launch(k, prof, rates, fab.l2_capacity_bytes * usable) for k in plan.kernels]
+    l2_usable = fab.l2_capacity_bytes * usable
+    slots = int(prof.ctas_per_sm.value)
+    launches = [_launch(k, prof, rates, l2_usable, slots) for k in plan.kernels]
+    notes += register_notes(device, prof, shape, plan.footprint_bytes)
     t = run.run(launches, detail)
     wall = time.perf_counter() - t_wall
     res = _summarise(device, shape, plan, prof, rates, fab, run, launches, t)
@@ -440,8 +411,18 @@ def simulate_attention(
         wall_s=wall,
         notes=tuple(notes),
         trace=tr,
+        matrix_path=rates.path,
+        trust=_trust(device, kernel, shape),
         **res,
     )
+
+
+def _trust(device: Device, kernel: str, shape: AttentionShape) -> Trust:
+    """The suite's error when (kernel, arch, pass) was calibrated, else the leave-one-out one;
+    forward+backward takes the worse of the two passes."""
+    passes = ("fwd", "bwd") if shape.pass_ == "fwd+bwd" else (shape.pass_,)
+    parts = [trust_for("attention", device.arch, kernel, p) for p in passes]
+    return max(parts, key=lambda t: (not t.calibrated, t.expected_error_pct))
 
 
 def _summarise(

@@ -28,6 +28,7 @@ from hwsim.plan.gemm import GemmPlan, GemmProfile, gemm_profile, merged, plan_ge
 from hwsim.plan.gpu_view import GpuView, gpu_view
 from hwsim.sim.calibration import Calibration, calibration, custom
 from hwsim.sim.engine import Engine, TraceEvent
+from hwsim.sim.trust import Trust, trust_for
 from hwsim.spec.device import Device
 from hwsim.spec.load import load_device
 
@@ -63,10 +64,14 @@ class GemmResult:
     #: where the profile values came from: fitted on this arch, inherited, cited (see
     #: hwsim.sim.calibration); None only for results built without a profile entry
     calibration: Calibration | None = None
+    trust: Trust | None = None  #: calibrated or not, and the error to expect (percent)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("trace")
+        d.pop("trust")
+        if self.trust is not None:
+            d.update(self.trust.to_dict())
         return d
 
 
@@ -211,4 +216,5 @@ def run_plan(
         plan=plan.summary(),
         trace=tuple(eng.trace),
         calibration=custom("gemm", dev.arch) if key == "custom" else calibration("gemm", dev.arch),
+        trust=trust_for("gemm", dev.arch),
     )

@@ -24,7 +24,9 @@ from hwsim.plan.moe import DispatchPlan, synthetic_dispatch_plan
 from hwsim.plan.workload import Attention, Collective, Elementwise, Gemm, OpTiming, op_name
 from hwsim.sim.alltoall import simulate_alltoall
 from hwsim.sim.gpu_attention import simulate_attention
+from hwsim.sim.gpu_fixed import fixed_note, load_fixed_costs
 from hwsim.sim.gpu_gemm import simulate_gemm
+from hwsim.sim.gpu_paths import register_limits
 from hwsim.sim.kernel_profiles import load_attention_profile
 from hwsim.sim.mapper import Mapper, override, register_mapper, with_notes
 from hwsim.sim.streaming import simulate_op
@@ -50,7 +52,9 @@ class GpuMapper(Mapper):
     """GPUs: the simpy GPU simulators (see the module docstring).
 
     Kernel times exclude host launch overhead (``kernel_s``): serving engines replay decode
-    steps as CUDA graphs. Decode attention packs the query heads that share a KV head (GQA
+    steps as CUDA graphs; each GEMM and streaming kernel pays the graph's per-kernel gap, small
+    intra-node collectives the nccl-tests floor, and MoE routers their routing kernels
+    (:mod:`hwsim.sim.gpu_fixed`). Decode attention packs the query heads that share a KV head (GQA
     group, or all MLA heads on one latent) into the rows of one tile, as FlashDecoding/FlashMLA
     do, and takes the fastest of the kernels profiled for the architecture."""
 
@@ -60,6 +64,7 @@ class GpuMapper(Mapper):
         super().__init__(device, cluster)
         self._topologies: dict[int, Topology] = {}
         self._plans: dict[tuple[int | None, ...], DispatchPlan] = {}
+        self.fixed = load_fixed_costs(device.arch)
 
     @override
     def gemm(self, op: Gemm) -> OpTiming:
@@ -74,9 +79,38 @@ class GpuMapper(Mapper):
             r = simulate_gemm(self.device, op.m, op.n * op.count, op.k, op.dtype)
         except SpecError as err:
             return _noted(self.gemm_roofline(op), f"GEMM simulator: {err}; roofline used")
+        gap = self.fixed.graph_kernel_gap.value
+        notes = [fixed_note("kernel gaps", gap, "CUDA graph replay, 1 kernel")]
+        extra = gap
+        if op.name == "router":  # top-k, permute and un-permute run before/after the experts
+            routing = self._routing_s(op)
+            notes.append(fixed_note("MoE routing", routing, "top-k, permute, un-permute"))
+            extra += routing
         return OpTiming(
-            op.name, r.kernel_s, r.bound, dict(r.bytes), r.flops, r.events, (), "sim:gpu_gemm"
+            op.name,
+            r.kernel_s + extra,
+            r.bound,
+            dict(r.bytes),
+            r.flops,
+            r.events,
+            tuple(notes),
+            "sim:gpu_gemm",
         )
+
+    def _routing_s(self, router: Gemm) -> float:
+        """The MoE routing kernels after a router GEMM (tokens × experts logits, hidden
+        ``router.k``): top-k over the logits (a softmax-shaped pass), then ``n - 1`` token
+        copies into and out of expert order (add-shaped passes), each with its kernel gap."""
+        n = int(self.fixed.moe_routing_kernels.value)
+        gap = self.fixed.graph_kernel_gap.value
+        shapes = [("softmax", router.m, router.n)] + [("add", router.m, router.k)] * (n - 1)
+        total = 0.0
+        for kind, rows, cols in shapes[:n]:
+            try:
+                total += simulate_op(self.device, kind, rows, cols, router.dtype).kernel_s + gap
+            except SpecError:
+                total += gap
+        return total
 
     @override
     def elementwise(self, op: Elementwise) -> OpTiming:
@@ -86,8 +120,16 @@ class GpuMapper(Mapper):
             return _noted(
                 self.elementwise_roofline(op), f"streaming-op simulator: {err}; roofline used"
             )
+        gap = self.fixed.graph_kernel_gap.value
         return OpTiming(
-            op_name(op), r.kernel_s, r.bound, dict(r.bytes), op.flops, r.events, (), "sim:streaming"
+            op_name(op),
+            r.kernel_s + gap,
+            r.bound,
+            dict(r.bytes),
+            op.flops,
+            r.events,
+            (fixed_note("kernel gaps", gap, "CUDA graph replay, 1 kernel"),),
+            "sim:streaming",
         )
 
     @override
@@ -128,7 +170,13 @@ class GpuMapper(Mapper):
             r = simulate_attention(self.device, shape, best_kernel, block_kv=block_kv)
             if r.time_s < best.time_s:
                 best = r
-        notes = [f"kernel {best.kernel}", *best.notes]
+        lo = load_attention_profile(best.kernel, self.device.arch).launch_overhead_s
+        gaps = lo * len(best.kernels)  # already in the kernel time: labelled, not added
+        notes = [
+            f"kernel {best.kernel}",
+            fixed_note("kernel gaps", gaps, "attention launch gaps, in the kernel time"),
+            *best.notes,
+        ]
         if op.latent_kv:
             notes.append(f"MLA: V read from the latent K ({human_bytes(op.kv_bytes)} of cache)")
         return OpTiming(
@@ -151,12 +199,14 @@ class GpuMapper(Mapper):
         for the fastest kernel only, which keeps the cost at a few simulations per op;
         ``hwsim attention`` and the FA3 validation time the default plan."""
         # the kernel's own buffering depth, so every candidate fits SMEM as the plan builds it
-        stages = int(load_attention_profile(kernel, self.device.arch).stages.value)
+        prof = load_attention_profile(kernel, self.device.arch)
+        stages = int(prof.stages.value)
+        acc = register_limits(self.device, shape, prof)[0]  # the register file bounds it too
         budget, _, _ = onchip_budget_bytes(self.device)
         tiles: set[int] = set()
         while True:  # down to the smallest budget that still holds a 16x16 tile
             try:
-                tiles.add(choose_blocks(shape, budget, stages)[1])
+                tiles.add(choose_blocks(shape, budget, stages, acc_budget_bytes=acc)[1])
             except SpecError:
                 break
             budget /= 2
@@ -170,7 +220,7 @@ class GpuMapper(Mapper):
         collectives by the alpha-beta model on the fabric."""
         tr = op.traffic
         if op.kind != "all-to-all" or tr is None:
-            return super().collective(op)
+            return self._with_floor(op, super().collective(op))
         if self.cluster is None:
             return _noted(
                 super().collective(op), "no cluster given: all-to-all by the alpha-beta model"
@@ -212,8 +262,23 @@ class GpuMapper(Mapper):
             dict(r.bytes_by_link_kind),
             0.0,
             r.events,
-            (f"DeepEP {kernel} kernel, EP{op.group} on {nodes} node(s): flow simulation",),
+            (
+                f"DeepEP {kernel} kernel, EP{op.group} on {nodes} node(s) of "
+                f"{self.cluster.name}: flow simulation",
+            ),
             "sim:alltoall",
+        )
+
+    def _with_floor(self, op: Collective, t: OpTiming) -> OpTiming:
+        """An intra-node all-reduce/all-gather/reduce-scatter takes at least the measured
+        small-message time (nccl-tests with CUDA graphs); the alpha-beta model above it."""
+        floor = self.fixed.collective_floor.value
+        small = op.kind in ("all-reduce", "all-gather", "reduce-scatter")
+        if not small or op.scope != "intra" or op.group <= 1 or t.time_s >= floor:
+            return t
+        note = fixed_note("collective floor", floor - t.time_s, "nccl-tests small-message time")
+        return OpTiming(
+            t.op, floor, "latency", t.bytes_by_level, t.flops, t.events, (*t.notes, note), t.source
         )
 
 

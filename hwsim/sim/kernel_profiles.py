@@ -42,6 +42,29 @@ class AttentionProfile(Strict):
         default_factory=list,
         description="architectures the kernel is written for; others get a note in results",
     )
+    instruction_path: Literal["mma_sync", "wgmma", "tcgen05", "mfma", "native"] = Field(
+        "native",
+        description="matrix instructions the kernel issues (a key of the device's "
+        "compute.matrix_paths); native: the device's fastest family (vendor GEMMs)",
+    )
+    data_movement: Literal["cp_async", "tma", "ld"] = Field(
+        "cp_async",
+        description="how K/V tiles reach shared memory: cp_async (issued by the compute warps), "
+        "tma (one producer thread per tile, multicast to a cluster) or ld (plain loads)",
+    )
+    mma_warps: dict[int, Whole] = Field(
+        default_factory=dict,
+        description="forward: warps that share one CTA's matmuls, by head dim (the entry with "
+        "the smallest key >= head_dim); empty: the register file does not limit the tile",
+    )
+    bwd_mma_warps: dict[int, Whole] = Field(
+        default_factory=dict, description="backward: like mma_warps"
+    )
+    reserved_registers: Number | None = Field(
+        None,
+        description="32-bit registers per thread not available to accumulators (MMA operand "
+        "fragments, softmax statistics, pointers, loop state)",
+    )
     calibration_arch: str = Field(
         "hopper",
         description="architecture the efficiencies were fitted on; other architectures scale "
@@ -53,6 +76,16 @@ class AttentionProfile(Strict):
     softmax_overlap: Number = Field(
         description="fraction of the softmax work of a KV step that runs beside the matmuls "
         "(the rest is on the critical path): 0 = synchronous (FA2), 1 = perfect ping-pong"
+    )
+    bwd_mma_efficiency: Number | None = Field(
+        None,
+        description="backward: fraction of the path's rate the five matmuls of a step sustain "
+        "(None: mma_efficiency)",
+    )
+    bwd_softmax_overlap: Number | None = Field(
+        None,
+        description="backward: fraction of the recomputed softmax and dS work that runs beside "
+        "the matmuls (None: softmax_overlap)",
     )
     softmax_valu_ops: Number = Field(
         description="FP32 ALU instructions per score element in the forward softmax (row max, "
@@ -109,10 +142,36 @@ class AttentionProfile(Strict):
             v = getattr(self, name).value
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name}: expected a fraction in [0, 1], got {v}")
+        for name in ("bwd_mma_efficiency", "bwd_softmax_overlap"):
+            q = getattr(self, name)
+            if q is not None and not 0.0 <= q.value <= 1.0:
+                raise ValueError(f"{name}: expected a fraction in [0, 1], got {q.value}")
         for name in ("mma_efficiency", "l2_bandwidth_fraction"):
             if getattr(self, name).value <= 0:
                 raise ValueError(f"{name}: must be greater than zero")
+        if self.bwd_mma_efficiency is not None and self.bwd_mma_efficiency.value <= 0:
+            raise ValueError("bwd_mma_efficiency: must be greater than zero")
         return self
+
+    def efficiency(self, bwd: bool) -> float:
+        """Fraction of the path's matrix rate the inner loop sustains (forward or backward)."""
+        q = self.bwd_mma_efficiency if bwd and self.bwd_mma_efficiency is not None else None
+        q = q if q is not None else self.mma_efficiency
+        return float(q.value)
+
+    def overlap(self, bwd: bool) -> float:
+        """Fraction of a step's softmax (backward: softmax and dS) beside the matmuls."""
+        q = self.bwd_softmax_overlap if bwd and self.bwd_softmax_overlap is not None else None
+        q = q if q is not None else self.softmax_overlap
+        return float(q.value)
+
+    def warps(self, head_dim: int, bwd: bool) -> int | None:
+        """Warps of one CTA's matmuls at ``head_dim`` (None: not modelled)."""
+        table = self.bwd_mma_warps if bwd else self.mma_warps
+        keys = sorted(k for k in table if k >= head_dim)
+        if keys:
+            return int(table[keys[0]].value)
+        return int(table[max(table)].value) if table else None
 
     # ---- SI accessors ------------------------------------------------------------------------
     @property
@@ -143,11 +202,13 @@ def load_attention_profile(kernel: str, arch: str) -> AttentionProfile:
     sources = data.get("sources", {})
     for name in type(prof).model_fields:
         q = getattr(prof, name)
-        src = getattr(q, "source", None)
-        if src is not None and (not isinstance(sources, dict) or src not in sources):
-            raise SpecError(
-                f"source {src!r} is not in the sources table",
-                file=str(profile_path("attention")),
-                key=f"{key}.{name}",
-            )
+        items = [(f"{name}.{k}", v) for k, v in q.items()] if isinstance(q, dict) else [(name, q)]
+        for label, v in items:
+            src = getattr(v, "source", None)
+            if src is not None and (not isinstance(sources, dict) or src not in sources):
+                raise SpecError(
+                    f"source {src!r} is not in the sources table",
+                    file=str(profile_path("attention")),
+                    key=f"{key}.{label}",
+                )
     return prof

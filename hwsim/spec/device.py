@@ -20,6 +20,7 @@ from hwsim.spec.messages import SYNONYMS
 from hwsim.spec.quantity import (
     Bandwidth,
     Bytes,
+    Count,
     Frequency,
     Latency,
     Money,
@@ -42,7 +43,9 @@ DEVICE_KINDS: dict[str, str | None] = {
 }
 #: The optional kind-specific sections of :class:`Device`.
 KIND_SECTIONS: tuple[str, ...] = ("mesh", "tiles", "lpu")
-DType = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8"]
+#: Formats a device may list a matrix peak for: the compute dtypes (:data:`DTYPES`) and the
+#: microscaling FP6/FP4 formats of CDNA 4 and Blackwell (peaks only; not a workload dtype).
+DType = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp6", "fp4"]
 DTYPES: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8")
 #: Bytes per element of every storage format hwsim knows, the one table of them: compute dtypes
 #: (tf32 is stored as fp32; ``fp8`` is e4m3 unless named) and the functional executor's formats.
@@ -56,6 +59,8 @@ STORAGE_BYTES: dict[str, float] = {
     "fp8_e4m3": 1,
     "fp8_e5m2": 1,
     "int8": 1,
+    "fp6": 0.75,
+    "fp4": 0.5,
 }
 #: Bytes per element of each compute dtype (:data:`DTYPES`).
 DTYPE_BYTES: dict[str, float] = {d: STORAGE_BYTES[d] for d in DTYPES}
@@ -73,6 +78,39 @@ PortKind = Literal[
 ]
 
 
+#: Matrix-instruction families (keys of ``compute.matrix_paths``): PTX ``mma.sync`` (Ampere and
+#: later, warp-level, operands in registers), ``wgmma`` (Hopper, warpgroup-level, asynchronous,
+#: operands from shared memory), ``tcgen05`` (Blackwell, single-thread issue, accumulator in
+#: tensor memory) and AMD ``mfma`` (CDNA, wavefront-level, operands in VGPRs).
+MATRIX_PATHS: tuple[str, ...] = ("mma_sync", "wgmma", "tcgen05", "mfma")
+#: How a kernel moves tiles from global to shared memory: ``cp_async`` (Ampere ``cp.async``:
+#: issued per thread by the compute warps), ``tma`` (Hopper+ Tensor Memory Accelerator: one
+#: thread issues a whole tile, multicast to a cluster) or ``ld`` (plain loads, AMD).
+DATA_MOVEMENT: tuple[str, ...] = ("cp_async", "tma", "ld")
+
+
+class MatrixPath(Strict):
+    """One family of matrix instructions a GPU can issue and the rate it sustains."""
+
+    fraction: Count = Field(
+        description="sustained dense rate of this instruction family as a fraction of "
+        "compute.peak, for every dtype it supports (1 = the family that reaches the datasheet "
+        "peak)"
+    )
+    dtypes: list[DType] | None = Field(
+        None, description="dtypes the family issues (None: every dtype of compute.peak)"
+    )
+    operands: Literal["registers", "shared"] = Field(
+        description="registers: every warp that uses an A/B tile loads it from shared memory "
+        "into its registers (ldmatrix, ds_read), so shared-memory bandwidth also bounds the "
+        "rate; shared: the matrix unit reads A/B from shared memory itself"
+    )
+    accumulator: Literal["registers", "tensor_memory"] = Field(
+        "registers", description="where the accumulator tile lives while the K loop runs"
+    )
+    note: str | None = None
+
+
 class Compute(Strict):
     """Compute units (SMs, CUs, cores, PCUs) and their peak rates per dtype, whole chip."""
 
@@ -88,6 +126,38 @@ class Compute(Strict):
     special: Rate | None = Field(
         None, description="special-function (exp, rsqrt) op/s, whole chip; FA3's softmax ceiling"
     )
+    matrix_paths: dict[str, MatrixPath] = Field(
+        default_factory=dict,
+        description="matrix-instruction families the chip issues (keys: "
+        + ", ".join(MATRIX_PATHS)
+        + "), its native (fastest) family first; empty: every kernel runs at compute.peak",
+    )
+    data_movement: list[Literal["cp_async", "tma", "ld"]] = Field(
+        default_factory=list,
+        description="global-to-shared copy mechanisms the chip has (cp_async, tma, ld)",
+    )
+    registers_per_unit: Bytes | None = Field(
+        None, description="register file of one compute unit (bytes): occupancy and tile limits"
+    )
+    max_registers_per_thread: WholeCount | None = Field(
+        None, description="32-bit registers one thread (lane) may use"
+    )
+
+    @field_validator("matrix_paths")
+    @classmethod
+    def _known_paths(cls, v: dict[str, MatrixPath]) -> dict[str, MatrixPath]:
+        for name, path in v.items():
+            if name not in MATRIX_PATHS:
+                guess = difflib.get_close_matches(name, MATRIX_PATHS, n=1)
+                hint = f"; did you mean '{guess[0]}'?" if guess else ""
+                raise ValueError(
+                    f"unknown matrix path {name!r} (known: {', '.join(MATRIX_PATHS)}){hint}"
+                )
+            if not 0.0 < path.fraction.value <= 1.0:
+                raise ValueError(
+                    f"{name}.fraction must be in (0, 1] of compute.peak, got {path.fraction.value}"
+                )
+        return v
 
     @property
     def units_count(self) -> int:
@@ -270,7 +340,10 @@ class Device(Strict):
         index = {m.name: i for i, m in enumerate(self.memory)}
         chip = [m for m in self.memory if m.scope in ("per_unit", "per_chip")]
         for inner, outer in itertools.pairwise(chip):
-            inner_b = self.level_capacity_bytes(inner.name)
+            # a per-unit scratchpad under a cache is compared one unit at a time: summed over
+            # its units it may exceed the cache (MI355X: 256 x 160 KiB LDS = 40 MiB > 32 MiB L2)
+            per_unit = inner.scope == "per_unit" and outer.name != self.main_memory.name
+            inner_b = inner.capacity_bytes if per_unit else self.level_capacity_bytes(inner.name)
             outer_b = self.level_capacity_bytes(outer.name)
             if inner_b > outer_b:
                 warnings.warn(
@@ -334,6 +407,8 @@ class Device(Strict):
             "fp16": ["fp16", "bf16"],
             "tf32": ["tf32", "fp32"],
             "fp32": ["fp32", "tf32"],
+            "fp6": ["fp6", "fp8", "bf16", "fp16"],
+            "fp4": ["fp4", "fp6", "fp8", "bf16", "fp16"],
         }[dtype]
         for d in order:
             if d in self.compute.peak:

@@ -150,6 +150,8 @@ def _owner(model: Strict, loc: Loc) -> tuple[type[Strict], str, bool]:
             obj = nxt
         elif isinstance(obj, list):
             obj = obj[int(part)]
+        elif isinstance(obj, dict):  # a model inside a dict (compute.matrix_paths.<name>)
+            obj = obj[str(part)]
     if isinstance(obj, Strict):
         owner = type(obj)
     return owner, str(loc[-1]), False

@@ -169,6 +169,7 @@ INHERIT = {
         "no Blackwell GEMM/operator measurements; nearest measured NVIDIA stack",
     ),
     "cdna3": ("cdna2", "no CDNA 3 GEMM/operator measurements; nearest measured AMD stack"),
+    "cdna4": ("cdna2", "no CDNA 4 GEMM/operator measurements; nearest measured AMD stack"),
     "default": ("ampere", "architecture without its own profile entry"),
 }
 #: Cited values that replace an inherited fitted value where the device's own published
