@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/hwsim report --out out
+	@echo "explore what-ifs in the browser: $(BIN)/hwsim app   (http://127.0.0.1:8050/, docs/app.md)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2
