@@ -7,6 +7,7 @@ import sys
 
 import typer
 
+from hwsim.cli import app_cmd as app_cli
 from hwsim.cli import attention as attention_cli
 from hwsim.cli import check as check_cli
 from hwsim.cli import devices, guard
@@ -18,6 +19,7 @@ from hwsim.cli import roofline as roofline_cli
 from hwsim.cli import serve as serve_cli
 from hwsim.cli import serving as serving_cli
 from hwsim.cli import sweep as sweep_cli
+from hwsim.cli import train as train_cli
 from hwsim.cli import validate as validate_cli
 
 app = typer.Typer(
@@ -41,6 +43,8 @@ moe_cli.register(app)
 mapping_cli.register(app)
 attention_cli.register(app)
 validate_cli.register(app)
+train_cli.register(app)
+app_cli.register(app)
 
 
 def main() -> None:

@@ -13,13 +13,15 @@ import sys
 import pytest
 
 #: Each costs 0.1-0.6 s to import, and no command's --help needs it.
-HEAVY = ("scipy.stats", "plotly", "simpy", "ml_dtypes")
+HEAVY = ("scipy.stats", "plotly", "simpy", "ml_dtypes", "dash")
 
 #: Command modules (all of them import lazily).
 LAZY_MODULES = (
     "hwsim.cli.app",
+    "hwsim.cli.app_cmd",
     "hwsim.cli.attention",
     "hwsim.cli.check",
+    "hwsim.cli.classes",
     "hwsim.cli.devices",
     "hwsim.cli.explain",
     "hwsim.cli.gemm",
@@ -28,7 +30,9 @@ LAZY_MODULES = (
     "hwsim.cli.moe",
     "hwsim.cli.roofline",
     "hwsim.cli.serve",
+    "hwsim.cli.serving",
     "hwsim.cli.sweep",
+    "hwsim.cli.train",
     "hwsim.cli.validate",
 )
 

@@ -27,9 +27,11 @@ RANK = {
     "sim": 3,
     "serve": 4,
     "sweep": 4,
+    "train": 4,
     "report": 5,
     "validate": 5,
     "cli": 6,
+    "app": 6,
 }
 #: Same-rank packages that must not import each other.
 APART = {frozenset(("functional", "sim"))}
