@@ -1,7 +1,7 @@
 """Replicas behind a router, and prefill/decode disaggregation, as one simpy simulation.
 
-* A **replica** is one model instance on its devices: ``pp`` pipeline stages (simpy resources)
-  and ``pp`` virtual engines (:class:`hwsim.serve.engine.VirtualEngine`) sharing them.
+* A **replica** is one model instance on its devices, run by one engine
+  (:class:`hwsim.serve.engine.VirtualEngine`; a pipeline's stages hold micro-batches of it).
 * The **router** sends each arriving request to a replica: ``round-robin``, ``least-outstanding``
   (fewest unfinished requests, vLLM's production stack and SGLang's router default) or
   ``least-kv`` (the smallest share of KV blocks in use).
@@ -63,26 +63,8 @@ class Replica:
         on_prefilled: Any = None,
     ) -> None:
         self.name, self.spec, self.role = name, spec, role
-        self.stages = [simpy.Resource(env, 1) for _ in range(spec.pp)]
-        share = EngineConfig(
-            max_batch=max(1, spec.cfg.max_batch // spec.pp),
-            token_budget=spec.cfg.token_budget,
-            scheduler=spec.cfg.scheduler,
-            kv_blocks=max(1, spec.cfg.kv_blocks // spec.pp),
-            block_tokens=spec.cfg.block_tokens,
-            q_len=spec.cfg.q_len,
-            accepted=spec.cfg.accepted,
-            overhead_s=spec.cfg.overhead_s,
-            prefix_caching=spec.cfg.prefix_caching,
-        )
-        self.engines = [
-            VirtualEngine(
-                env, f"{name}" + (f"/{v}" if spec.pp > 1 else ""), share, spec.model,
-                self.stages, ledger, role, on_prefilled,
-            )
-            for v in range(spec.pp)
-        ]  # fmt: skip
-        self.capacity_tokens = share.kv_blocks * share.block_tokens
+        self.engines = [VirtualEngine(env, name, spec.cfg, spec.model, ledger, role, on_prefilled)]
+        self.capacity_tokens = spec.cfg.kv_blocks * spec.cfg.block_tokens
         self.link: Link | None = None
 
     @property
@@ -103,7 +85,7 @@ class Replica:
         self._engine().accept(rid, kv_tokens)
 
     def busy(self) -> dict[str, float]:
-        """Seconds of iterations per kind, summed over the virtual engines."""
+        """Seconds of iterations per kind, of its engine."""
         out = {"prefill": 0.0, "decode": 0.0, "mixed": 0.0}
         for e in self.engines:
             for k, v in e.busy.items():
@@ -248,12 +230,12 @@ class ServingCluster:
 
 
 def replica_busy(replicas: Sequence[Replica], elapsed_s: float) -> list[dict[str, Any]]:
-    """Per replica: the fraction of the run spent in prefill, decode, mixed iterations and idle
-    (a pipeline's stages overlap, so busy time is that of its first stage's share)."""
+    """Per replica: the fraction of the run spent in prefill, decode, mixed iterations and
+    idle."""
     out = []
     for r in replicas:
         busy = r.busy()
-        frac = {k: v / elapsed_s / r.spec.pp if elapsed_s > 0 else 0.0 for k, v in busy.items()}
+        frac = {k: v / elapsed_s if elapsed_s > 0 else 0.0 for k, v in busy.items()}
         frac["idle"] = max(0.0, 1.0 - float(np.sum(list(frac.values()))))
         out.append({"replica": r.name, "role": r.role, **frac})
     return out

@@ -20,9 +20,9 @@ recompute** (its blocks freed, back to the front of the queue, its prompt and th
 generated prefilled again when it is readmitted), as vLLM does. New prompts are admitted only
 while their first chunk's blocks are free.
 
-A replica with ``pp`` pipeline stages runs ``pp`` virtual engines (vLLM's design): each owns a
-``1/pp`` share of the batch and the KV blocks, and iterations of different virtual engines
-occupy different stages at once. Each stage is a simpy resource, each virtual engine a process.
+A replica with ``pp`` pipeline stages keeps its batch in flight as micro-batches, one per stage,
+as the step simulator plays a pipeline (:meth:`hwsim.serve.steptime.StepTimeModel.step_time`):
+an iteration is one round through the stages.
 
 Simulation cost grows with iterations: per iteration the work is a few numpy operations over
 the running sequences plus one step-time lookup, never a loop over tokens.
@@ -121,13 +121,12 @@ class VirtualEngine:
         name: str,
         cfg: EngineConfig,
         model: StepTimeModel,
-        stages: list[simpy.Resource],
         ledger: Ledger,
         role: Role = "both",
         on_prefilled: Callable[[int, float], None] | None = None,
         macro: bool = True,
     ) -> None:
-        self.env, self.name, self.cfg, self.model, self.stages = env, name, cfg, model, stages
+        self.env, self.name, self.cfg, self.model = env, name, cfg, model
         self.ledger, self.role, self.on_prefilled = ledger, role, on_prefilled
         self.pool = BlockPool(cfg.kv_blocks, cfg.block_tokens)
         self.waiting: deque[int] = deque()  #: requests not admitted, in arrival order
@@ -164,27 +163,19 @@ class VirtualEngine:
 
     # ---- the loop --------------------------------------------------------------------------
     def loop(self) -> Generator[Any, Any, None]:
-        while True:
+        while not self.ledger.lost:  # a watched run stops once its SLO is lost
             plan = self._schedule()
             if plan is None:  # nothing runnable: sleep until something arrives
                 self.wake = self.env.event()
                 yield self.wake
                 continue
             b, kv, pieces = plan
-            if b and not pieces and len(self.stages) == 1 and self.macro:
+            if b and not pieces and self.macro:
                 yield from self._decode_run(b, kv)
                 continue
-            times = self.model.stage_times(b, kv, [t for _, t in pieces])
+            t = self.model.step_time(b, kv, [t for _, t in pieces])
             start = self.env.now
-            if self.cfg.overhead_s > 0:
-                yield self.env.timeout(self.cfg.overhead_s)
-            if len(self.stages) == 1:
-                yield self.env.timeout(times[0])
-            else:
-                for stage, t in zip(self.stages, times, strict=True):
-                    with stage.request() as req:
-                        yield req
-                        yield self.env.timeout(t)
+            yield self.env.timeout(t + self.cfg.overhead_s)
             kind = "mixed" if b and pieces else ("decode" if b else "prefill")
             self.busy[kind] += self.env.now - start
             out = self._complete(b, pieces)

@@ -9,8 +9,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from hwsim.serve.watch import SloWatch
 
 NAN = math.nan
 
@@ -38,6 +42,8 @@ class Ledger:
     #: KV transfers of a disaggregated run: (request, start, end, bytes)
     transfers: list[tuple[int, float, float, float]] = field(default_factory=list)
     on_finish: Callable[[int, float], None] | None = None
+    #: stops the run once its SLO is certainly lost (a search's runs); engines check ``lost``
+    watch: SloWatch | None = None
 
     # ---- requests --------------------------------------------------------------------------
     def add(self, arrival: float, prompt: int, output: int, prefix_id: int, prefix: int) -> int:
@@ -71,9 +77,18 @@ class Ledger:
 
     def first_token(self, rid: int, t: float) -> None:
         self.first[rid] = t
+        if self.watch is not None:
+            self.watch.first(rid, t - self.arrival[rid])
+
+    @property
+    def lost(self) -> str:
+        """Why the run's SLO can no longer be met ('' while it can, or when not watched)."""
+        return self.watch.lost if self.watch is not None else ""
 
     def finished(self, rid: int, t: float) -> None:
         self.finish[rid] = t
+        if self.watch is not None and self.output_tokens[rid] > 1:
+            self.watch.finished(rid, (t - self.first[rid]) / (self.output_tokens[rid] - 1))
         if self.on_finish is not None:
             self.on_finish(rid, t)
 

@@ -118,6 +118,8 @@ class RunMetrics:
     makespan_s: float
     mean_in_system: float  #: time-average of requests in the system over the window
     series: dict[str, list[float]] = field(repr=False)
+    #: why a watched run stopped early ('' if it ran to the end): its figures cover only what ran
+    stopped: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -135,6 +137,7 @@ class RunMetrics:
             "steady_requests": self.steady_requests,
             "makespan_s": self.makespan_s,
             "mean_in_system": self.mean_in_system,
+            "stopped_early": self.stopped or None,
         }
         for name in ("ttft_s", "tpot_s", "e2e_s", "queue_s"):
             out[name] = getattr(self, name).to_dict()
@@ -219,13 +222,24 @@ def measure(ledger: Ledger, mode: str, slo: SLO) -> RunMetrics:
         total_tokens_per_s=rate(out_tok + prompt_tok),
         requests_per_s=rate(reqs),
         goodput_requests_per_s=rate(float(good)),
-        slo_met=slo.met_by(stats),
+        slo_met=_met(slo, stats, ledger.lost),
+        stopped=ledger.lost,
         window=(win.start_s, win.end_s),
         steady_requests=int(mask.sum()),
         makespan_s=makespan,
         mean_in_system=in_system(cols, win.start_s, win.end_s),
         series=series(it, ledger),
     )
+
+
+def _met(slo: SLO, stats: dict[str, Stats], lost: str) -> dict[str, bool]:
+    """Each limit met or not; the one a stopped run lost is missed whatever its partial
+    figures say."""
+    met = slo.met_by(stats)
+    key = lost.split(" ", 1)[0]
+    if key in met:
+        met[key] = False
+    return met
 
 
 def in_system(cols: dict[str, np.ndarray], lo: float, hi: float) -> float:

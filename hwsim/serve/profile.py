@@ -10,7 +10,7 @@ from pydantic import Field
 
 from hwsim.spec.device import Device
 from hwsim.spec.profiles import load_profile, profile_key_used
-from hwsim.spec.quantity import Latency, Strict
+from hwsim.spec.quantity import Count, Latency, Strict
 
 
 class EngineParams(Strict):
@@ -20,6 +20,10 @@ class EngineParams(Strict):
     iteration_overhead: Latency = Field(
         description="seconds per engine iteration not spent on the device step: scheduling, "
         "input preparation, sampling and detokenisation that the CPU does between steps"
+    )
+    memory_utilization: Count = Field(
+        description="share of the device's main memory the engine allocates (weights, KV "
+        "cache, activations); the rest is left to the runtime"
     )
 
 
@@ -33,6 +37,10 @@ class EngineProfile:
     @property
     def iteration_overhead(self) -> Latency:
         return self.params.iteration_overhead
+
+    @property
+    def memory_utilization(self) -> float:
+        return float(self.params.memory_utilization.value)
 
 
 def engine_profile(device: Device, overrides: tuple[str, ...] = ()) -> EngineProfile:

@@ -10,7 +10,8 @@ engines (:mod:`hwsim.serve.engine`) behind the router (:mod:`hwsim.serve.cluster
 engine, and measures (:mod:`hwsim.serve.metrics`).
 
 KV pool per device (vLLM's sizing): ``memory × utilisation − weights − activations``, with
-``utilisation`` 0.9 (vLLM's ``gpu_memory_utilization`` default) and activations estimated as
+``utilisation`` from the engine profile (0.9, vLLM's ``gpu_memory_utilization`` default; 1.0 on
+SRAM-only chips laid out at compile time) and activations estimated as
 the peak of one iteration of ``token_budget`` tokens: the residual stream, the widest
 projection output and the attention workspace, ``token_budget × (4·hidden + 2·intermediate /
 tp) × 2 B``, plus the logits of ``max_batch`` rows in fp32. On SRAM-only devices the same
@@ -53,6 +54,7 @@ from hwsim.serve.traffic import (
     resolve_arrival,
     sample,
 )
+from hwsim.serve.watch import SloWatch
 from hwsim.sim.engine import Engine
 from hwsim.spec.device import DTYPE_BYTES, DTYPES
 from hwsim.spec.errors import SpecError
@@ -61,8 +63,6 @@ from hwsim.spec.model import ModelConfig, load_model_config
 if TYPE_CHECKING:
     from hwsim.spec.device import Device
 
-#: Share of device memory the engine may use (vLLM's gpu_memory_utilization default).
-MEMORY_UTILIZATION = 0.9
 #: Largest values of the engine's counts (beyond any engine's configuration; they bound the
 #: step-time model's grids and the simulation's arrays, docs/reliability.md).
 BOUNDS = {
@@ -110,6 +110,9 @@ class ServeRequest:
     engine_overrides: tuple[str, ...] = ()
     #: most requests a trace or a stream may hold (``--max-requests``)
     max_requests: int = DEFAULT_MAX_REQUESTS
+    #: stop an open-loop run once a percentile limit is certainly missed
+    #: (:mod:`hwsim.serve.watch`); its figures then cover only what ran
+    stop_when_lost: bool = False
 
     def __post_init__(self) -> None:
         for name, lo in (
@@ -233,14 +236,15 @@ class Deployment:
 
 
 def _pool_blocks(
-    cfg: ModelConfig, target: Target, lay: Layout, req: ServeRequest
+    cfg: ModelConfig, target: Target, lay: Layout, req: ServeRequest, util: float
 ) -> tuple[int, float]:
-    """KV blocks of one replica and the bytes resident per device (see the module docstring)."""
+    """KV blocks of one replica and the bytes resident per device (see the module docstring);
+    ``util`` is the share of memory the engine allocates (its profile's)."""
     cap = target.mapper.capacity_bytes
     w, _ = memory_per_device(cfg, lay, StepSpec("decode", 1, 1, req.dtype, req.kv_dtype))
     act = req.token_budget * (4 * cfg.hidden + 2 * cfg.ffn.intermediate / lay.tp) * 2
     act += req.max_batch * math.ceil(cfg.vocab / lay.tp) * 4
-    free = cap * MEMORY_UTILIZATION - w - act
+    free = cap * util - w - act
     per_tok = kv_bytes_per_token_per_layer(cfg, shard(cfg, lay).kv_heads, req.kv_dtype)
     per_tok *= shard(cfg, lay).layers_per_stage
     blocks = int(free // (per_tok * req.block_tokens)) * lay.dp if free > 0 else 0
@@ -248,11 +252,11 @@ def _pool_blocks(
         raise SpecError(
             f"{cfg.name} with {lay} leaves {max(free, 0) / 1e9:.2f} GB per device for KV "
             f"(weights {w / 1e9:.2f} GB, activations {act / 1e9:.2f} GB of "
-            f"{cap / 1e9:.2f} GB x {MEMORY_UTILIZATION}): fewer blocks than one iteration's "
+            f"{cap / 1e9:.2f} GB x {util:g}): fewer blocks than one iteration's "
             f"{req.token_budget} tokens; use more devices per replica or a smaller --token-budget",
             key="--layout",
         )
-    return blocks, cap * MEMORY_UTILIZATION
+    return blocks, cap * util
 
 
 def _replica_layout(cfg: ModelConfig, target: Target, req: ServeRequest, mean_len: int) -> Layout:
@@ -276,8 +280,8 @@ def prepare(req: ServeRequest, *, progress: Callable[[str], None] | None = None)
     )
     mean_len = _mean_length(traffic)
     lay = _replica_layout(cfg, target, req, mean_len)
-    blocks, resident = _pool_blocks(cfg, target, lay, req)
     profile = engine_profile(target.device, req.engine_overrides)
+    blocks, resident = _pool_blocks(cfg, target, lay, req, profile.memory_utilization)
     max_ctx = cfg.max_position or 131072
     step = StepTimeModel(
         cfg, target.mapper, lay, dtype=req.dtype, kv_dtype=req.kv_dtype, mtp=req.mtp,
@@ -303,7 +307,9 @@ def prepare(req: ServeRequest, *, progress: Callable[[str], None] | None = None)
     overhead = profile.iteration_overhead.value
     notes = [f"{overhead * 1e3:.2f} ms per iteration of engine overhead ({profile.key})"]
     if lay.pp > 1:
-        notes.append(f"{lay.pp} pipeline stages: {lay.pp} virtual engines per replica share them")
+        notes.append(
+            f"{lay.pp} pipeline stages: each iteration runs as micro-batches, one per stage"
+        )
     return Deployment(
         cfg, target, lay, traffic, profile, spec, spec if req.disaggregate else None, tuple(notes)
     )
@@ -338,6 +344,7 @@ def run(req: ServeRequest, dep: Deployment) -> ServeResult:
     """Simulate ``req`` on a prepared deployment."""
     t0 = time.perf_counter()
     label, arrival = _load_text(req, dep.traffic)
+    slo = req.slo if req.slo is not None else traffic_slo(dep.traffic)
     eng = Engine()
     ledger = Ledger()
     pre, dec = req.disaggregate or (req.replicas, 0)
@@ -358,10 +365,11 @@ def run(req: ServeRequest, dep: Deployment) -> ServeResult:
             max_requests=req.max_requests,
         )  # fmt: skip
         mode = "offline" if isinstance(arrival, Offline) else "open"
+        if req.stop_when_lost and mode == "open":
+            ledger.watch = SloWatch(slo, len(reqs))
         eng.env.process(cluster.open_loop(reqs))
         eng.run()
     dep.spec.model.save()
-    slo = req.slo if req.slo is not None else traffic_slo(dep.traffic)
     metrics = measure(ledger, mode, slo)
     busy = replica_busy(cluster.replicas, metrics.makespan_s)
     devices = dep.layout.devices * (pre + dec)

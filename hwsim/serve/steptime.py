@@ -143,6 +143,14 @@ class StepTimeModel:
         top_piece = math.ceil(token_budget / self.dp)
         self.piece_grid = sorted({p for p in PIECES if p < top_piece} | {top_piece})
         self._memo: dict[tuple[Any, ...], float] = {}
+        # stages with the same layer groups take the same time: time one of each kind
+        g = build_step(model, layout, self._spec(1, 1, 0))
+        kinds: dict[tuple[Any, ...], int] = {}
+        self.stage_rep = [
+            kinds.setdefault(tuple((lg.name, lg.repeat) for lg in st), s)
+            for s, st in enumerate(g.stages)
+        ]
+        self.rep_stages = sorted(set(self.stage_rep))
         self._dirty = False
         self._path: Path | None = None
         if cache_dir is not None:
@@ -191,7 +199,8 @@ class StepTimeModel:
     # ---- the model -----------------------------------------------------------------------
     def stage_times(self, batch: int, kv_tokens: float, pieces: Sequence[int] = ()) -> list[float]:
         """Seconds each pipeline stage spends on one iteration: ``batch`` decode sequences
-        with ``kv_tokens`` cached in all, and prompt pieces of ``pieces`` tokens."""
+        with ``kv_tokens`` cached in all, and prompt pieces of ``pieces`` tokens. Stages with
+        the same layers are timed once (a deep pipeline has a first, a middle and a last)."""
         b = -(-batch // self.dp)
         chunk = -(-sum(pieces) // self.dp)
         if b == 0 and chunk == 0:
@@ -199,40 +208,65 @@ class StepTimeModel:
         b_pad = _pad(b, self.batch_grid) if b else 0
         m = _pad(b_pad * self.q + chunk, self.token_grid)
         ctx = kv_tokens / self.dp / b_pad if b_pad else 0.0  # the real sequences' KV bytes
-        out = []
         last = self.layout.pp - 1
-        for s in range(self.layout.pp):
+        times: dict[int, float] = {}
+        for s in self.rep_stages:
             t = self._value(("tokens", s, m))
             if b_pad:
-                t += self._decode(s, b_pad, np.array([ctx]))[0]
+                t += self._decode_one(s, b_pad, ctx) + self._value(("batch", s, b_pad))
             for p in pieces:
                 t += self._piece(s, p) / self.dp
-            if b_pad:
-                t += self._value(("batch", s, b_pad))
             if s == last:
                 t += self._value(("head", s, b_pad, 1 if chunk else 0))
-            out.append(t)
-        return out
+            times[s] = t
+        return [times[self.stage_rep[s]] for s in range(self.layout.pp)]
 
     def step_time(self, batch: int, kv_tokens: float, pieces: Sequence[int] = ()) -> float:
-        """Seconds of one iteration through every stage (one replica, no pipelining)."""
-        return sum(self.stage_times(batch, kv_tokens, pieces))
+        """Seconds of one engine iteration (every decode sequence gets its tokens, the pieces
+        are prefilled). One stage: the stage time. A pipeline of ``P`` stages runs the batch
+        as ``m = min(P, batch)`` micro-batches, as the step simulator plays it
+        (:func:`hwsim.serve.step.pipeline_times`): a round of ``max(m, P)`` stage times of one
+        micro-batch, or ``P + m - 1`` for a prefill-only iteration (the first token waits for
+        the prompt to pass every stage)."""
+        P = self.layout.pp
+        if P == 1:
+            return sum(self.stage_times(batch, kv_tokens, pieces))
+        m = min(P, batch) if batch else 1
+        mb_pieces = [-(-p // m) for p in pieces]
+        stage = max(self.stage_times(-(-batch // m), kv_tokens / m, mb_pieces))
+        return (max(m, P) if batch else P + m - 1) * stage
 
     def decode_times(self, batch: int, kv_tokens: np.ndarray) -> np.ndarray:
         """Seconds of consecutive decode-only iterations of ``batch`` sequences whose caches
-        hold ``kv_tokens[i]`` tokens at iteration ``i`` (all stages summed): what
-        :meth:`step_time` gives for each, in one vectorised call."""
-        b = -(-batch // self.dp)
+        hold ``kv_tokens[i]`` tokens at iteration ``i``: what :meth:`step_time` gives for
+        each, in one vectorised call."""
+        P = self.layout.pp
+        m = min(P, batch)
+        mb = -(-batch // m)  # sequences of one micro-batch
+        b = -(-mb // self.dp)
         b_pad = _pad(b, self.batch_grid)
-        m = _pad(b_pad * self.q, self.token_grid)
-        const = 0.0
-        ctx = np.asarray(kv_tokens, dtype=float) / self.dp / b_pad
-        total = np.zeros(len(ctx))
-        for s in range(self.layout.pp):
-            const += self._value(("tokens", s, m)) + self._value(("batch", s, b_pad))
-            total += self._decode(s, b_pad, ctx)
-        const += self._value(("head", self.layout.pp - 1, b_pad, 0))
-        return total + const
+        tok = _pad(b_pad * self.q, self.token_grid)
+        ctx = np.asarray(kv_tokens, dtype=float) / m / self.dp / b_pad
+        stages = []
+        for s in self.rep_stages:
+            t = self._value(("tokens", s, tok)) + self._value(("batch", s, b_pad))
+            if s == P - 1:
+                t += self._value(("head", s, b_pad, 0))
+            stages.append(self._decode(s, b_pad, ctx) + t)
+        per = stages[0] if P == 1 else np.max(np.vstack(stages), axis=0)
+        return per * (max(m, P) if P > 1 else 1)
+
+    def _decode_one(self, stage: int, b: int, ctx: float) -> float:
+        """:meth:`_decode` at one context, without numpy (the engine asks it every iteration)."""
+        grid = self.context_grid
+        i = bisect.bisect_left(grid, ctx)
+        if i == 0:
+            return self._value(("decode", stage, b, grid[0]))
+        if i >= len(grid):
+            return self._value(("decode", stage, b, grid[-1]))
+        x0, x1 = grid[i - 1], grid[i]
+        y0, y1 = self._value(("decode", stage, b, x0)), self._value(("decode", stage, b, x1))
+        return y0 + (y1 - y0) * (ctx - x0) / (x1 - x0)
 
     def _decode(self, stage: int, b: int, ctx: np.ndarray) -> np.ndarray:
         """The decode part of ``b`` sequences (a grid batch) at mean contexts ``ctx``: linear

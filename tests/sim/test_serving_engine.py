@@ -82,8 +82,8 @@ class _Constant:
         self.d = d
         self.points = 0
 
-    def stage_times(self, batch: int, kv: float, pieces: Sequence[int] = ()) -> list[float]:
-        return [self.d]
+    def step_time(self, batch: int, kv: float, pieces: Sequence[int] = ()) -> float:
+        return self.d
 
     def decode_times(self, batch: int, kv: np.ndarray) -> np.ndarray:
         return np.full(len(kv), self.d)
