@@ -110,5 +110,51 @@ def quantize(x: Any, dtype: str) -> np.ndarray:
     return q if s == 1.0 else (q * np.float32(s)).astype(np.float32)
 
 
+#: Largest magnitude of an FP4 E2M1 value (the grid is 0, 0.5, 1, 1.5, 2, 3, 4, 6).
+E2M1_MAX = 6.0
+
+
+def quantize_blocked(x: Any, dtype: str, axis: int = -1) -> tuple[np.ndarray, float]:
+    """Block-scaled FP4 (``nvfp4``, ``mxfp4``: :data:`hwsim.spec.device.FP4_DTYPES`) along
+    ``axis`` (a GEMM's K): ``(v, tensor_scale)`` with ``v = q · s_block`` as float32 and
+    ``x ≈ v · tensor_scale``.
+
+    ``q`` is E2M1 (round to nearest even, saturating at ±6, as ``cvt.rn.satfinite`` does); each
+    block of ``block`` values along ``axis`` shares one scale, set from its largest magnitude:
+
+    * NVFP4: ``s_block = e4m3(amax / 6 / tensor_scale)`` with the FP32 per-tensor scale
+      ``tensor_scale = amax_tensor / (6 · 448)`` that puts every block scale in E4M3's range;
+      the kernel applies ``tensor_scale`` in its epilogue, like an fp8 GEMM's per-tensor scales.
+    * MXFP4 (OCP MX v1.0): ``s_block = 2^(floor(log2 amax) - 2)``, an E8M0 power of two
+      (``2`` is E2M1's largest exponent); values up to ``8 · s_block`` saturate at ``6 · s_block``,
+      the format's known clipping; ``tensor_scale`` is 1.
+
+    ``v`` is exact in float32 (a 2-bit significand times a 4-bit one or a power of two), so the
+    executor's fp32 accumulation over K sees exactly what the tensor cores multiply."""
+    from hwsim.spec.device import FP4_BLOCKS
+
+    if dtype not in FP4_BLOCKS:
+        raise SpecError(f"unknown block-scaled dtype {dtype!r}; expected nvfp4 or mxfp4")
+    block = FP4_BLOCKS[dtype][0]
+    a = np.moveaxis(np.asarray(x, dtype=np.float64), axis, -1)
+    k = a.shape[-1]
+    padded = np.concatenate([a, np.zeros((*a.shape[:-1], (-k) % block))], axis=-1)
+    blocks = padded.reshape(*a.shape[:-1], -1, block)
+    amax = np.max(np.abs(blocks), axis=-1, keepdims=True)
+    tensor = 1.0
+    if dtype == "nvfp4":
+        top = float(np.max(amax)) if amax.size else 0.0
+        # a float32 normal (an all-zero tensor, or one below float32's range, keeps 1.0)
+        tensor = float(np.float32(top / (E2M1_MAX * max_finite("fp8_e4m3")))) or 1.0
+        scale = round_to(amax / E2M1_MAX / tensor, "fp8_e4m3").astype(np.float64)
+    else:
+        exp = np.floor(np.log2(np.where(amax > 0, amax, 1.0))) - 2.0
+        scale = np.exp2(np.clip(exp, -127.0, 127.0))
+    scale = np.where(scale > 0, scale, 1.0)  # an all-zero block (or one flushed to zero)
+    q = np.clip(blocks / (scale * tensor), -E2M1_MAX, E2M1_MAX).astype(ml_dtypes.float4_e2m1fn)
+    v = (q.astype(np.float64) * scale).reshape(padded.shape)[..., :k]
+    return np.moveaxis(v.astype(np.float32), -1, axis), tensor
+
+
 def element_bytes(dtype: str) -> int:
     return ELEMENT_BYTES[canonical(dtype)]

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from hwsim.functional.check import CheckResult, compare, inputs, register_case
-from hwsim.functional.dtypes import quantize_scaled, round_to
+from hwsim.functional.dtypes import quantize_blocked, quantize_scaled, round_to
 from hwsim.plan.gemm import ACC_BYTES, GemmPlan, plan_gemm
+from hwsim.spec.device import FP4_DTYPES
 from hwsim.spec.load import load_device
 
 #: ``hwsim.functional.dtypes`` names of the plan's dtypes (fp8 data is e4m3).
@@ -129,10 +130,13 @@ def check_gemm(device: str, m: int, n: int, k: int, dtype: str, seed: int = 0) -
     the same way for the reference, so the error is fp32 accumulation plus one rounding of the
     output (fp8 GEMMs write bf16, so they use the bf16 tolerance)."""
     plan = plan_gemm(load_device(device), m, n, k, dtype)
-    fmt = _FMT[dtype]
     x = inputs({"a": (m, k), "b": (k, n)}, "fp64", seed)
-    qa, sa = quantize_scaled(x["a"], fmt)
-    qb, sb = quantize_scaled(x["b"], fmt)
+    if dtype in FP4_DTYPES:  # block scales along K; the per-tensor scale in the epilogue
+        qa, sa = quantize_blocked(x["a"], dtype, axis=1)
+        qb, sb = quantize_blocked(x["b"], dtype, axis=0)
+    else:
+        qa, sa = quantize_scaled(x["a"], _FMT[dtype])
+        qb, sb = quantize_scaled(x["b"], _FMT[dtype])
     run = execute_gemm(plan, qa, qb, sa, sb)
     ref = (qa.astype(np.float64) * sa) @ (qb.astype(np.float64) * sb)
     res = compare(run.c, ref, _FMT[plan.out_dtype], case=f"gemm/{dtype} {m}x{n}x{k} {device}")
@@ -151,6 +155,8 @@ def _cases() -> None:
         "bf16": ("a100-sxm-80gb", 96, 520, 2000),
         "fp16": ("mi210", 300, 260, 96),
         "fp8": ("a100-sxm-80gb", 32, 64, 4096),
+        "nvfp4": ("b200", 200, 264, 1000),  # K not a multiple of the 16-value block
+        "mxfp4": ("mi355x", 96, 130, 2080),  # nor of the 32-value block
     }
     for dt, (dev, m, n, k) in shapes.items():
         register_case(f"gemm/{dt}", functools.partial(check_gemm, dev, m, n, k, dt), quick=True)

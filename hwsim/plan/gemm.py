@@ -80,6 +80,8 @@ OUT_DTYPE: dict[str, str] = {
     "bf16": "bf16",
     "fp8": "bf16",
     "int8": "fp32",
+    "nvfp4": "bf16",
+    "mxfp4": "bf16",
 }
 #: (bm, bn) CTA tiles a GPU BLAS library ships (CUTLASS/Tensile macro tiles), largest first.
 TILE_SHAPES: tuple[tuple[int, int], ...] = (
@@ -177,7 +179,7 @@ class GemmPlan:
     k: int
     dtype: str
     out_dtype: str
-    in_bytes: int
+    in_bytes: float  #: per input element (fractional for block-scaled FP4)
     out_bytes: int
     tile: TileConfig
     tiles_m: int
@@ -253,8 +255,9 @@ class _Cand:
     smem_cta: int
 
 
-def _tile_candidates(gv: GpuView, in_bytes: int) -> list[_Cand]:
-    bk = max(8, K_SLAB_BYTES // in_bytes)
+def _tile_candidates(gv: GpuView, in_bytes: float) -> list[_Cand]:
+    # K elements per slab, a power of two (block-scaled FP4: 4.25-4.5 bits per value -> 128)
+    bk = max(8, 2 ** round(math.log2(K_SLAB_BYTES / in_bytes)))
     out = []
     for bm, bn in TILE_SHAPES:
         acc_rf = 2 * bm * bn * ACC_BYTES  # accumulators + an equal share for fragments/addresses
@@ -307,7 +310,7 @@ def plan_gemm(
         hint="split the GEMM over more devices",
     )
     gv = gpu_view(device, prof.register_file.value)
-    in_b = int(DTYPE_BYTES[dtype])
+    in_b = DTYPE_BYTES[dtype]  # fractional for block-scaled FP4 (values + their scales)
     out_dtype = OUT_DTYPE[dtype]
     out_b = int(DTYPE_BYTES[out_dtype])
     rates = WaveRates(
@@ -392,7 +395,7 @@ def _build(
     k: int,
     dtype: str,
     out_dtype: str,
-    in_b: int,
+    in_b: float,
     out_b: int,
     gv: GpuView,
     c: _Cand,

@@ -181,7 +181,7 @@ def wave_arrays(
     m: int,
     n: int,
     k: int,
-    in_b: int,
+    in_b: float,
     out_b: int,
     gv: GpuView,
 ) -> WaveArrays:
@@ -279,7 +279,7 @@ def kernel_time_lower_bound_s(
     m: int,
     n: int,
     k: int,
-    in_b: int,
+    in_b: float,
     out_b: int,
     r: WaveRates,
 ) -> float:
@@ -319,7 +319,7 @@ def hbm_bytes_estimate(
     m: int,
     n: int,
     k: int,
-    in_b: int,
+    in_b: float,
     l2_bytes: float,
     units: int,
 ) -> float:

@@ -43,10 +43,20 @@ DEVICE_KINDS: dict[str, str | None] = {
 }
 #: The optional kind-specific sections of :class:`Device`.
 KIND_SECTIONS: tuple[str, ...] = ("mesh", "tiles", "lpu")
-#: Formats a device may list a matrix peak for: the compute dtypes (:data:`DTYPES`) and the
-#: microscaling FP6/FP4 formats of CDNA 4 and Blackwell (peaks only; not a workload dtype).
+#: Formats a device may list a matrix peak for: the 8-to-32-bit compute dtypes and the
+#: microscaling FP6/FP4 rates of CDNA 4 and Blackwell (``fp4``: the rate the block-scaled FP4
+#: dtypes run at).
 DType = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8", "fp6", "fp4"]
-DTYPES: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8")
+#: Block-scaled 4-bit formats (E2M1 values with a scale per block) a workload may use, on devices
+#: whose ``compute.fp4_formats`` lists them, at the ``compute.peak.fp4`` rate. NVFP4 (NVIDIA,
+#: "Introducing NVFP4 for Efficient and Accurate Low-Precision Inference", 2025): one FP8 E4M3
+#: scale per 16 values plus an FP32 scale per tensor. MXFP4 (OCP Microscaling Formats
+#: specification v1.0, 2023): one E8M0 (power-of-two) scale per 32 values.
+FP4_DTYPES: tuple[str, ...] = ("nvfp4", "mxfp4")
+#: Values per scale of each block-scaled format, and the bytes of that scale.
+FP4_BLOCKS: dict[str, tuple[int, int]] = {"nvfp4": (16, 1), "mxfp4": (32, 1)}
+#: Compute dtypes a workload (weights, KV cache, a kernel) may name.
+DTYPES: tuple[str, ...] = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", *FP4_DTYPES)
 #: Bytes per element of every storage format hwsim knows, the one table of them: compute dtypes
 #: (tf32 is stored as fp32; ``fp8`` is e4m3 unless named) and the functional executor's formats.
 STORAGE_BYTES: dict[str, float] = {
@@ -61,6 +71,9 @@ STORAGE_BYTES: dict[str, float] = {
     "int8": 1,
     "fp6": 0.75,
     "fp4": 0.5,
+    # 4 bits per value and the block scales: NVFP4 4 + 8/16 = 4.5 bits, MXFP4 4 + 8/32 = 4.25
+    # (NVFP4's one FP32 scale per tensor is negligible)
+    **{d: 0.5 + FP4_BLOCKS[d][1] / FP4_BLOCKS[d][0] for d in FP4_DTYPES},
 }
 #: Bytes per element of each compute dtype (:data:`DTYPES`).
 DTYPE_BYTES: dict[str, float] = {d: STORAGE_BYTES[d] for d in DTYPES}
@@ -138,6 +151,11 @@ class Compute(Strict):
     )
     registers_per_unit: Bytes | None = Field(
         None, description="register file of one compute unit (bytes): occupancy and tile limits"
+    )
+    fp4_formats: list[Literal["nvfp4", "mxfp4"]] = Field(
+        default_factory=list,
+        description="block-scaled FP4 formats the matrix units run at compute.peak.fp4 (NVFP4: "
+        "Blackwell; MXFP4: Blackwell and CDNA 4); empty: no FP4 path",
     )
     max_registers_per_thread: WholeCount | None = Field(
         None, description="32-bit registers one thread (lane) may use"
@@ -400,6 +418,14 @@ class Device(Strict):
         """Dense matrix peak FLOP/s for ``dtype``; falls back to the widest supported dtype that
         can hold it (fp8 → fp16/bf16, int8 → fp8 → fp16) because hardware without a native fp8
         path runs fp8 data through its 16-bit units."""
+        if dtype in FP4_DTYPES:  # no fallback: a chip without the format cannot run it
+            if dtype in self.compute.fp4_formats and "fp4" in self.compute.peak:
+                return self.compute.peak["fp4"].value
+            runs = ", ".join(self.compute.fp4_formats) or "no FP4 format"
+            raise MissingEntryError(
+                f"{self.name} does not run {dtype} (compute.fp4_formats: {runs}; it needs the "
+                "format listed there and a compute.peak.fp4 rate)"
+            )
         order = {
             "fp8": ["fp8", "bf16", "fp16"],
             "int8": ["int8", "fp8", "fp16", "bf16"],
