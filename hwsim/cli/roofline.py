@@ -3,6 +3,7 @@ HTML report that ``make demo`` writes)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -94,22 +95,53 @@ def roofline_cmd(
         console.print(f"wrote {html}")
 
 
+def _names(option: str, text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise SpecError(f"{option} {text!r}: expected comma-separated names")
+    return names
+
+
 def report_cmd(
     out: Annotated[Path, typer.Option(help="output folder")] = Path("out"),
     dtype: Annotated[str, typer.Option(help="dtype of the example kernels")] = "bf16",
     json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    plotly: Annotated[
+        str,
+        typer.Option(
+            help="shared: one plotly.min.js beside the pages (small folder); inline: each page "
+            "self-contained (~4.5 MB each)"
+        ),
+    ] = "shared",
+    compare_models: Annotated[
+        str | None,
+        typer.Option(help="models of the 'which hardware' section, comma-separated "
+                     "(default: llama-3.1-70b, deepseek-v3)"),
+    ] = None,
+    compare_devices: Annotated[
+        str | None,
+        typer.Option(help="its device types, comma-separated (default: one of each kind and "
+                     "the common GPUs)"),
+    ] = None,
 ) -> None:
-    """Write the main report: out/report.html (self-contained, interactive) and
-    out/roofline.html (rooflines of every built-in device).
+    """Write the main report: out/report.html (interactive) and out/roofline.html
+    (rooflines of every built-in device), sharing out/plotly.min.js unless --plotly inline.
 
     Example: hwsim report --out out
     """
     from hwsim.report.build import BUILDERS, ReportContext, build_report
+    from hwsim.report.page import PLOTLY_MODES
 
+    if plotly not in PLOTLY_MODES:
+        raise SpecError(f"--plotly {plotly!r}: expected one of {', '.join(PLOTLY_MODES)}")
     ctx = ReportContext(dtype=_check_dtype(dtype))
+    if compare_models is not None:
+        ctx = replace(ctx, compare_models=_names("--compare-models", compare_models))
+    if compare_devices is not None:
+        ctx = replace(ctx, compare_devices=_names("--compare-devices", compare_devices))
     total = len(BUILDERS) + 2
     if json_out:
-        paths = build_report(out, ctx)
+        paths = build_report(out, ctx, plotly_js=plotly)
         print_json({"files": [str(p) for p in paths]})
         return
     with Progress(
@@ -128,7 +160,7 @@ def report_cmd(
             i = labels.index(label) + 1 if label in labels else total
             progress.update(task, description=labels[i] if i < total else "done")
 
-        paths = build_report(out, ctx, on_step=step)
+        paths = build_report(out, ctx, on_step=step, plotly_js=plotly)
     for p in paths:
         console.print(f"wrote {p}")
 

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hwsim.report import serve_sections
+from hwsim.report import workload_sections as workload_sections_module
 from hwsim.report.figures import DevicePanel, bound_heatmap, results_table, roofline_figure
 from hwsim.report.page import Section, html_table, write_page
+from hwsim.report.workload_sections import workload_sections
 from hwsim.roofline.analytic import RooflineResult, roofline
 from hwsim.roofline.ops import example_kernels
 from hwsim.spec.load import list_devices, load_device
@@ -26,6 +28,9 @@ class ReportContext:
     devices: tuple[str, ...] = field(default_factory=lambda: tuple(list_devices()))
     dtype: str = "bf16"
     kernels: tuple[str, ...] | None = None  #: example-kernel names; None = all
+    #: "Which hardware for which workload": the models and device types compared
+    compare_models: tuple[str, ...] = workload_sections_module.MODELS
+    compare_devices: tuple[str, ...] = workload_sections_module.DEVICES
 
 
 SectionBuilder = Callable[[ReportContext], list[Section]]
@@ -95,6 +100,7 @@ BUILDERS: list[tuple[str, SectionBuilder]] = [
     ("DeepSeek-V3 deployment", serve_sections.deepseek_sections),
     ("four device kinds", serve_sections.four_kinds_sections),
     ("sizing", serve_sections.sizing_sections),
+    ("which hardware for which workload", workload_sections),
 ]
 
 REPORT_TITLE = "hwsim: what limits AI kernels on today's accelerators"
@@ -108,8 +114,10 @@ def build_report(
     out_dir: Path,
     ctx: ReportContext | None = None,
     on_step: Callable[[str], None] | None = None,
+    plotly_js: str = "shared",
 ) -> list[Path]:
-    """Write ``out_dir/roofline.html`` and ``out_dir/report.html``; returns the paths.
+    """Write ``out_dir/roofline.html`` and ``out_dir/report.html`` (sharing one
+    ``plotly.min.js`` unless ``plotly_js="inline"``); returns the paths.
     ``on_step(label)`` is called after each step (for a progress bar): once per builder, then
     once per page written."""
     ctx = ctx or ReportContext()
@@ -128,8 +136,9 @@ def build_report(
         "Rooflines of every built-in device with the example kernels; pick a device in the "
         "dropdown.",
         roofline_only,
+        plotly_js,
     )
     step("roofline.html")
-    report = write_page(out_dir / "report.html", REPORT_TITLE, REPORT_INTRO, sections)
+    report = write_page(out_dir / "report.html", REPORT_TITLE, REPORT_INTRO, sections, plotly_js)
     step("report.html")
     return [roof, report]

@@ -30,6 +30,8 @@ class Dim(StrEnum):
     TIME = "s"
     POWER = "W"
     MONEY = "USD"
+    MONEY_RATE = "USD/s"
+    ENERGY_PRICE = "USD/J"
     COUNT = "1"
 
 
@@ -42,6 +44,8 @@ NOUNS: dict[Dim, str] = {
     Dim.TIME: "time",
     Dim.POWER: "power",
     Dim.MONEY: "price",
+    Dim.MONEY_RATE: "price per time",
+    Dim.ENERGY_PRICE: "price per energy",
     Dim.COUNT: "count",
 }
 
@@ -54,6 +58,8 @@ EXAMPLES: dict[Dim, str] = {
     Dim.TIME: "a time such as '900 ns' or '5 us'",
     Dim.POWER: "a power such as '700 W'",
     Dim.MONEY: "a price such as '30000 USD'",
+    Dim.MONEY_RATE: "a rental price such as '2.99 USD/h'",
+    Dim.ENERGY_PRICE: "an energy price such as '0.08 USD/kWh'",
     Dim.COUNT: "a plain number such as '132'",
 }
 
@@ -77,6 +83,25 @@ _BASE: dict[str, tuple[Dim, float]] = {
     "W": (Dim.POWER, 1.0),
     "USD": (Dim.MONEY, 1.0),
     "$": (Dim.MONEY, 1.0),
+    # long times for amortisation and rental (a year is 365.25 days)
+    "min": (Dim.TIME, 60.0),
+    "h": (Dim.TIME, 3600.0),
+    "hr": (Dim.TIME, 3600.0),
+    "d": (Dim.TIME, 86400.0),
+    "day": (Dim.TIME, 86400.0),
+    "days": (Dim.TIME, 86400.0),
+    "yr": (Dim.TIME, 365.25 * 86400.0),
+    "year": (Dim.TIME, 365.25 * 86400.0),
+    "years": (Dim.TIME, 365.25 * 86400.0),
+    "USD/h": (Dim.MONEY_RATE, 1.0 / 3600.0),
+    "USD/hr": (Dim.MONEY_RATE, 1.0 / 3600.0),
+    "$/h": (Dim.MONEY_RATE, 1.0 / 3600.0),
+    "$/hr": (Dim.MONEY_RATE, 1.0 / 3600.0),
+    "USD/s": (Dim.MONEY_RATE, 1.0),
+    "USD/kWh": (Dim.ENERGY_PRICE, 1.0 / 3.6e6),
+    "$/kWh": (Dim.ENERGY_PRICE, 1.0 / 3.6e6),
+    "USD/MWh": (Dim.ENERGY_PRICE, 1.0 / 3.6e9),
+    "USD/J": (Dim.ENERGY_PRICE, 1.0),
 }
 
 _NUMBER = r"[-+]?(?:\d+(?:_\d+)*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
@@ -106,7 +131,9 @@ def _split_unit(unit: str) -> tuple[Dim, float] | None:
         for prefix, factor in table.items():
             if prefix and unit.startswith(prefix) and unit[len(prefix) :] in _BASE:
                 dim, base = _BASE[unit[len(prefix) :]]
-                if dim is Dim.MONEY:
+                if dim in (Dim.MONEY, Dim.MONEY_RATE, Dim.ENERGY_PRICE) or unit[len(prefix) :] in (
+                    "h", "hr", "d", "day", "days", "yr", "year", "years", "min",
+                ):  # fmt: skip
                     return None
                 return dim, factor * base
     return None
@@ -121,6 +148,8 @@ _COMMON: dict[Dim, tuple[str, ...]] = {
     Dim.TIME: ("s", "ms", "us", "ns", "ps"),
     Dim.POWER: ("W", "kW", "MW"),
     Dim.MONEY: ("USD",),
+    Dim.MONEY_RATE: ("USD/h", "USD/s"),
+    Dim.ENERGY_PRICE: ("USD/kWh", "USD/MWh"),
     Dim.COUNT: (),
 }
 _SPELLED = {"sec": "s", "msec": "ms", "usec": "us", "nsec": "ns", "psec": "ps"}
@@ -216,6 +245,10 @@ def format_quantity(value: float, dim: Dim, digits: int = 4) -> str:
     unit = dim.value
     if dim is Dim.MONEY:
         return f"{value:.{digits}g} USD"
+    if dim is Dim.MONEY_RATE:
+        return f"{value * 3600:.{digits}g} USD/h"
+    if dim is Dim.ENERGY_PRICE:
+        return f"{value * 3.6e6:.{digits}g} USD/kWh"
     for scale, prefix in _SHOW_PREFIX:
         if abs(value) >= scale:
             return f"{value / scale:.{digits}g} {prefix}{unit}"

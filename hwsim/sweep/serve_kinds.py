@@ -155,3 +155,110 @@ class ServeStep(MetricKind):
             "fits": r.fits,
             "comm_exposed_s": r.comm_exposed_s,
         }
+
+
+class ServingOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    cluster: str | None = Field("default", description="cluster name; 'default': the device's")
+    scheduler: Literal["chunked", "prefill-first"] = "chunked"
+    kv_dtype: str | None = Field(None, description="KV-cache dtype (default: the weights')")
+    router: Literal["round-robin", "least-outstanding", "least-kv"] = "least-outstanding"
+
+
+@register_kind
+class Serving(MetricKind):
+    """A request stream served by replicas of one layout (:func:`hwsim.serve.serving.
+    simulate_serving`): QPS, traffic class and deployment as axes. The traffic draw depends
+    only on the traffic, the load and the request count, so every device and layout of a sweep
+    serves the same requests (common random numbers)."""
+
+    name = "serving"
+    description = "request stream served by continuous batching (hwsim serve): latency percentiles"
+    vectorised = False
+    reads_cluster = False
+    seed_params = ("traffic", "qps", "requests")
+    params: ClassVar[dict[str, Scalar | None]] = {
+        "model": None,
+        "traffic": "chat",  #: a workload class or traffic profile (workloads/traffic)
+        "qps": 0.0,  #: Poisson rate, req/s; 0: the class's reference load
+        "replicas": 1,
+        "dtype": "bf16",
+        "max_batch": 256,
+        "token_budget": 8192,
+        "requests": 1000,
+        "tp": 1,
+        "ep": 1,
+        "pp": 1,
+        "dp": 1,
+    }
+    metrics: ClassVar[dict[str, str]] = {
+        "ttft_p50_s": "median time to first token, s",
+        "ttft_p99_s": "p99 time to first token, s",
+        "tpot_p50_s": "median time per output token, s",
+        "tpot_p99_s": "p99 time per output token, s",
+        "output_tokens_per_s": "whole deployment, steady state, token/s",
+        "tokens_per_s_per_user": "1 / mean TPOT, token/s",
+        "goodput_requests_per_s": "requests meeting every SLO, req/s",
+        "meets_slo": "the traffic class's SLOs held (p99 limits)",
+        "devices": "devices in all replicas",
+        "usd_per_million_output_tokens": "capex from the device's price (None: no price), USD",
+        "joules_per_output_token": "at the devices' TDP, J",
+    }
+    code_paths = (
+        "hwsim/serve",
+        "hwsim/sim",
+        "hwsim/plan",
+        "hwsim/spec",
+        "hwsim/sweep/serve_kinds.py",
+        "devices/profiles",
+        "devices/clusters",
+        "devices/costs",
+        "workloads/traffic",
+    )
+    Options: ClassVar[type[BaseModel]] = ServingOptions
+    device_fields = (*ServeStep.device_fields, "price")
+
+    def subproblem(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        lay = ",".join(f"{k}={int(params[k])}" for k in ("tp", "ep", "pp", "dp"))
+        out = {k: params[k] for k in ("model", "traffic", "dtype")}
+        out.update({k: int(params[k]) for k in ("replicas", "max_batch", "token_budget",
+                                                 "requests")})  # fmt: skip
+        return {**out, "qps": float(params["qps"]), "layout": lay}
+
+    def evaluate_point(
+        self, device: Device, params: Mapping[str, Any], seed: int
+    ) -> dict[str, Any]:
+        from hwsim.serve.api import make_target
+        from hwsim.serve.serving import ServeRequest, simulate_serving
+        from hwsim.spec.cost import economics, joules_per_token, usd_per_million
+
+        o = self.options
+        assert isinstance(o, ServingOptions)
+        target = make_target(device, o.cluster)
+        req = ServeRequest(
+            params["model"], target, params["traffic"], layout=params["layout"],
+            replicas=params["replicas"], dtype=params["dtype"],
+            kv_dtype=o.kv_dtype or params["dtype"], qps=params["qps"] or None,
+            max_batch=params["max_batch"], token_budget=params["token_budget"],
+            requests=params["requests"], scheduler=o.scheduler, router=o.router, seed=seed,
+        )  # fmt: skip
+        r = simulate_serving(req)
+        m = r.metrics
+        econ = economics(device.name, device)
+        tok = m.output_tokens_per_s
+        tpot = m.tpot_s.mean
+        return {
+            "ttft_p50_s": m.ttft_s.p50,
+            "ttft_p99_s": m.ttft_s.p99,
+            "tpot_p50_s": m.tpot_s.p50,
+            "tpot_p99_s": m.tpot_s.p99,
+            "output_tokens_per_s": tok,
+            "tokens_per_s_per_user": 1.0 / tpot if tpot and tpot > 0 else float("nan"),
+            "goodput_requests_per_s": m.goodput_requests_per_s,
+            "meets_slo": all(m.slo_met.values()),
+            "devices": r.devices,
+            "usd_per_million_output_tokens": usd_per_million(
+                econ.capex_usd_per_hour, r.devices, tok
+            ),
+            "joules_per_output_token": joules_per_token(econ.power_W, r.devices, tok),
+        }

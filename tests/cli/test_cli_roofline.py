@@ -82,12 +82,39 @@ def test_help_has_examples() -> None:
         assert res.exit_code == 0 and "Example:" in res.output, cmd
 
 
+#: The report's "which hardware" section for one small model on one device (the full one
+#: compares two large models on seven device types: minutes, a make demo job)
+LIGHT = ["--compare-models", "llama-3.1-8b", "--compare-devices", "h100-sxm"]
+
+
 def test_report_writes_both_pages(tmp_path: Path) -> None:
-    res = runner.invoke(app, ["report", "--out", str(tmp_path), "--json"])
+    res = runner.invoke(app, ["report", "--out", str(tmp_path), "--json", *LIGHT])
     assert res.exit_code == 0, res.output
     files = json.loads(res.stdout)["files"]
     assert {Path(f).name for f in files} == {"roofline.html", "report.html"}
     page = (tmp_path / "report.html").read_text()
-    assert page.count("* plotly.js v") == 1  # the library's banner: inlined exactly once
+    # both pages load the one shared copy of plotly.js beside them (the folder holds it once)
+    assert page.count("* plotly.js v") == 0 and 'src="plotly.min.js"' in page
+    assert 'src="plotly.min.js"' in (tmp_path / "roofline.html").read_text()
+    assert (tmp_path / "plotly.min.js").read_text().count("* plotly.js v") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "plotly.min.js", "report.html", "roofline.html"
+    ]
     assert page.count("Plotly.newPlot") >= 2  # roofline + bound heatmap use it
     assert "What bounds each kernel" in page and "Rooflines of all devices" in page
+    # the generated workload-class section: its chart and a paragraph per class
+    assert "Which hardware for which workload: Llama-3.1-8B" in page
+    for cls in ("chat", "low-latency", "batch"):
+        assert f"For {cls}, h100-sxm is cheapest" in page or f"the {cls} SLOs" in page
+
+
+def test_report_can_inline_plotly_in_each_page(tmp_path: Path) -> None:
+    res = runner.invoke(
+        app, ["report", "--out", str(tmp_path), "--json", "--plotly", "inline", *LIGHT]
+    )
+    assert res.exit_code == 0, res.output
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("* plotly.js v") == 1  # the library's banner: inlined exactly once
+    assert not (tmp_path / "plotly.min.js").exists()
+    bad = ["report", "--out", str(tmp_path), "--plotly", "cdn"]
+    assert guard.run(app, bad) == guard.EXIT_BAD_INPUT

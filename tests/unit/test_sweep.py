@@ -324,6 +324,29 @@ def test_serve_step_kind_agrees_with_decode_roofline(tmp_path: Path) -> None:
     assert np.all(serve <= roof) and np.all(serve > 0.5 * roof)  # within 2x of the bound
 
 
+def test_serving_kind_puts_load_class_and_deployment_on_axes(tmp_path: Path) -> None:
+    """The serving simulation as a metric kind: QPS and the traffic class on axes; eight times
+    the load serves more tokens and never a shorter p99 TTFT beyond 50 ms (where an arrival
+    falls within an iteration moves a percentile by up to one prefill iteration: the same
+    requests, arrivals scaled, common random numbers across the axis)."""
+    data = _with(
+        base={"device": "h100-sxm", "model": "llama-3.1-8b"},
+        workload={"requests": 150},
+        axes={"workload": {"traffic": ["chat", "low-latency"], "qps": [1, 8]}},
+        metrics=[{"kind": "serving"}],
+    )
+    r = run_sweep(load_sweep(_write(tmp_path, data)))
+    traffic, qps = r.columns["traffic"].tolist(), r.columns["qps"].tolist()
+    tok = r.columns["serving.output_tokens_per_s"]
+    ttft = r.columns["serving.ttft_p99_s"]
+    for cls in ("chat", "low-latency"):
+        lo, hi = (next(i for i, (t, q) in enumerate(zip(traffic, qps, strict=True))
+                       if t == cls and q == v) for v in (1, 8))  # fmt: skip
+        assert tok[hi] > tok[lo] and ttft[hi] >= ttft[lo] - 0.05
+    assert set(r.columns["serving.devices"].tolist()) == {1}
+    assert np.all(r.columns["serving.usd_per_million_output_tokens"] > 0)
+
+
 class FlakyKind(CountingKind):
     """Fails on one sub-problem while ``fail`` is set: an interrupted sweep."""
 
