@@ -10,6 +10,7 @@ import typer
 from hwsim.cli import app_cmd as app_cli
 from hwsim.cli import attention as attention_cli
 from hwsim.cli import check as check_cli
+from hwsim.cli import classes as classes_cli
 from hwsim.cli import devices, guard
 from hwsim.cli import explain as explain_cli
 from hwsim.cli import gemm as gemm_cli
@@ -45,6 +46,7 @@ attention_cli.register(app)
 validate_cli.register(app)
 train_cli.register(app)
 app_cli.register(app)
+classes_cli.register(app)
 
 
 def main() -> None:

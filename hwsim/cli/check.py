@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from hwsim.cli.common import console, print_json
+from hwsim.cli.common import Wide, console, narrow_table, print_json
 from hwsim.spec.errors import SpecError
 
 if TYPE_CHECKING:
@@ -23,24 +23,27 @@ def _fmt(x: float) -> str:
     return "—" if x != x else ("inf" if x == float("inf") else f"{x:.2e}")
 
 
-def table(results: list[CheckResult], title: str) -> Table:
-    t = Table(title=title)
-    t.add_column("case", no_wrap=True)
-    t.add_column("dtype", no_wrap=True)
-    for col in ("max abs err", "abs tol", "max rel err", "rel tol", "bytes match", "result"):
-        t.add_column(col, justify="right")
+def _ratio(err: float, tol: float) -> str:
+    if err != err or tol != tol:
+        return "—"
+    return "inf" if tol == 0 and err > 0 else f"{err / tol if tol else 0.0:.2g}"
+
+
+def table(results: list[CheckResult], title: str, wide: bool = False) -> Table:
+    """The results; 80 columns unless ``wide``: the error as a fraction of the tolerance
+    (max abs err / abs tol, which is also max rel err / rel tol) instead of the four numbers."""
+    cols = ["case", "dtype"]
+    cols += ["max abs err", "abs tol", "max rel err", "rel tol", "bytes match"] if wide else [
+        "err/tol", "bytes"]  # fmt: skip
+    t = narrow_table(title, [*cols, "result"], text=("case", "dtype"), wide=wide)
     for r in results:
         bytes_txt = "—" if r.bytes_match is None else ("yes" if r.bytes_match else "[red]NO[/]")
-        t.add_row(
-            r.case,
-            r.dtype,
-            _fmt(r.max_abs),
-            _fmt(r.tol),
-            _fmt(r.max_rel),
-            _fmt(r.rel_tol),
-            bytes_txt,
-            "[green]pass[/]" if r.passed else "[bold red]FAIL[/]",
-        )
+        cells = [r.case, r.dtype]
+        if wide:
+            cells += [_fmt(r.max_abs), _fmt(r.tol), _fmt(r.max_rel), _fmt(r.rel_tol), bytes_txt]
+        else:
+            cells += [_ratio(r.max_abs, r.tol), bytes_txt]
+        t.add_row(*cells, "[green]pass[/]" if r.passed else "[bold red]FAIL[/]")
     return t
 
 
@@ -50,6 +53,7 @@ def check_cmd(
         str | None, typer.Option("--match", "-k", help="only cases whose name contains this")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    wide: Wide = False,
 ) -> None:
     """Run the functional suite: plan-driven numpy executors (attention, MoE, GEMM) against
     float64 references, with byte counts checked against the plans. Exit code 1 on any failure.
@@ -79,7 +83,7 @@ def check_cmd(
         )
     else:
         title = f"hwsim check{' --quick' if quick else ''}: {len(results)} checks"
-        console.print(table(results, title))
+        console.print(table(results, title, wide))
         summary = f"{len(results) - len(failed)}/{len(results)} passed in {wall:.1f} s"
         console.print(f"[bold red]{summary}[/]" if failed else f"[green]{summary}[/]")
         for r in failed:

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
@@ -195,3 +196,51 @@ def print_comparison(cmp: ClassComparison, wide: bool) -> None:
         "[dim]* cheapest meeting the SLOs  ● on the Pareto front (tok/s per user vs $/Mtok)  "
         "$/Mtok: rental where known, else capex; '-': no price[/]"
     )
+
+
+def explain_serve_cmd(
+    model: Annotated[str, typer.Option(help="model name (workloads/models) or HF config.json")],
+    device: Annotated[str, typer.Option(help="device name (devices/*.yaml)")],
+    traffic: Annotated[str, typer.Option(help="workload class (chat, ...) or traffic YAML")],
+    qps: Annotated[float | None, typer.Option(help="requests/s (default: the class's)")] = None,
+    price: Annotated[str | None, typer.Option(help="'30000 USD' or '2.99 USD/h'")] = None,
+    hours: Annotated[str | None, typer.Option(help="amortisation period, e.g. '4 years'")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Why the cheapest deployment meeting a workload class's SLOs won: the search of
+    `hwsim size --traffic`, then what-ifs around the winner (one replica fewer or more, the
+    other KV-cache dtype, bf16 weights, disaggregated or not), each re-simulated.
+
+    Example: hwsim explain serve --model llama-3.1-8b --device h100-sxm --traffic chat --qps 8
+    """
+    from hwsim.report.explain_serve import explain_serve
+
+    def note(text: str) -> None:
+        if not json_out and err_console.is_terminal:
+            err_console.print(f"[dim]{text}[/]")
+
+    e = explain_serve(model, device, traffic, qps=qps, price=price, hours=hours, on_step=note)
+    if json_out:
+        print_json(e.to_dict())
+        return
+    for s in e.sentences[:2]:
+        console.print(s, highlight=False, soft_wrap=True)
+    t = Table(title="what-ifs, each re-simulated")
+    for c in ("what-if", "devices", "meets", "$/Mtok", "TTFT p99", "TPOT p99"):
+        t.add_column(c, justify="left" if c == "what-if" else "right", overflow="fold")
+    rows = [("the winner", e.winner)] + [(w.title, w.outcome) for w in e.whatifs]
+    for title, o in rows:
+        m = o.result.metrics
+        usd = _usd(o.usd_per_mtok) if o.meets else "-"  # a stopped run's partial rate is no cost
+        t.add_row(title, str(o.plan.devices), "yes" if o.meets else "no", usd,
+                  _ms(m.ttft_s.p99), _ms(m.tpot_s.p99))  # fmt: skip
+    console.print(t)
+    for s in e.sentences[2:]:
+        console.print(f"• {s}", highlight=False, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    """``hwsim explain serve`` joins the explain group."""
+    from hwsim.cli.explain import explain_app
+
+    explain_app.command("serve")(explain_serve_cmd)

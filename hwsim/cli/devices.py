@@ -6,9 +6,8 @@ import json
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
-from hwsim.cli.common import console, print_json
+from hwsim.cli.common import Wide, console, narrow_table, print_json
 from hwsim.spec.units import Dim, format_quantity
 
 if TYPE_CHECKING:
@@ -38,8 +37,35 @@ def _summary(name: str, d: Device) -> dict[str, object]:
     }
 
 
+def _cells(r: dict[str, object]) -> dict[str, str]:
+    """One device's cells by column (numbers with their units)."""
+
+    def q(key: str, dim: Dim) -> str:
+        return format_quantity(float(r[key]), dim)  # type: ignore[arg-type]
+
+    return {
+        "name": str(r["name"]),
+        "kind": str(r["kind"]),
+        "units": str(r["units"]),
+        "BF16 peak": q("bf16_flops", Dim.RATE),
+        "FP8 peak": q("fp8_flops", Dim.RATE),
+        "main memory": f"{r['main_memory']} {q('main_memory_bytes', Dim.BYTES)}",
+        "bandwidth": q("main_memory_Bps", Dim.BANDWIDTH),
+        "other SRAM": q("on_chip_sram_bytes", Dim.BYTES),
+        "TDP": q("tdp_W", Dim.POWER),
+    }
+
+
+#: ``hwsim devices`` in 80 columns: two tables, compute then memory and power (``--wide``: one)
+_GROUPS = (
+    ("compute", ("name", "kind", "units", "BF16 peak", "FP8 peak")),
+    ("memory and power", ("name", "main memory", "bandwidth", "other SRAM", "TDP")),
+)
+
+
 def devices_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    wide: Wide = False,
 ) -> None:
     """List the built-in devices with their key numbers.
 
@@ -51,39 +77,24 @@ def devices_cmd(
     if json_out:
         print_json(rows)
         return
-    t = Table(title="built-in devices (devices/*.yaml)")
-    for col in (
-        "name",
-        "kind",
-        "units",
-        "BF16 peak",
-        "FP8 peak",
-        "main memory",
-        "bandwidth",
-        "other SRAM",
-        "TDP",
-    ):
-        t.add_column(col, justify="left" if col in ("name", "kind") else "right")
-    for r in rows:
-        t.add_row(
-            str(r["name"]),
-            str(r["kind"]),
-            str(r["units"]),
-            format_quantity(float(r["bf16_flops"]), Dim.RATE),  # type: ignore[arg-type]
-            format_quantity(float(r["fp8_flops"]), Dim.RATE),  # type: ignore[arg-type]
-            f"{r['main_memory']} " + format_quantity(float(r["main_memory_bytes"]), Dim.BYTES),  # type: ignore[arg-type]
-            format_quantity(float(r["main_memory_Bps"]), Dim.BANDWIDTH),  # type: ignore[arg-type]
-            format_quantity(float(r["on_chip_sram_bytes"]), Dim.BYTES),  # type: ignore[arg-type]
-            format_quantity(float(r["tdp_W"]), Dim.POWER),  # type: ignore[arg-type]
-        )
-    console.print(t)
+    cells = [_cells(r) for r in rows]
+    title = "built-in devices (devices/*.yaml)"
+    groups = [(title, tuple(cells[0]) if cells else ())] if wide else [
+        (f"{title}: {what}", cols) for what, cols in _GROUPS]  # fmt: skip
+    for name, cols in groups:
+        t = narrow_table(name, cols, text=("name", "kind", "main memory"), wide=wide)
+        for c in cells:
+            t.add_row(*(c[col] for col in cols))
+        console.print(t)
 
 
 def show_cmd(
     device: Annotated[str, typer.Argument(help="device name (file stem) or path to a YAML file")],
     json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    wide: Wide = False,
 ) -> None:
-    """Print a device's full spec, every number with its source.
+    """Print a device's full spec, every number with its source (in 80 columns: the SI values
+    with --wide, the derivations and notes under the table).
 
     Example: hwsim show h100-sxm
     """
@@ -96,21 +107,24 @@ def show_cmd(
     console.print(f"[bold]{d.name}[/]  kind={d.kind} arch={d.arch} vendor={d.vendor}")
     if d.description:
         console.print(d.description)
-    t = Table()
-    for col in ("field", "value", "SI", "source", "derivation / note"):
-        t.add_column(col)
+    cols = ["field", "value", "SI", "source", "derivation / note"] if wide else [
+        "field", "value", "source"]  # fmt: skip
+    t = narrow_table(None, cols, text=cols, wide=wide)
+    notes = []
     for path, q in d.iter_sourced():
-        t.add_row(
-            path,
-            q.text,
-            f"{q.value:.6g} {q.dim.value}",
-            q.source,
-            " ".join(x for x in (q.derived, q.note) if x),
-        )
+        note = " ".join(x for x in (q.derived, q.note) if x)
+        if wide:
+            t.add_row(path, q.text, f"{q.value:.6g} {q.dim.value}", q.source, note)
+        else:
+            t.add_row(path, q.text, q.source)
+            if note:
+                notes.append(f"  {path}: {note}")
     console.print(t)
-    s = Table(title="sources")
-    s.add_column("key")
-    s.add_column("citation")
+    if notes:
+        console.print("derivations and notes:")
+        for line in notes:
+            console.print(line, highlight=False)
+    s = narrow_table("sources", ["key", "citation"], text=("key", "citation"))
     for k, v in d.sources.items():
         s.add_row(k, v)
     console.print(s)

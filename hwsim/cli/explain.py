@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn
-from rich.table import Table
 
-from hwsim.cli.common import console, print_json
+from hwsim.cli.common import console, narrow_table, print_json
 from hwsim.spec.errors import SpecError
 
 #: Largest --from file read (bytes): a saved --json result is tens of kB (a DeepSeek-V3 decode
@@ -59,26 +58,21 @@ def _show(e: Explanation, html: Path | None, json_out: bool) -> None:
     for s in e.sentences[:n_head]:
         console.print(s, highlight=False, soft_wrap=True)
         console.print()
-    t = Table(title="What-ifs, each re-simulated (fastest first)")
-    for col in ("what-if", "lever", "time", "vs. as given", "bound", "re-simulated with"):
-        t.add_column(
-            col, justify="right" if col in ("time", "vs. as given") else "left", overflow="fold"
-        )
-    t.add_row("as given", "", fmt_time(e.base.time_s), "", e.base.bound, "")
+    # 80 columns: what each what-if changed goes under the table, with why it helps
+    cols = ("what-if", "lever", "time", "vs. as given", "bound")
+    t = narrow_table("What-ifs, each re-simulated (fastest first)", cols, text=("what-if",),
+                     labels=("lever", "bound"))  # fmt: skip
+    t.add_row("as given", "", fmt_time(e.base.time_s), "", e.base.bound)
     for w in e.whatifs:
         c = w.candidate
-        t.add_row(
-            c.title,
-            c.lever,
-            fmt_time(w.outcome.time_s),
-            fmt_delta(w.delta),
-            w.outcome.bound,
-            c.change.describe(),
-        )
+        t.add_row(c.title, c.lever, fmt_time(w.outcome.time_s), fmt_delta(w.delta),
+                  w.outcome.bound)  # fmt: skip
     console.print(t)
     console.print("Why each helps or not:", highlight=False)
     for w in e.whatifs:
-        console.print(f"  • {w.candidate.title}: {w.candidate.reason}.", highlight=False)
+        c = w.candidate
+        console.print(f"  • {c.title}: {c.reason}; re-simulated with {c.change.describe()}.",
+                      highlight=False)  # fmt: skip
     if html is not None:
         console.print(f"wrote {html}")
 

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from hwsim.cli.common import console, print_json
+from hwsim.cli.common import Wide, console, narrow_table, print_json
 from hwsim.roofline.ops import EXAMPLES
 from hwsim.spec.device import DTYPES
 from hwsim.spec.errors import SpecError
+
+if TYPE_CHECKING:
+    from hwsim.report.figures import DevicePanel
 
 
 def _check_dtype(dtype: str) -> str:
@@ -42,6 +44,7 @@ def roofline_cmd(
         Path | None, typer.Option("--html", help="write an interactive plotly roofline here")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    wide: Wide = False,
 ) -> None:
     """Hierarchical roofline: time, bound and arithmetic intensity per memory level of example
     kernels (GEMMs, attention prefill/decode, MoE experts) on one or more devices.
@@ -84,15 +87,38 @@ def roofline_cmd(
     if json_out:
         print_json({"results": [r.to_dict() for r in results], "html": str(html) if html else None})
         return
-    cols, rows = results_table(results)
-    t = Table(title=f"hierarchical roofline, {dtype}; I = intensity (FLOP/B) at each memory level")
-    for c in cols:
-        t.add_column(c, justify="left" if c in ("kernel", "device", "bound") else "right")
-    for row in rows:
-        t.add_row(*row)
-    console.print(t)
+    _print_tables(panels, dtype, wide)
     if html is not None:
         console.print(f"wrote {html}")
+
+
+def _print_tables(panels: list[DevicePanel], dtype: str, wide: bool) -> None:
+    """The results in one table with ``wide``; in 80 columns, time and bound of every kernel,
+    then one table per device of the intensity at each of its memory levels."""
+    from hwsim.report.figures import results_table
+
+    cols, rows = results_table([r for p in panels for r in p.results])
+    if wide:
+        title = f"hierarchical roofline, {dtype}; I = intensity (FLOP/B) at each memory level"
+        t = narrow_table(title, cols, text=("kernel", "device", "bound"), wide=True)
+        for row in rows:
+            t.add_row(*row)
+        console.print(t)
+        return
+    n = cols.index("% peak") + 1  # the intensity columns follow
+    t = narrow_table(f"hierarchical roofline, {dtype}", cols[:n],
+                     text=("kernel", "device", "bound"))  # fmt: skip
+    for row in rows:
+        t.add_row(*row[:n])
+    console.print(t)
+    for p in panels:
+        cols, rows = results_table(p.results)
+        levels = [c.removeprefix("I ") for c in cols[n:]]
+        t = narrow_table(f"intensity (FLOP/B) on {p.key}",
+                         ["kernel", *levels], text=("kernel",))  # fmt: skip
+        for row in rows:
+            t.add_row(row[0], *row[n:])
+        console.print(t)
 
 
 def _names(option: str, text: str) -> tuple[str, ...]:

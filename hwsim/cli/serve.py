@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from hwsim.cli.common import console, print_json
+from hwsim.cli.common import Wide, console, narrow_table, print_json, short_layout
 from hwsim.serve.request import STEP_DEFAULTS
 from hwsim.spec.device import DTYPES
 from hwsim.spec.errors import SpecError
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from hwsim.serve.request import StepRequest
     from hwsim.serve.size import SizedCluster
     from hwsim.serve.step import StepResult
+    from hwsim.sim.trust import Trust
 
 Model = Annotated[str, typer.Option(help="model name (workloads/models) or HF config.json")]
 Device = Annotated[str, typer.Option(help="device name (devices/*.yaml) or YAML path")]
@@ -47,8 +48,23 @@ def _fmt_s(t: float) -> str:
     return f"{t * 1e3:.3f} ms" if t < 1 else f"{t:.3f} s"
 
 
+def _step_trust(r: StepResult) -> Trust:
+    """How far to trust a step: time-weighted over its ops on a GPU (each op's suite or
+    leave-one-out error), the device's held-out decode error elsewhere (hwsim.sim.trust)."""
+    from hwsim.sim.trust import step_trust, trust_for
+    from hwsim.spec.load import load_device
+
+    dev = load_device(r.device)
+    if dev.kind != "gpu":
+        return trust_for("step", r.device)
+    return step_trust(((o.timing, o.count) for o in r.ops), dev.arch)
+
+
 def _print_step(r: StepResult) -> None:
     from hwsim.spec.fit import human_bytes
+
+    trust = _step_trust(r)
+    band = f" {trust.band()}"
 
     t = Table(title=f"{r.phase}: {r.model} on {r.devices} × {r.device} ({r.layout})")
     t.add_column("metric")
@@ -59,14 +75,14 @@ def _print_step(r: StepResult) -> None:
     ]
     if r.phase == "decode":
         rows += [
-            ("time per token (per user)", _fmt_s(r.time_per_token_s)),
-            ("tokens/s per user", f"{r.tokens_per_s_per_user:,.1f}"),
+            ("time per token (per user)", _fmt_s(r.time_per_token_s) + band),
+            ("tokens/s per user", f"{r.tokens_per_s_per_user:,.1f}{band}"),
             ("tokens/s total", f"{r.tokens_per_s_total:,.1f}"),
             ("tokens/s per device", f"{r.tokens_per_s_total / r.devices:,.1f}"),
             ("accepted tokens per step", f"{r.accepted_tokens_per_step:.3f}"),
         ]
     else:
-        rows += [("TTFT", _fmt_s(r.ttft_s)), ("tokens/s", f"{r.tokens_per_s_total:,.0f}")]
+        rows += [("TTFT", _fmt_s(r.ttft_s) + band), ("tokens/s", f"{r.tokens_per_s_total:,.0f}")]
     rows += [
         ("memory per device", f"{human_bytes(r.memory_per_device_bytes)} of "
          f"{human_bytes(r.capacity_bytes)} (weights {human_bytes(r.weight_bytes_per_device)}, "
@@ -76,6 +92,8 @@ def _print_step(r: StepResult) -> None:
          f"{_fmt_s(r.comm_exposed_s)} / {_fmt_s(r.comm_hidden_s)}"),
         ("bound", r.bound + "  (" + ", ".join(
             f"{k} {v:.0%}" for k, v in r.bound_shares.items()) + ")"),
+        ("expected error", f"{trust.band()} ("
+         f"{'calibrated' if trust.calibrated else 'not calibrated'}; {trust.basis})"),
     ]  # fmt: skip
     for name, text in rows:
         t.add_row(name, text)
@@ -99,12 +117,33 @@ def _request(phase: str, kw: dict[str, Any]) -> StepRequest:
     return StepRequest(phase=phase, **fields)
 
 
+def _context_warning(model: str, context: int) -> str | None:
+    """A warning when ``context`` exceeds the model's maximum position embeddings (the
+    simulator times any length; the model was not trained for more), else None."""
+    from hwsim.spec.model import load_model_config
+
+    limit = load_model_config(model).max_position
+    if limit is None or context <= limit:
+        return None
+    return (
+        f"--context {context:,} exceeds {model}'s maximum position embeddings ({limit:,} "
+        "tokens): the model cannot attend that far; the step is timed anyway"
+    )
+
+
 def _step(phase: str, **kw: Any) -> None:
     from hwsim.serve.api import serve_step
 
     r = serve_step(_request(phase, kw))
+    warning = _context_warning(kw["model"], kw["context"])
+    if warning:
+        typer.echo(f"warning: {warning}", err=True)
     if kw["json_out"]:
-        print_json(r.to_dict(ops=kw["ops"]))
+        d = r.to_dict(ops=kw["ops"])
+        d.update(_step_trust(r).to_dict())
+        if warning:
+            d["warnings"] = [warning]
+        print_json(d)
     else:
         _print_step(r)
 
@@ -152,7 +191,14 @@ def prefill_cmd(
     _step("prefill", **locals())
 
 
-def _cluster_row(c: SizedCluster) -> list[str]:
+def _cluster_row(c: SizedCluster, wide: bool = True) -> list[str]:
+    """A sized cluster's cells: every column with ``wide``, else deployment (instances × the
+    layout's degrees above 1), devices, tok/s per user, power and price (80 columns)."""
+    power = f"{c.power_W / 1e3:,.1f} kW"
+    price = f"${c.price_usd:,.0f}" if c.price_usd is not None else "-"
+    if not wide:
+        return [f"{c.instances} × {short_layout(str(c.layout))}", str(c.devices),
+                f"{c.tokens_per_s_per_user:,.1f}", power, price]  # fmt: skip
     return [
         str(c.devices),
         f"{c.instances} × {c.layout}",
@@ -160,17 +206,41 @@ def _cluster_row(c: SizedCluster) -> list[str]:
         f"{c.tokens_per_s_per_user:,.1f}",
         f"{c.tokens_per_s_total:,.0f}",
         _fmt_s(c.ttft_s),
-        f"{c.power_W / 1e3:,.1f} kW",
-        f"${c.price_usd:,.0f}" if c.price_usd is not None else "-",
+        power,
+        price,
         c.bound,
     ]
+
+
+Traffic = Annotated[
+    str | None,
+    typer.Option(help="workload class (chat, low-latency, batch) or traffic YAML: size for it"),
+]
+Qps = Annotated[float | None, typer.Option(help="--traffic: requests/s (default: the class's)")]
+Price = Annotated[
+    str | None, typer.Option(help="'30000 USD' (purchase) or '2.99 USD/h' (rental)")
+]
+Hours = Annotated[str | None, typer.Option(help="amortisation period, e.g. '4 years', '35064 h'")]
+Costs = Annotated[
+    Path | None, typer.Option(help="cost file instead of devices/costs/costs.yaml")
+]
 
 
 def size_cmd(
     model: Model,
     device: Device,
-    tokens_per_s_per_user: Annotated[float, typer.Option(help="SLO: output tokens/s per user")],
-    total_tokens_per_s: Annotated[float, typer.Option(help="SLO: output tokens/s in total")],
+    tokens_per_s_per_user: Annotated[
+        float | None, typer.Option(help="step SLO: output tokens/s per user")
+    ] = None,
+    total_tokens_per_s: Annotated[
+        float | None, typer.Option(help="step SLO: output tokens/s in total")
+    ] = None,
+    traffic: Traffic = None,
+    qps: Qps = None,
+    price: Price = None,
+    hours: Hours = None,
+    costs: Costs = None,
+    wide: Wide = False,
     context: Context = 4096,
     max_ttft: Annotated[float | None, typer.Option(help="SLO: max time to first token, s")] = None,
     dtype: DType = "bf16",
@@ -180,12 +250,25 @@ def size_cmd(
     max_devices_per_instance: Annotated[int, typer.Option(help="largest model replica")] = 512,
     json_out: Json = False,
 ) -> None:
-    """Cheapest clusters of one device type that meet a serving SLO (per-user speed, total
-    throughput, TTFT): by devices, by power and by $ where prices are known.
+    """Cheapest deployments of one device type that meet a serving SLO: for a workload class
+    at a load (--traffic, --qps: simulated), or for a per-user speed and total throughput
+    (steady steps): by devices, by power and by $ where prices are known.
+
+    Example: hwsim size --model llama-3.1-70b --device h200 --traffic chat --qps 10
 
     Example: hwsim size --model deepseek-v3 --device h200 --tokens-per-s-per-user 50
     --total-tokens-per-s 100000 --max-ttft 1.0
     """
+    if traffic is not None:
+        from hwsim.cli.classes import size_traffic
+
+        size_traffic(model, device, traffic, qps, price, hours, costs, wide, json_out)
+        return
+    if tokens_per_s_per_user is None or total_tokens_per_s is None:
+        raise SpecError(
+            "give --traffic CLASS (and --qps) to size for traffic, or both "
+            "--tokens-per-s-per-user and --total-tokens-per-s to size for steady steps"
+        )
     from hwsim.serve.size import size_cluster
 
     ans = size_cluster(
@@ -203,21 +286,27 @@ def size_cmd(
             f"no cluster of {device} up to {max_devices_per_instance} devices per replica meets "
             f"{tokens_per_s_per_user} tokens/s per user for {ans.model}"
         )
-    cols = ["pick", "devices", "instances × layout", "batch/inst", "tok/s/user", "tok/s total",
-            "TTFT", "power", "price", "bound"]  # fmt: skip
-    t = Table(title=f"{ans.model} on {device}: clusters meeting the SLO (best first)")
-    for c in cols:
-        left = ("pick", "instances × layout", "bound")
-        t.add_column(c, justify="left" if c in left else "right")
-    best = [("fewest devices", ans.by_devices), ("least power", ans.by_power),
-            ("lowest price", ans.by_price)]  # fmt: skip
+    title = f"{ans.model} on {device}: clusters meeting the SLO (best first)"
+    if wide:
+        cols = ["pick", "devices", "instances × layout", "batch/inst", "tok/s/user",
+                "tok/s total", "TTFT", "power", "price", "bound"]  # fmt: skip
+        t = narrow_table(title, cols, text=("pick", "instances × layout", "bound"), wide=True)
+        best = [("fewest devices", ans.by_devices), ("least power", ans.by_power),
+                ("lowest price", ans.by_price)]  # fmt: skip
+    else:  # 80 columns: TTFT, batch per instance, total tok/s and the bound with --wide
+        cols = ["pick", "deployment", "devices", "tok/s/user", "power", "price"]
+        t = narrow_table(title, cols, text=("pick", "deployment"))
+        best = [("devices", ans.by_devices), ("power", ans.by_power), ("price", ans.by_price)]
     for label, pick in best:
         if pick is not None:
-            t.add_row(label, *_cluster_row(pick))
+            t.add_row(label, *_cluster_row(pick, wide))
     t.add_section()
     for cand in ans.candidates[:10]:
-        t.add_row("", *_cluster_row(cand))
+        t.add_row("", *_cluster_row(cand, wide))
     console.print(t)
+    if not wide:
+        console.print("[dim]pick: fewest devices, least power, lowest price; --wide: TTFT, "
+                      "batch per instance, total tok/s, bound[/]")  # fmt: skip
     console.print(f"[dim]{ans.evaluated} steps simulated[/]")
     for n in ans.notes:
         console.print(f"[dim]note: {n}[/]")
@@ -226,6 +315,20 @@ def size_cmd(
 def compare_cmd(
     model: Model,
     devices: Annotated[str, typer.Option(help="comma-separated device names")],
+    traffic: Annotated[
+        str | None,
+        typer.Option(help="workload classes (chat,low-latency,batch): size each on each device"),
+    ] = None,
+    qps: Qps = None,
+    price: Price = None,
+    hours: Hours = None,
+    costs: Costs = None,
+    wide: Wide = False,
+    executor: Annotated[str, typer.Option(help="--traffic: local | dask")] = "local",
+    workers: Annotated[int | None, typer.Option(help="--traffic: parallel searches")] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="--traffic: dask scheduler address (tcp://host:8786)")
+    ] = None,
     batch: Annotated[str, typer.Option(help="comma-separated batch sizes")] = "1,64",
     context: Context = 2048,
     phase: Annotated[str, typer.Option(help="decode | prefill")] = "decode",
@@ -234,11 +337,22 @@ def compare_cmd(
     html: Annotated[Path | None, typer.Option(help="write plotly charts here")] = None,
     json_out: Json = False,
 ) -> None:
-    """The same model on several device types side by side: tokens/s per user vs total
-    (Pareto), cost and the bound; charts with --html.
+    """The same model on several device types side by side. With --traffic: the cheapest
+    deployment of each device type meeting each workload class's SLOs, $ and energy per
+    million tokens, what binds it, the Pareto chart with --html. Without: steady steps,
+    tokens/s per user vs total, cost and the bound.
+
+    Example: hwsim compare --model llama-3.1-70b --traffic chat,low-latency,batch
+    --devices h100-sxm,h200,groq-lpu
 
     Example: hwsim compare --model llama-3.1-70b --devices h200,mi300x,groq-lpu --batch 1,64
     """
+    if traffic is not None:
+        from hwsim.cli.classes import compare_traffic
+
+        compare_traffic(model, devices, traffic, qps, price, hours, costs, wide, html, json_out,
+                        executor, workers, scheduler)  # fmt: skip
+        return
     from hwsim.serve.compare import compare
 
     try:
@@ -268,25 +382,45 @@ def compare_cmd(
     if json_out:
         print_json(data)
         return
-    t = Table(title=f"{cmp.model} {phase}, context {context}, {dtype}")
-    cols = ["device", "batch", "devices", "layout", "tok/s/user", "tok/s total", "tok/s/device",
-            "tok/J", "$ / (tok/s)", "bound", "Pareto"]  # fmt: skip
-    for c in cols:
-        t.add_column(c, justify="left" if c in ("device", "layout", "bound") else "right")
+    title = f"{cmp.model} {phase}, context {context}, {dtype}"
     rows: list[dict[str, Any]] = data["rows"]  # type: ignore[assignment]
+    if wide:
+        cols = ["device", "batch", "devices", "layout", "tok/s/user", "tok/s total",
+                "tok/s/device", "tok/J", "$ / (tok/s)", "bound", "Pareto"]  # fmt: skip
+        t = narrow_table(title, cols, text=("device", "layout", "bound"), wide=True)
+    else:  # 80 columns: the layout, tok/s per device and tok/J with --wide
+        cols = ["devices", "batch", "tok/s/user", "tok/s\ntotal", "$ /\n(tok/s)", "bound"]
+        t = narrow_table(title, cols, text=("devices", "bound"))
+    errors = []
     for row in rows:
         if "error" in row:
-            t.add_row(row["device"], str(row["batch"]), "-", row["error"][:60], *[""] * 7)
+            if wide:
+                t.add_row(row["device"], str(row["batch"]), "-", row["error"][:60], *[""] * 7)
+            else:
+                t.add_row(row["device"], str(row["batch"]), *["-"] * 4)
+                errors.append(f"{row['device']} at batch {row['batch']}: {row['error']}")
             continue
         usd = row.get("usd_per_million_tokens_per_s")
+        cost = f"{usd / 1e6:,.0f}" if usd is not None else "-"
+        per_user = f"{row['tokens_per_s_per_user']:,.1f}"
+        total = f"{row['tokens_per_s_total']:,.0f}"
+        if not wide:
+            pareto = " ●" if row["pareto"] else ""
+            t.add_row(f"{row['devices']} × {row['device']}{pareto}", str(row["batch"]),
+                      per_user, total, cost, row["bound"])  # fmt: skip
+            continue
         t.add_row(
             row["device"], str(row["batch"]), str(row["devices"]), row["layout"],
-            f"{row['tokens_per_s_per_user']:,.1f}", f"{row['tokens_per_s_total']:,.0f}",
+            per_user, total,
             f"{row['tokens_per_s_per_device']:,.1f}", f"{row['tokens_per_joule']:.3f}",
-            f"{usd / 1e6:,.0f}" if usd is not None else "-", row["bound"],
-            "●" if row["pareto"] else "",
+            cost, row["bound"], "●" if row["pareto"] else "",
         )  # fmt: skip
     console.print(t)
+    for line in errors:
+        console.print(f"[red]{line}[/]")
+    if not wide:
+        console.print("[dim]● on the Pareto front (tok/s per user vs total); --wide: layout, "
+                      "tok/s per device, tok/J[/]")  # fmt: skip
     if html is not None:
         console.print(f"wrote {html}")
 

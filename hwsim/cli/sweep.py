@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from hwsim.cli.common import console, print_json
+from hwsim.cli.common import Wide, console, narrow_table, print_json
 from hwsim.spec.errors import SpecError
 
 if TYPE_CHECKING:
@@ -64,6 +64,7 @@ def sweep_cmd(
         bool, typer.Option("--list-kinds", help="list the metric kinds and exit")
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    wide: Wide = False,
 ) -> None:
     """Run a design-space sweep: every point of the sweep file's axes (spec overrides, workload
     parameters, layouts) through its metric kinds, cached, on local cores or dask.distributed.
@@ -73,7 +74,7 @@ def sweep_cmd(
     Example: hwsim sweep workloads/sweeps/sram-fa-decode.yaml --out out/sram.parquet
     """
     if list_kinds:
-        _print_kinds(json_out)
+        _print_kinds(json_out, wide)
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -127,7 +128,7 @@ def sweep_cmd(
             }
         )
         return
-    _print_summary(result, out, cache_path)
+    _print_summary(result, out, cache_path, wide)
 
 
 def _stats_dict(r: SweepResult) -> dict[str, Any]:
@@ -148,9 +149,7 @@ def _stats_dict(r: SweepResult) -> dict[str, Any]:
     }
 
 
-def _print_kinds(json_out: bool) -> None:
-    from rich.table import Table
-
+def _print_kinds(json_out: bool, wide: bool = False) -> None:
     from hwsim.sweep.kinds import kinds_table
 
     rows = kinds_table()
@@ -159,21 +158,33 @@ def _print_kinds(json_out: bool) -> None:
             [dict(zip(("name", "flavour", "params", "metrics"), r, strict=True)) for r in rows]
         )
         return
-    t = Table(title="metric kinds")
-    for c in ("name", "flavour", "workload parameters", "metrics"):
-        t.add_column(c, overflow="fold")
-    for r in rows:
-        t.add_row(*r)
+    if wide:
+        every = ("name", "flavour", "workload parameters", "metrics")
+        t = narrow_table("metric kinds", every, text=every, wide=True)
+        for r in rows:
+            t.add_row(*r)
+        console.print(t)
+        return
+    # 80 columns: the flavour under the name; the parameters as wide as their longest name, so
+    # that the metrics (longer names) get the rest and no name is split
+    cols = ("kind", "workload parameters", "metrics")
+    t = narrow_table("metric kinds", cols, text=cols)
+    longest = max((len(w) for r in rows for w in r[2].split()), default=10)  # "name,"
+    t.columns[1].width = max(longest, 10)
+    for name, flavour, params, metrics in rows:
+        t.add_row(f"{name}\n[dim]{flavour}[/]", params, metrics)
     console.print(t)
 
 
-def _print_summary(result: SweepResult, out: Path, cache_path: Path | None) -> None:
+def _print_summary(
+    result: SweepResult, out: Path, cache_path: Path | None, wide: bool = False
+) -> None:
     from rich.table import Table
 
     s = result.stats
     t = Table(title=f"sweep '{result.name}'", show_header=False)
-    t.add_column("", style="bold")
-    t.add_column("")
+    t.add_column("", style="bold", no_wrap=True)
+    t.add_column("", overflow="fold")
     t.add_row("points", f"{s.points} (of {s.total_points}; {s.dropped} dropped by constraints)")
     t.add_row("units", f"{s.units} unique (analytic points + unique simulated sub-problems)")
     t.add_row("cache", f"{s.cache_hits} hits, {s.computed} computed, hit rate {s.hit_rate:.0%}"
@@ -184,26 +195,47 @@ def _print_summary(result: SweepResult, out: Path, cache_path: Path | None) -> N
     t.add_row("wall time", f"{s.wall_s:.2f} s")
     t.add_row("written", str(out))
     console.print(t)
-    k = Table(title="per metric kind")
-    for c in ("name", "kind", "points", "units", "hits", "computed", "tasks", "s"):
-        k.add_column(c, justify="right" if c not in ("name", "kind") else "left")
+    # 80 columns: units and tasks with --wide
+    cols = ["name", "kind", "points", *(["units"] if wide else []), "hits", "computed",
+            *(["tasks"] if wide else []), "s"]  # fmt: skip
+    k = narrow_table("per metric kind", cols, text=("name", "kind"), wide=wide)
     for ks in s.kinds:
-        k.add_row(ks.name, ks.kind + (" (sim)" if ks.simulator else ""), str(ks.points),
-                  str(ks.units), str(ks.cache_hits), str(ks.computed), str(ks.tasks),
-                  f"{ks.wall_s:.2f}")  # fmt: skip
+        cells = {
+            "name": ks.name,
+            "kind": ks.kind + (" (sim)" if ks.simulator else ""),
+            "points": str(ks.points),
+            "units": str(ks.units),
+            "hits": str(ks.cache_hits),
+            "computed": str(ks.computed),
+            "tasks": str(ks.tasks),
+            "s": f"{ks.wall_s:.2f}",
+        }
+        k.add_row(*(cells[c] for c in cols))
     console.print(k)
     if result.sensitivity:
-        e = Table(title="sensitivity: d ln(metric) / d ln(input)")
-        for c in ("metric", "input", "global", "local median", "local range", "R²"):
-            e.add_column(c, justify="left" if c in ("metric", "input") else "right")
-        for el in result.sensitivity:
-            e.add_row(el.metric, el.input, f"{el.elasticity:+.3f}", f"{el.local_median:+.3f}",
-                      f"{el.local_min:+.2f} … {el.local_max:+.2f}", f"{el.r2:.2f}")  # fmt: skip
-        console.print(e)
+        _print_sensitivity(result, wide)
     for w in result.warnings[:5]:
         console.print(f"[yellow]warning:[/] {w}", highlight=False)
     if len(result.warnings) > 5:
         console.print(f"[yellow]warning:[/] … and {len(result.warnings) - 5} more spec warnings")
+
+
+def _print_sensitivity(result: SweepResult, wide: bool) -> None:
+    """Elasticities: one table with ``wide``, else one per metric (80 columns)."""
+    cols = ["input", "global", "local median", "local range", "R²"]
+    groups: dict[str, list[Any]] = {}
+    for el in result.sensitivity:
+        groups.setdefault("" if wide else el.metric, []).append(el)
+    for metric, els in groups.items():
+        title = f"sensitivity of {metric}: d ln(metric) / d ln(input)" if metric else (
+            "sensitivity: d ln(metric) / d ln(input)")  # fmt: skip
+        e = narrow_table(title, ["metric", *cols] if wide else cols,
+                         text=("metric", "input"), wide=wide)  # fmt: skip
+        for el in els:
+            e.add_row(*([el.metric] if wide else []), el.input, f"{el.elasticity:+.3f}",
+                      f"{el.local_median:+.3f}", f"{el.local_min:+.2f} to {el.local_max:+.2f}",
+                      f"{el.r2:.2f}")  # fmt: skip
+        console.print(e)
 
 
 # ---- plot ----------------------------------------------------------------------------------
@@ -248,7 +280,6 @@ def plot_cmd(
     Example: hwsim plot out/sweep.parquet --x memory.l2.capacity --y context --color bound
     """
     import numpy as np
-    from rich.table import Table
 
     from hwsim.report.page import Section, html_table, write_page
     from hwsim.report.sweep_figures import (
@@ -346,9 +377,8 @@ def plot_cmd(
         return
     console.print(f"wrote [bold]{page}[/] ({len(sections)} figure(s), {n} points)")
     if out_json.get("sensitivity"):
-        t = Table(title=f"which input moves {target} most")
-        for c in ("input", "elasticity", "local median", "R²"):
-            t.add_column(c, justify="left" if c == "input" else "right")
+        heads = ("input", "elasticity", "local median", "R²")
+        t = narrow_table(f"which input moves {target} most", heads, text=("input",))
         for e in out_json["sensitivity"]:
             t.add_row(
                 e["input"], f"{e['elasticity']:+.3f}", f"{e['local_median']:+.3f}", f"{e['r2']:.2f}"

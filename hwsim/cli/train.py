@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from hwsim.cli.common import console, print_json
+from hwsim.cli.common import Wide, console, narrow_table, print_json, short_layout
 from hwsim.spec.errors import SpecError
 
 if TYPE_CHECKING:
@@ -184,6 +184,7 @@ def train_cmd(
     trace: TraceOpt = None,
     html: HtmlOpt = None,
     json_out: Json = False,
+    wide: Wide = False,
 ) -> None:
     """One training step under data, tensor, pipeline, context and expert parallelism: step
     time and breakdown, tokens/s and model TFLOP/s per GPU, MFU, memory per GPU, GPU-hours.
@@ -197,7 +198,7 @@ def train_cmd(
         _target(req, target_days, executor, workers, json_out)
         return
     if search:
-        _search(req, executor, workers, json_out)
+        _search(req, executor, workers, json_out, wide)
         return
     if whatif:
         _whatif(req, whatif, json_out)
@@ -230,36 +231,33 @@ def _write_views(r: TrainResult, trace: Path | None, html: Path | None) -> None:
         console.print(f"[dim]timeline: {html}[/]")
 
 
-def _search(req: TrainRequest, executor: str, workers: int, json_out: bool) -> None:
+def _search(
+    req: TrainRequest, executor: str, workers: int, json_out: bool, wide: bool = False
+) -> None:
     from hwsim.train.search import search_layouts
 
     ans = search_layouts(req, executor=executor, workers=workers)
     if json_out:
         print_json(ans.to_dict())
         return
-    t = Table(
-        title=f"fastest layouts of {ans.model} on {req.gpus} GPUs "
-        f"({ans.simulated} simulated of {ans.candidates} candidates, "
-        f"{ans.pruned_memory} did not fit, {ans.pruned_bound} pruned by bound)"
-    )
-    for c in (
-        "layout",
-        "schedule",
-        "mb",
-        "recompute",
-        "zero",
-        "step",
-        "tok/s/GPU",
-        "MFU",
-        "memory",
-    ):
-        t.add_column(c, justify="left" if c in ("layout", "schedule", "recompute") else "right")
+    title = (f"fastest layouts of {ans.model} on {req.gpus} GPUs ({ans.simulated} simulated of "
+             f"{ans.candidates} candidates, {ans.pruned_memory} did not fit, {ans.pruned_bound} "
+             "pruned by bound)")  # fmt: skip
+    # 80 columns: tokens/s per GPU and memory with --wide
+    cols = ["layout", "schedule", "mb", "recompute", "zero", "step", "MFU"]
+    if wide:
+        cols = [*cols[:6], "tok/s/GPU", "MFU", "memory"]
+    t = narrow_table(title, cols, text=("layout", "schedule", "recompute"), wide=wide)
     from hwsim.spec.fit import human_bytes
 
     for r in ans.best[:10]:
-        t.add_row(str(r.layout), r.schedule, str(r.micro_batch), r.recompute, str(r.zero),
-                  _fmt_s(r.step_time_s), f"{r.tokens_per_s_per_gpu:,.0f}", f"{r.mfu:.1%}",
-                  human_bytes(r.memory.total))  # fmt: skip
+        cells = [str(r.layout) if wide else short_layout(str(r.layout)), r.schedule,
+                 str(r.micro_batch), r.recompute, str(r.zero), _fmt_s(r.step_time_s)]  # fmt: skip
+        if wide:
+            cells += [f"{r.tokens_per_s_per_gpu:,.0f}", f"{r.mfu:.1%}", human_bytes(r.memory.total)]
+        else:
+            cells.append(f"{r.mfu:.1%}")
+        t.add_row(*cells)
     console.print(t)
     if ans.best:
         print_result(ans.best[0])

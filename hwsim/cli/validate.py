@@ -6,9 +6,8 @@ import time
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
-from hwsim.cli.common import console, print_json
+from hwsim.cli.common import console, narrow_table, print_json
 from hwsim.spec.errors import SpecError
 
 if TYPE_CHECKING:
@@ -60,15 +59,8 @@ def validate_cmd(
 
 
 def _print_suite(res: SuiteResult, wall: float) -> None:
-    t = Table(title=f"suite {res.name}")
-    for col, just in (
-        ("case", "left"),
-        ("measured", "right"),
-        ("predicted", "right"),
-        ("unit", "left"),
-        ("error", "right"),
-    ):
-        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    cols = ("case", "measured", "predicted", "unit", "error")
+    t = narrow_table(f"suite {res.name}", cols, text=("case",), labels=("unit",))
     for r in res.rows:
         color = "green" if abs(r.error) <= res.targets.get("max", 1.0) else "red"
         t.add_row(

@@ -158,18 +158,18 @@ def class_paragraph(cmp: ClassComparison, cls: str) -> str:
             parts.append(f"Next is {nxt.device} at {ratio:.2g}x the cost.")
         decider = _decider(win)
         parts.append(f"What binds the winner: {win.binding_constraint}; so {decider} decides.")
-        if decider == "memory bandwidth per dollar" or decider == "FLOP/s per dollar":
+        if decider in ("memory bandwidth per dollar", "FLOP/s per dollar"):
+            # only the devices that met the SLOs, cheapest first: a chip with the most GB/s per
+            # dollar-hour can still lose when its small memory forces many chips per replica
             k = 0 if decider.startswith("memory") else 1
-            ranked = sorted(
-                ((d, v[k]) for d in {r.device for r in rows} if (v := _per_dollar(d))),
-                key=lambda x: -x[1],
-            )
             unit = ("GB/s", 1e9) if k == 0 else ("TFLOP/s", 1e12)
-            parts.append(
-                "Per dollar-hour: "
-                + ", ".join(f"{d} {v / unit[1]:,.0f} {unit[0]}" for d, v in ranked[:4])
-                + "."
-            )
+            shown = [(r.device, v[k]) for r in [win, *others[:2]] if (v := _per_dollar(r.device))]
+            if shown:
+                parts.append(
+                    f"{unit[0]} per dollar-hour of the cheapest that met the SLOs: "
+                    + ", ".join(f"{d} {v / unit[1]:,.0f}" for d, v in shown)
+                    + "."
+                )
     if failed:
         why = [f"{r.device} ({r.binding_constraint.split(': ', 1)[-1]})" for r in failed[:4]]
         parts.append("Cannot meet the SLOs at any size searched: " + "; ".join(why) + ".")

@@ -151,7 +151,7 @@ def size_for_traffic(
         "met_slo": sum(o.meets for o in outcomes),
     }
     return SizeAnswer(cfg.name, device, str(name), qps, slo, econ, stages, tuple(outcomes),
-                      tuple(bounds), mean_context=mean_ctx)  # fmt: skip
+                      tuple(bounds), mean_context=mean_ctx, simulate=search.run)  # fmt: skip
 
 
 def _bound(s: _Search, lay: Layout, dtype: str, kv_dtype: str) -> Bound:

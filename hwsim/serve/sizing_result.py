@@ -5,6 +5,7 @@ power and dollars, with why each runner-up lost. Plain frozen data (SI units).""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,6 +128,9 @@ class SizeAnswer:
     bounds: tuple[Bound, ...]
     notes: tuple[str, ...] = field(default=())
     mean_context: int = 1  #: tokens in a sequence's cache, mid-answer on average
+    #: re-simulate another deployment with this search's traffic, load, SLO and prices (the
+    #: what-ifs of ``hwsim explain serve``)
+    simulate: Callable[[Plan], Outcome] | None = field(default=None, repr=False, compare=False)
 
     @property
     def passing(self) -> list[Outcome]:
