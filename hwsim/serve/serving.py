@@ -340,14 +340,31 @@ def _load_text(req: ServeRequest, traffic: Traffic) -> tuple[str, Any]:
     return f"{type(arr).__name__.lower()} at {arr.qps:g} req/s", arr
 
 
+#: Event-equivalents and host bytes one replica costs before it serves a request (its engine,
+#: scheduler arrays and block pool; measured: 10,000 replicas of Llama-3.1-8B add 2.1 s and
+#: 165 MB to a 200-request run, ~0.23 ms and ~18 kB each, at ~10 us per event)
+EVENTS_PER_REPLICA = 25
+BYTES_PER_REPLICA = 32 * 1024
+
+
+def check_replicas(n: int) -> None:
+    """Refuse, before any is built, more replicas than the event or memory budget holds."""
+    from hwsim.spec.limits import check_budget, check_memory, format_count
+
+    hint = f"{format_count(n)} replicas; use fewer replicas or a lower --qps"
+    check_budget(n * EVENTS_PER_REPLICA, cheaper_mode_hint=hint)
+    check_memory(n * BYTES_PER_REPLICA, cheaper_mode_hint=hint)
+
+
 def run(req: ServeRequest, dep: Deployment) -> ServeResult:
     """Simulate ``req`` on a prepared deployment."""
     t0 = time.perf_counter()
     label, arrival = _load_text(req, dep.traffic)
     slo = req.slo if req.slo is not None else traffic_slo(dep.traffic)
+    pre, dec = req.disaggregate or (req.replicas, 0)
+    check_replicas(pre + dec)
     eng = Engine()
     ledger = Ledger()
-    pre, dec = req.disaggregate or (req.replicas, 0)
     cluster = ServingCluster(eng, ledger, dep.spec, pre, req.router, dep.decode_spec, dec)  # type: ignore[arg-type]
     max_ctx = dep.cfg.max_position
     if isinstance(arrival, ClosedLoop):

@@ -101,6 +101,33 @@ class SizingAnswer:
         }
 
 
+def _layouts(cfg: ModelConfig, tgt: Target, n: int, spec: StepSpec) -> list[Layout]:
+    """The layouts of ``n`` devices that hold the model, fewest pipeline stages only,
+    narrowest TP first (throughput favours more DP replicas: more room for KV)."""
+    fit = layouts_that_fit(cfg, tgt.mapper, n, spec)
+    fewest_pp = min((lay.pp for lay in fit), default=1)
+    return sorted((lay for lay in fit if lay.pp == fewest_pp), key=lambda lay: lay.tp)
+
+
+def _steps_per_layout(dp: int, max_batch: int, ttft: bool) -> int:
+    """The most step simulations one layout can take: the TTFT check, the first batch, the
+    doublings up to ``max_batch`` and the bisection to 1/16 of the batch (+1 for rounding)."""
+    doublings = max(0, math.ceil(math.log2(max(1, max_batch) / max(1, dp))))
+    return int(ttft) + 1 + doublings + 5
+
+
+def _check_search(plans: list[tuple[int, list[Layout]]], max_batch: int, ttft: bool) -> None:
+    """Refuse up front a search that could run more step simulations than ``--max-sims``."""
+    from hwsim.spec.limits import check_sims
+
+    est = sum(_steps_per_layout(lay.dp, max_batch, ttft) for _, fit in plans for lay in fit)
+    n_layouts = sum(len(fit) for _, fit in plans)
+    check_sims(
+        est, f"decode steps to simulate ({n_layouts} layouts)",
+        "lower --max-devices-per-instance, or size for traffic with --traffic",
+    )  # fmt: skip
+
+
 def size_cluster(
     model: str | ModelConfig,
     device: str,
@@ -137,6 +164,9 @@ def size_cluster(
         cfg, tgt, context=context, dtype=dtype, kv_dtype=kv_dtype, mtp=mtp,
         mtp_acceptance=mtp_acceptance,
     )  # fmt: skip
+    spec1 = StepSpec("decode", 1, context, dtype, kv_dtype, q_len=1 + mtp)
+    plans = [(n, _layouts(cfg, tgt, n, spec1)[:layouts_per_size]) for n in sizes]
+    _check_search(plans, max_batch, max_ttft_s is not None)
     evaluated = 0
     found: list[SizedCluster] = []
     notes: list[str] = []
@@ -152,13 +182,8 @@ def size_cluster(
     def ok(r: StepResult | None) -> bool:
         return r is not None and r.fits and r.tokens_per_s_per_user >= tokens_per_s_per_user
 
-    for n in sizes:
-        spec1 = StepSpec("decode", 1, context, dtype, kv_dtype, q_len=1 + mtp)
-        fit = layouts_that_fit(cfg, tgt.mapper, n, spec1)
-        fewest_pp = min((lay.pp for lay in fit), default=1)
-        # throughput favours narrow TP (more DP replicas, more KV room): try those first
-        fit = sorted((lay for lay in fit if lay.pp == fewest_pp), key=lambda lay: lay.tp)
-        for lay in fit[:layouts_per_size]:
+    for _, fit in plans:
+        for lay in fit:
             if max_ttft_s is not None:
                 pre = base.replace(phase="prefill", batch=1, layout=lay, mtp=0)
                 p = serve_step(pre, strict=False, timeline=False)

@@ -91,6 +91,20 @@ def _options(
     return list(dict.fromkeys(out))
 
 
+def check_search(deployments: int) -> None:
+    """Refuse up front a search that could run more simulations than ``--max-sims``: one
+    batch search of decode steps per deployment bounded, then at most :data:`SIMULATE`
+    candidates × (:data:`EXTRA_REPLICAS` + 2) serving runs."""
+    from hwsim.spec.limits import check_sims
+
+    runs = SIMULATE * (EXTRA_REPLICAS + 2)
+    check_sims(
+        deployments + runs,
+        f"simulations ({deployments} batch searches to bound deployments, {runs} serving runs)",
+        "raise --max-sims, or serve one deployment with hwsim serve",
+    )  # fmt: skip
+
+
 def size_for_traffic(
     model: str | ModelConfig,
     device: str | Target,
@@ -133,6 +147,7 @@ def size_for_traffic(
     if not options:
         raise SpecError(f"{cfg.name} does not fit any deployment of {device} hwsim searches")
     n_req = requests or (OFFLINE_REQUESTS if offline else REQUESTS)
+    check_search(len(options))
     search = _Search(cfg, target, tr, slo, qps, offline, econ, cache, n_req, progress,
                      mean_out, mean_ctx, p99_prompt)  # fmt: skip
     bounds = [_bound(search, lay, dt, kv) for lay, dt, kv in options]

@@ -192,6 +192,18 @@ def check_budget(
         )
 
 
+def check_sims(estimated: float, what: str, cheaper_mode_hint: str = "") -> None:
+    """Refuse a search that would run more than ``--max-sims`` simulations; ``what`` names
+    them ("decode steps to simulate (19 layouts)"), ``cheaper_mode_hint`` how to ask for
+    fewer."""
+    cap = current_limits().max_sims
+    if not math.isfinite(estimated) or estimated > cap:
+        raise LimitExceeded(
+            f"up to {format_count(estimated)} {what}; the limit is "
+            f"{format_count(cap)} (--max-sims raises it){_tail(cheaper_mode_hint)}"
+        )
+
+
 def check_memory(
     estimated_bytes: float, limit_bytes: float | None = None, cheaper_mode_hint: str = ""
 ) -> None:
@@ -221,6 +233,7 @@ __all__ = [
     "Limits",
     "check_budget",
     "check_memory",
+    "check_sims",
     "current_limits",
     "event_limit",
     "format_count",

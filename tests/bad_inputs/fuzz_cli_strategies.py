@@ -303,6 +303,71 @@ def serve_cases() -> st.SearchStrategy[Case]:
     return st.one_of(steps, steps, size, compare, whatif, serve)
 
 
+def traffic_cases() -> st.SearchStrategy[Case]:
+    """size --traffic, compare --traffic and explain serve: the traffic-level searches (under
+    the fuzzer's ``--max-sims 20`` most are refused up front; tiny searches run)."""
+    traffic = st.sampled_from(["chat", "low-latency", "batch", "sharegpt", "x"])
+    common = (
+        opt("--qps", floats_text()),
+        opt("--price", floats_text().map(lambda v: f"{v} USD/h")),
+        opt("--hours", floats_text().map(lambda v: f"{v} h")),
+    )
+    size = _cmd(["size"], st.sampled_from(MODELS).map(lambda m: ["--model", m]),
+                st.sampled_from(DEVICES).map(lambda d: ["--device", d]),
+                traffic.map(lambda t: ["--traffic", t]), *common)  # fmt: skip
+    compare = _cmd(["compare"], st.sampled_from(MODELS).map(lambda m: ["--model", m]),
+                   st.sampled_from(["h100-sxm,groq-lpu", "b200,cerebras-wse3"]).map(
+                       lambda d: ["--devices", d]),
+                   st.sampled_from(["chat", "chat,batch", "low-latency,x"]).map(
+                       lambda t: ["--traffic", t]), *common)  # fmt: skip
+    explain = _cmd(["explain", "serve"], st.sampled_from(MODELS).map(lambda m: ["--model", m]),
+                   st.sampled_from(DEVICES).map(lambda d: ["--device", d]),
+                   traffic.map(lambda t: ["--traffic", t]), *common)  # fmt: skip
+    return st.one_of(size, compare, explain)
+
+
+def train_cases() -> st.SearchStrategy[Case]:
+    """hwsim train: sizes log-uniform for GPUs, sequence, batch, micro-batch and degrees; about
+    half the draws are plausible jobs (real GPU counts, valid names) so that some run."""
+
+    def word(valid: list[str]) -> st.SearchStrategy[str]:
+        return st.one_of(st.sampled_from(valid), st.sampled_from(valid), st.just("x"))
+
+    gpus = st.one_of(st.sampled_from([8, 16, 64, 256, 2048]), sizes())
+    plausible = st.tuples(
+        st.sampled_from(MODELS),
+        st.sampled_from(["dgx-h100", "h800-deepseek", "mi300x-8"]),
+        st.sampled_from([8, 16, 64, 512]),
+        log_int(5.3),
+        st.integers(0, 12),
+        st.sampled_from(["1f1b", "gpipe"]),  # the others need pp >= 2 (a --layout)
+        st.sampled_from(["none", "selective", "full"]),
+    ).map(
+        lambda p: Case(
+            ("train", "--model", p[0], "--cluster", p[1], "--gpus", str(p[2]), "--seqlen",
+             str(p[3]), "--global-batch", str(p[2] * 2 ** p[4]), "--schedule", p[5],
+             "--recompute", p[6], "--layout", f"tp=8,pp={p[2] // 8}")
+        )
+    )  # fmt: skip
+    return plausible | _cmd(
+        ["train"],
+        st.sampled_from(MODELS).map(lambda m: ["--model", m]),
+        st.sampled_from(CLUSTERS).map(lambda c: ["--cluster", c]),
+        gpus.map(lambda v: ["--gpus", str(v)]),
+        st.one_of(log_int(5), sizes()).map(lambda v: ["--seqlen", str(v)]),
+        st.one_of(log_int(4), sizes()).map(lambda v: ["--global-batch", str(v)]),
+        opt("--micro-batch", st.one_of(log_int(1), sizes())),
+        opt("--layout", st.tuples(sizes(2), sizes(2)).map(lambda t: f"tp={t[0]},pp={t[1]}")),
+        opt("--vpp", sizes(2)),
+        opt("--zero", st.integers(-1, 4)),
+        opt("--schedule", word(["gpipe", "1f1b", "interleaved", "zb", "dualpipe"])),
+        opt("--recompute", word(["none", "selective", "full"])),
+        opt("--routing", word(["deepep", "uniform", "zipf:1.2", "zipf:1e9"])),
+        opt("--node-limit", sizes(2)),
+        opt("--tokens", st.one_of(st.sampled_from(["15T", "1e12", "1e30"]), floats_text())),
+    )
+
+
 # ---- sweep files ------------------------------------------------------------------------------
 def expressions(names: list[str]) -> st.SearchStrategy[str]:
     """Constraint expressions: names, log-uniform numbers, every allowed operator and function,

@@ -10,8 +10,8 @@ The work limits are lowered for the run (:data:`LIMITS`), so that whatever a com
 finishes in seconds: a command that still runs long has no up-front estimate, which is the bug.
 ``make test`` runs a fixed seed and a few hundred examples (:data:`FAST`); ``make bench`` runs
 the longer profile (:data:`LONG`, marker ``bench``). The serving-layer commands (decode, prefill,
-size, compare, whatif, capacity, map, serve) are fuzzed too; the one known failure (see
-:data:`SERVE_KNOWN`) keeps that test a non-strict xfail until ``size`` is rebuilt.
+size, compare, whatif, capacity, map, serve), the traffic searches (size/compare --traffic,
+explain serve) and ``train`` are fuzzed too.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from fuzz_cli_strategies import (
     plot_cases,
     serve_cases,
     sweep_cases,
+    traffic_cases,
+    train_cases,
 )
 from fuzz_worker import CliWorker, Outcome
 from hypothesis import HealthCheck, Phase, given, settings
@@ -51,11 +53,6 @@ FAST = settings(
     suppress_health_check=list(HealthCheck),
 )
 LONG = settings(FAST, max_examples=400, derandomize=False)
-#: Known failures of the serving layer (issue 21, owned by its refactor), checked non-strictly.
-SERVE_KNOWN = (
-    "size (the step-level SLO search, to be replaced by the traffic-level search of issue 18) "
-    "simulates every layout and batch it tries: for MoE models that takes over 10 s"
-)
 
 
 @pytest.fixture(scope="module")
@@ -123,9 +120,9 @@ test_fuzz_moe = _fuzz(moe_cases(), FAST)
 test_fuzz_sweep = _fuzz(sweep_cases(), settings(FAST, max_examples=60))
 test_fuzz_explain_from = _fuzz(explain_from_cases(), settings(FAST, max_examples=30))
 test_fuzz_misc = _fuzz(misc_cases(), settings(FAST, max_examples=15))
-test_fuzz_serve = pytest.mark.xfail(strict=False, reason=SERVE_KNOWN)(
-    _fuzz(serve_cases(), settings(FAST, max_examples=40))
-)
+test_fuzz_serve = _fuzz(serve_cases(), settings(FAST, max_examples=40))
+test_fuzz_traffic = _fuzz(traffic_cases(), settings(FAST, max_examples=20))
+test_fuzz_train = _fuzz(train_cases(), settings(FAST, max_examples=30))
 
 
 @FAST
@@ -144,9 +141,9 @@ _LONG_STRATEGIES = {
     "sweep": sweep_cases(),
     "explain_from": explain_from_cases(),
     "misc": misc_cases(),
+    "serve": serve_cases(),
+    "traffic": traffic_cases(),
+    "train": train_cases(),
 }
 for _name, _strategy in _LONG_STRATEGIES.items():
     globals()[f"test_fuzz_long_{_name}"] = pytest.mark.bench(_fuzz(_strategy, LONG))
-test_fuzz_long_serve = pytest.mark.bench(
-    pytest.mark.xfail(strict=False, reason=SERVE_KNOWN)(_fuzz(serve_cases(), LONG))
-)
