@@ -347,6 +347,22 @@ EVENTS_PER_REPLICA = 25
 BYTES_PER_REPLICA = 32 * 1024
 
 
+#: Latest arrival a run accepts, s (~32 years): float64 time resolves 0.2 us there, so engine
+#: iterations of tens of microseconds still advance the clock (at 1e300 s they would not, and
+#: a run would spin without simulated time moving)
+MAX_HORIZON_S = 1e9
+
+
+def check_horizon(last_arrival_s: float) -> None:
+    """Refuse a stream whose last request arrives past :data:`MAX_HORIZON_S`."""
+    if not last_arrival_s <= MAX_HORIZON_S:
+        raise SpecError(
+            f"the last request arrives at {last_arrival_s:.3g} s, past the {MAX_HORIZON_S:.0e} s "
+            "a run can time to the microsecond; raise --qps or send fewer requests",
+            key="--qps",
+        )
+
+
 def check_replicas(n: int) -> None:
     """Refuse, before any is built, more replicas than the event or memory budget holds."""
     from hwsim.spec.limits import check_budget, check_memory, format_count
@@ -381,6 +397,7 @@ def run(req: ServeRequest, dep: Deployment) -> ServeResult:
             seed=req.seed, max_context=max_ctx, overflow=req.context_overflow,  # type: ignore[arg-type]
             max_requests=req.max_requests,
         )  # fmt: skip
+        check_horizon(float(reqs.arrival_s[-1]) if len(reqs) else 0.0)
         mode = "offline" if isinstance(arrival, Offline) else "open"
         if req.stop_when_lost and mode == "open":
             ledger.watch = SloWatch(slo, len(reqs))

@@ -87,6 +87,8 @@ from hwsim.serve.traffic_sample import (
     stream,
 )
 from hwsim.serve.traffic_spec import (
+    MAX_QPS,
+    MAX_USERS,
     SLO,
     Arrival,
     ClosedLoop,
@@ -240,15 +242,21 @@ def resolve_arrival(
         if concurrency is None and not (isinstance(default, ClosedLoop) and not chosen):
             raise SpecError("needs a closed loop (--concurrency C)", key="--think")
     if qps is not None:
-        if not isinstance(qps, int | float) or not math.isfinite(qps) or qps <= 0:
+        if not isinstance(qps, int | float) or not math.isfinite(qps) or not 0 < qps <= MAX_QPS:
             raise SpecError(
-                f"must be a number of requests per second > 0, got {qps!r}", key="--qps"
+                f"must be a number of requests per second in (0, {MAX_QPS:g}], got {qps!r}",
+                key="--qps",
             )
         return with_qps(default, float(qps))
     if concurrency is not None:
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        if (
+            isinstance(concurrency, bool)
+            or not isinstance(concurrency, int)
+            or not 1 <= concurrency <= MAX_USERS
+        ):
             raise SpecError(
-                f"must be a whole number of users >= 1, got {concurrency!r}", key="--concurrency"
+                f"must be a whole number of users in 1..{MAX_USERS:,}, got {concurrency!r}",
+                key="--concurrency",
             )
         base = default if isinstance(default, ClosedLoop) else None
         think = think_s if think_s is not None else (base.think_s if base else 0.0)

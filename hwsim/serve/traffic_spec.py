@@ -41,6 +41,8 @@ __all__ = [
 ]
 
 MAX_TOKENS = 100_000_000  #: a single request longer than this is a unit slip, not traffic
+MAX_QPS = 1e9  #: requests/s: past every serving cluster by orders of magnitude
+MAX_USERS = 1_000_000  #: closed-loop users: one simpy process each
 
 
 def _seconds(raw: Any) -> Any:
@@ -282,7 +284,7 @@ class Poisson(Strict):
     """Open loop, exponential inter-arrival gaps at ``qps`` requests per second."""
 
     process: Literal["poisson"] = "poisson"
-    qps: float = Field(gt=0, le=1e9, allow_inf_nan=False)
+    qps: float = Field(gt=0, le=MAX_QPS, allow_inf_nan=False)
 
 
 class Gamma(Strict):
@@ -290,7 +292,7 @@ class Gamma(Strict):
     variation ``cv`` (cv = 1 is Poisson, cv > 1 burstier)."""
 
     process: Literal["gamma"] = "gamma"
-    qps: float = Field(gt=0, le=1e9, allow_inf_nan=False)
+    qps: float = Field(gt=0, le=MAX_QPS, allow_inf_nan=False)
     cv: float = Field(gt=0, le=100, allow_inf_nan=False)
 
 
@@ -299,7 +301,7 @@ class ClosedLoop(Strict):
     a think time of ``think`` seconds (``fixed``, or ``exponential`` with that mean)."""
 
     process: Literal["closed"] = "closed"
-    users: int = Field(ge=1, le=1_000_000)
+    users: int = Field(ge=1, le=MAX_USERS)
     think: float = Field(0.0, ge=0, le=1e6, allow_inf_nan=False)
     think_dist: Literal["fixed", "exponential"] = "exponential"
 
