@@ -27,6 +27,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from hwsim.plan.layout import Layout
 from hwsim.plan.model_step import (
     StepSpec,
@@ -278,7 +280,9 @@ def prepare(req: ServeRequest, *, progress: Callable[[str], None] | None = None)
         if isinstance(req.traffic, str)
         else req.traffic
     )
-    mean_len = _mean_length(traffic)
+    # a trace row past the model's context is clipped or refused later (context_overflow):
+    # it must not size the replica first (a 900k-token row asked for hundreds of GPUs)
+    mean_len = _mean_length(traffic, cfg.max_position or 131072)
     lay = _replica_layout(cfg, target, req, mean_len)
     profile = engine_profile(target.device, req.engine_overrides)
     blocks, resident = _pool_blocks(cfg, target, lay, req, profile.memory_utilization)
@@ -315,14 +319,19 @@ def prepare(req: ServeRequest, *, progress: Callable[[str], None] | None = None)
     )
 
 
-def _mean_length(traffic: Traffic) -> int:
-    """Mean prompt + output tokens of a traffic profile (a short sample; a trace: its rows)."""
+def _mean_length(traffic: Traffic, cap: int) -> int:
+    """Mean prompt + output tokens of a traffic profile (a short sample; a trace: its rows),
+    each request counted at most ``cap`` tokens (the model's context: longer ones are clipped
+    or refused later)."""
     r = (
         traffic.requests
         if isinstance(traffic, Trace)
         else sample(traffic, n=2000, arrival=Offline())
     )
-    return int(r.prompt_tokens.mean() + r.output_tokens.mean()) if len(r) else 1
+    if not len(r):
+        return 1
+    total = np.minimum(r.prompt_tokens.astype(np.float64) + r.output_tokens, cap)
+    return int(total.mean())
 
 
 def _load_text(req: ServeRequest, traffic: Traffic) -> tuple[str, Any]:

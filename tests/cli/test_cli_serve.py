@@ -157,3 +157,17 @@ def test_serve_sections_open_in_chromium(tmp_path: Path) -> None:
     page = write_page(tmp_path / "p.html", "t", "i", sections)
     r = check_page(page)
     assert r.figures == 3 and r.ok, r
+
+
+def test_over_long_trace_row_is_clipped_not_sized_for(tmp_path: Path) -> None:
+    """A trace row past the model's context is clipped (with a warning) after the replica is
+    sized from the clipped mean: it once asked for hundreds of GPUs and failed instead."""
+    trace = tmp_path / "long.csv"
+    trace.write_text("arrival_s,prompt_tokens,output_tokens\n0.0,900000,10\n0.1,100,10\n")
+    res = runner.invoke(app, ["serve", "--model", "llama-3.1-8b", "--device", "h100-sxm",
+                              "--traffic", str(trace), "--json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)
+    # sized for the clipped rows (~65k tokens on average, a full batch of them: 32 GPUs), not
+    # for the 900k-token row (no layout of 378..1576 GPUs fitted that)
+    assert d["completed"] == 2 and d["devices"] <= 64, d["layout"]

@@ -414,17 +414,21 @@ def test_command_line_arrival_overrides() -> None:
     assert resolve_arrival(None) is None  # a trace replays as recorded
 
 
+QPS_MSG = "--qps: must be a number of requests per second in (0, 1e+09]"
+
+
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
-        ({"qps": 0.0}, "--qps: must be a number of requests per second in (0, 1e+09], got 0.0"),
-        ({"qps": -3.0}, "--qps: must be a number of requests per second in (0, 1e+09], got -3.0"),
-        ({"qps": math.nan}, "--qps: must be a number of requests per second in (0, 1e+09], got nan"),
+        ({"qps": 0.0}, f"{QPS_MSG}, got 0.0"),
+        ({"qps": -3.0}, f"{QPS_MSG}, got -3.0"),
+        ({"qps": math.nan}, f"{QPS_MSG}, got nan"),
         (
             {"qps": 1.0, "offline": True},
             "choose one of --qps, --offline, --concurrency (got --qps, --offline)",
         ),
-        ({"concurrency": 0}, "--concurrency: must be a whole number of users in 1..1,000,000, got 0"),
+        ({"concurrency": 0}, "--concurrency: must be a whole number of users in 1..1,000,000, "
+         "got 0"),
         ({"think_s": 1.0}, "--think: needs a closed loop (--concurrency C)"),
         ({"concurrency": 2, "think_s": -1.0}, "--think: must be a time >= 0, got -1.0"),
     ],
