@@ -432,7 +432,9 @@ def _sub_args(args: list[str]) -> tuple[str, dict[str, Any]]:
     import typer.main
 
     if not args or args[0] not in ("decode", "prefill"):
-        raise SpecError("after '--' give the step to compare: decode ... or prefill ...")
+        raise SpecError(
+            "after '--' give the step to compare: decode ..., prefill ... or train ..."
+        )
     sub = typer.Typer()
     sub.command(args[0])(decode_cmd if args[0] == "decode" else prefill_cmd)
     cmd = typer.main.get_command(sub)
@@ -454,7 +456,7 @@ def _fmt_count(v: float) -> str:
 
 def whatif_cmd(
     device: Device,
-    step: Annotated[list[str], typer.Argument(help="-- decode|prefill and its options")],
+    step: Annotated[list[str], typer.Argument(help="-- decode|prefill|train and its options")],
     set_: Annotated[
         list[str],
         typer.Option(
@@ -473,10 +475,14 @@ def whatif_cmd(
     ] = False,
     json_out: Json = False,
 ) -> None:
-    """Change device spec fields on the fly and compare a decode or prefill step with the
-    baseline (same layout, or its own with --relayout).
+    """Change device spec fields on the fly and compare a decode, prefill or training step
+    with the baseline (same layout, or its own with --relayout). For train, --set also takes
+    cluster.PATH, profile.PATH and train options (schedule=dualpipe), as `train --whatif` does.
 
     Example: hwsim whatif --device h100-sxm --set hbm.bandwidth=x2 -- decode --model llama-3.1-70b
+
+    Example: hwsim whatif --device h100-sxm --set memory.hbm.bandwidth=x2 -- train --model
+    llama-3.1-8b --gpus 8 --layout tp=2,dp=4 --seqlen 4096 --global-batch 32
     """
     from hwsim.serve.whatif import whatif
     from hwsim.spec.fit import human_bytes
@@ -484,6 +490,11 @@ def whatif_cmd(
     if "--json" in step:  # given after '--' it still means this command's --json
         step = [a for a in step if a != "--json"]
         json_out = True
+    if step and step[0] == "train":
+        from hwsim.cli.train import whatif_train
+
+        whatif_train(device, step[1:], set_, json_out)
+        return
     phase, kw = _sub_args(step)
     w = whatif(_request(phase, {**kw, "device": device}), set_, relayout=relayout)
     if json_out:

@@ -313,5 +313,48 @@ def _explain(req: TrainRequest, json_out: bool) -> None:
         console.print(line)
 
 
+def parse_train_args(args: list[str], prog: str) -> tuple[TrainRequest, dict[str, Any]]:
+    """``--model ... --gpus ...`` parsed with ``hwsim train``'s own options and defaults (for
+    ``hwsim whatif -- train`` and ``hwsim explain train``): the request and the raw options."""
+    import click
+    import typer.main
+
+    sub = typer.Typer()
+    sub.command("train")(train_cmd)
+    try:
+        ctx = typer.main.get_command(sub).make_context(prog, list(args))
+    except click.UsageError as err:
+        raise SpecError(f"train options: {err.format_message()}") from None
+    kw = dict(ctx.params)
+    return _request(kw), kw
+
+
+def whatif_train(device: str, args: list[str], changes: list[str], json_out: bool) -> None:
+    """``hwsim whatif --device D --set PATH=VALUE -- train ...``: the train what-if with the
+    ``--set`` changes on ``D`` (which the step uses unless it names its own --device)."""
+    if "--device" not in args:
+        args = [*args, "--device", device]
+    req, _ = parse_train_args(args, "hwsim whatif ... -- train")
+    _whatif(req, changes, json_out)
+
+
+def explain_train_cmd(ctx: typer.Context) -> None:
+    """What limits a training step, with at least three re-simulated what-ifs chosen by it
+    (takes `hwsim train`'s options; the same as `hwsim train --explain`).
+
+    Example: hwsim explain train --model deepseek-v3 --cluster h800-deepseek --gpus 2048
+    --layout tp=1,pp=16,ep=64,dp=128 --seqlen 4096 --global-batch 15360 --schedule dualpipe
+    """
+    args = [a for a in ctx.args if a != "--json"]
+    req, _ = parse_train_args(args, "hwsim explain train")
+    _explain(req, "--json" in ctx.args)
+
+
 def register(app: typer.Typer) -> None:
+    """``hwsim train``, and ``hwsim explain train`` in the explain group."""
+    from hwsim.cli.explain import explain_app
+
     app.command("train")(train_cmd)
+    explain_app.command(
+        "train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+    )(explain_train_cmd)
