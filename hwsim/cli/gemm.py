@@ -159,7 +159,7 @@ def op_cmd(
     t.add_column("quantity")
     t.add_column("value", justify="right")
     rows = [
-        ("time (call)", _t(r.time_s)),
+        ("time (call)", f"{_t(r.time_s)} {trust.band()}"),
         ("kernel", _t(r.kernel_s)),
         ("roofline", _t(r.roofline_s)),
         ("Gelem/s", f"{r.gelems_per_s:.2f}"),

@@ -81,7 +81,7 @@ def _overlap(
     return d
 
 
-def _table(res: AllToAllResult, wall_s: float) -> Table:
+def _table(res: AllToAllResult, wall_s: float, band: str = "") -> Table:
     t = Table(title=f"{res.kernel} {res.phase} ({res.dtype}) on {res.cluster}, EP {res.ep}")
     t.add_column("metric")
     t.add_column("value", justify="right")
@@ -90,8 +90,10 @@ def _table(res: AllToAllResult, wall_s: float) -> Table:
     kinds = [k for k in res.bytes_by_link_kind if not k.startswith("sm")]
     gpu = not kinds or {"nvlink", "rdma"} & set(kinds)
     inter, intra = ("RDMA", "NVLink") if gpu else ("inter-node", f"intra-node ({'/'.join(kinds)})")
+    if gpu and kinds and "nvlink" not in kinds:  # pure-RDMA low latency: same metric, no NVLink
+        intra = "intra-node (via RDMA)"
     rows = [
-        ("time", f"{res.time_s * 1e6:.1f} us"),
+        ("time", f"{res.time_s * 1e6:.1f} us{band}"),
         (f"{inter} GB/s (DeepEP def.)", f"{res.rdma_gbps:.1f}"),
         (f"{intra} GB/s (DeepEP def.)", f"{res.nvlink_gbps:.1f}"),
         ("LL GB/s (selections x msg)", f"{res.ll_gbps:.1f}"),
@@ -266,7 +268,7 @@ def moe_cmd(
             d["overlap"] = ov
         print_json(d)
         return
-    console.print(_table(res, wall))
+    console.print(_table(res, wall, f" {trust.band()}"))
     cal = "calibrated" if trust.calibrated else "not calibrated"
     console.print(f"expected error: {trust.band()} ({cal}; {trust.basis})")
     if ov is not None:

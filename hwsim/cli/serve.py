@@ -49,15 +49,8 @@ def _fmt_s(t: float) -> str:
 
 
 def _step_trust(r: StepResult) -> Trust:
-    """How far to trust a step: time-weighted over its ops on a GPU (each op's suite or
-    leave-one-out error), the device's held-out decode error elsewhere (hwsim.sim.trust)."""
-    from hwsim.sim.trust import step_trust, trust_for
-    from hwsim.spec.load import load_device
-
-    dev = load_device(r.device)
-    if dev.kind != "gpu":
-        return trust_for("step", r.device)
-    return step_trust(((o.timing, o.count) for o in r.ops), dev.arch)
+    """The step's error bar (computed by the step simulation: hwsim.sim.trust)."""
+    return r.trust
 
 
 def _print_step(r: StepResult) -> None:
@@ -140,7 +133,6 @@ def _step(phase: str, **kw: Any) -> None:
         typer.echo(f"warning: {warning}", err=True)
     if kw["json_out"]:
         d = r.to_dict(ops=kw["ops"])
-        d.update(_step_trust(r).to_dict())
         if warning:
             d["warnings"] = [warning]
         print_json(d)
@@ -514,7 +506,9 @@ def whatif_cmd(
                 lambda v: f"{v:,.1f}"))  # fmt: skip
         t.add_row(name, fmt(d["baseline"]), fmt(d["whatif"]), f"[{colour}]{d['change']:+.1%}[/]")
     t.add_row("bound", w.baseline.bound, w.modified.bound, "")
+    t.add_row("expected error", w.baseline.trust.band(), w.modified.trust.band(), "")
     console.print(t)
+    console.print(f"[dim]expected error: {w.baseline.trust.basis}[/]")
     if not w.modified.fits:
         console.print("[red]the what-if device no longer holds the model with this layout[/]")
 

@@ -46,16 +46,6 @@ def _fixed_costs(r: Any) -> dict[str, float]:
     return step_fixed_costs((op.timing, op.count) for op in r.ops)
 
 
-def _trust(r: Any, d: Any) -> dict[str, Any]:
-    """The step's expected error (hwsim.sim.trust): time-weighted over its ops on a GPU, the
-    device's held-out decode error elsewhere."""
-    from hwsim.sim.trust import step_trust, trust_for
-
-    if d.kind != "gpu":
-        return trust_for("step", r.device).to_dict()
-    return step_trust(((op.timing, op.count) for op in r.ops), d.arch).to_dict()
-
-
 def _engine() -> Any:
     try:
         from hwsim.serve import step
@@ -172,7 +162,7 @@ class DecodeSubject:
                     byts[lvl] += b * op.count
         byts = {k: v for k, v in byts.items() if v > 0}
         fixed = _fixed_costs(r) if d.kind == "gpu" else {}
-        trust = _trust(r, d)
+        trust = r.trust.to_dict()  # the step's error bar (hwsim.sim.trust)
         peak_dtype = "fp8" if str(p["dtype"]).startswith("fp8") else str(p["dtype"])
         return Outcome(
             time_s=t,

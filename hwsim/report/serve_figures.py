@@ -27,28 +27,43 @@ _CAT_COLOUR = {
 
 
 def pareto_figure(cmp: Comparison) -> go.Figure:
-    """Tokens/s per user (x) against tokens/s per device (y), one marker per device and batch;
-    the Pareto frontier joined by a line."""
+    """Tokens/s per user (x) against tokens/s per device (y), one marker per device and batch,
+    with its expected error as error bars; the Pareto frontier joined by a line."""
     fig = go.Figure()
     rows = [r for r in cmp.rows if r.result is not None]
     for dev in dict.fromkeys(r.device for r in rows):
-        pts = [r for r in rows if r.device == dev]
+        pts = [r for r in rows if r.device == dev and r.result]
+        # the error bar of each step (hwsim.sim.trust): both axes scale with 1 / step time
+        err = [r.result.trust.expected_error_pct / 100 for r in pts if r.result]
+        xs = [r.result.tokens_per_s_per_user for r in pts if r.result]
+        ys = [r.per_device for r in pts]
         fig.add_trace(
             go.Scatter(
-                x=[r.result.tokens_per_s_per_user for r in pts if r.result],
-                y=[r.per_device for r in pts],
+                x=xs,
+                y=ys,
+                error_x={
+                    "type": "data",
+                    "array": [x * e for x, e in zip(xs, err, strict=True)],
+                    "thickness": 1,
+                },
+                error_y={
+                    "type": "data",
+                    "array": [y * e for y, e in zip(ys, err, strict=True)],
+                    "thickness": 1,
+                },
                 mode="markers+text",
                 name=dev,
                 text=[f"b={r.batch}" for r in pts],
                 textposition="top center",
                 marker={"size": 12, "symbol": _KIND_SYMBOL.get(pts[0].kind, "circle")},
                 customdata=[
-                    [r.result.devices, str(r.result.layout), r.result.bound]
+                    [r.result.devices, str(r.result.layout), r.result.bound, r.result.trust.band()]
                     for r in pts
                     if r.result
                 ],
                 hovertemplate="%{fullData.name} batch %{text}<br>%{x:.1f} tok/s/user<br>"
-                "%{y:.1f} tok/s/device<br>%{customdata[0]} devices %{customdata[1]}<br>"
+                "%{y:.1f} tok/s/device (expected error %{customdata[3]})<br>"
+                "%{customdata[0]} devices %{customdata[1]}<br>"
                 "bound: %{customdata[2]}<extra></extra>",
             )
         )

@@ -57,6 +57,7 @@ class CompareRow:
                 "memory_per_device_bytes": r.memory_per_device_bytes,
                 "bound": r.bound,
                 "fits": r.fits,
+                **r.trust.to_dict(),
             }
         )
         return out

@@ -36,6 +36,7 @@ from hwsim.plan.model_step import CATEGORIES, StepGraph, StepSpec, build_step
 from hwsim.plan.workload import Collective, OpTiming, op_name
 from hwsim.sim.engine import Engine
 from hwsim.sim.mapper import Mapper, capacity_error
+from hwsim.sim.trust import Trust
 from hwsim.spec.model import ModelConfig
 
 #: Spans kept for the timeline (the first layers of stage 0 are enough to see the overlap).
@@ -102,12 +103,15 @@ class StepResult:
     accepted_tokens_per_step: float
     ops: tuple[OpRecord, ...] = field(repr=False)
     timeline: tuple[Span, ...] = field(repr=False)
+    #: how far to trust the step (hwsim.sim.trust): its ops' suite or leave-one-out errors,
+    #: time-weighted, on a GPU; the device's held-out decode error on other kinds
+    trust: Trust = field(repr=False)
     notes: tuple[str, ...] = ()
 
     def to_dict(self, ops: bool = False) -> dict[str, Any]:
         """Every scalar field by name, the layout as a dict and a string, the breakdown, and
         (``ops``) every op's timing."""
-        skip = {"layout", "breakdown_s", "ops", "timeline", "notes"}
+        skip = {"layout", "breakdown_s", "ops", "timeline", "notes", "trust"}
         out: dict[str, Any] = {
             f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip
         }
@@ -117,6 +121,7 @@ class StepResult:
         out["breakdown"] = dict(self.breakdown_s)
         out["tokens_per_s"] = self.tokens_per_s_total
         out["notes"] = list(self.notes)
+        out.update(self.trust.to_dict())
         if ops:
             out["ops"] = [
                 {
@@ -430,7 +435,18 @@ def simulate_step(
         ops=tuple(r for recs in records for r in recs.values()),
         timeline=play.spans,
         notes=tuple(notes),
+        trust=_trust(records, mapper, device_name),
     )
+
+
+def _trust(records: Any, mapper: Mapper, device_name: str | None) -> Trust:
+    """The step's error bar (see :attr:`StepResult.trust`)."""
+    from hwsim.sim.trust import step_trust, trust_for
+
+    dev = mapper.device
+    if dev.kind != "gpu":
+        return trust_for("step", device_name or dev.name)
+    return step_trust(((r.timing, r.count) for recs in records for r in recs.values()), dev.arch)
 
 
 def uses_comm(graph: StepGraph) -> bool:

@@ -108,3 +108,23 @@ def test_new_hardware() -> None:
     ib = _json(["moe", "--cluster", "dgx-b200", "--ep", "72", "--tokens", "64"])
     assert ib["nodes"] == 9 and ib["bytes_by_link_kind"]["rdma"] > 0
     assert nvl["time_s"] < ib["time_s"]
+
+
+def test_error_bars_reach_whatif_compare_and_the_pareto_chart() -> None:
+    """Every step result carries its error bar: whatif's two sides, compare's rows, and the
+    report's Pareto chart draws it (both axes scale with 1 / step time: same relative bar)."""
+    from hwsim.report.serve_figures import pareto_figure
+    from hwsim.serve.compare import compare
+
+    w = _json(["whatif", "--device", "h100-sxm", "--set", "memory.hbm.bandwidth=x2", "--json",
+               "--", "decode", "--model", "llama-3.1-8b"])  # fmt: skip
+    assert w["baseline"]["expected_error_pct"] > 0 and "calibrated" in w["whatif"]
+    cmp = compare("llama-3.1-8b", ["h100-sxm", "groq-lpu"], [1], context=1024)
+    rows = cmp.to_dict()["rows"]
+    assert all(r["expected_error_pct"] > 0 for r in rows)  # type: ignore[index]
+    fig = pareto_figure(cmp)
+    for trace in fig.data[: len(rows)]:
+        pct = next(r for r in rows if r["device"] == trace.name)["expected_error_pct"]
+        # the JSON rounds the percent to 0.01 point: a relative 1e-3 covers it at >= 10%
+        assert trace.error_y.array[0] == pytest.approx(trace.y[0] * pct / 100, rel=1e-3)
+        assert trace.error_x.array[0] == pytest.approx(trace.x[0] * pct / 100, rel=1e-3)
