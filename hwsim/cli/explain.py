@@ -14,6 +14,7 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
 from hwsim.cli.common import console, narrow_table, print_json
+from hwsim.serve.request import STEP_DEFAULTS
 from hwsim.spec.errors import SpecError
 
 #: Largest --from file read (bytes): a saved --json result is tens of kB (a DeepSeek-V3 decode
@@ -250,15 +251,21 @@ def explain_moe(
 def explain_decode(
     model: Annotated[str, typer.Option(help="model name (workloads/models/*.yaml)")],
     device: DeviceOpt,
-    batch: Annotated[int, typer.Option(help="sequences in the deployment")] = 1,
-    context: Annotated[int, typer.Option(help="tokens already in the KV cache")] = 2048,
-    dtype: Annotated[str, typer.Option(help="weight dtype")] = "bf16",
-    kv_dtype: Annotated[str, typer.Option(help="KV-cache dtype")] = "bf16",
+    batch: Annotated[
+        int,
+        typer.Option(help="sequences in the deployment"),
+    ] = STEP_DEFAULTS["batch"],
+    context: Annotated[
+        int,
+        typer.Option(help="tokens already in the KV cache"),
+    ] = STEP_DEFAULTS["context"],
+    dtype: Annotated[str, typer.Option(help="weight dtype")] = STEP_DEFAULTS["dtype"],
+    kv_dtype: Annotated[str, typer.Option(help="KV-cache dtype")] = STEP_DEFAULTS["kv_dtype"],
     tp: Annotated[int | None, typer.Option(help="tensor parallel degree")] = None,
     ep: Annotated[int | None, typer.Option(help="expert parallel degree")] = None,
     pp: Annotated[int | None, typer.Option(help="pipeline parallel degree")] = None,
     dp: Annotated[int | None, typer.Option(help="data parallel degree")] = None,
-    phase: Annotated[str, typer.Option(help="decode or prefill")] = "decode",
+    phase: Annotated[str, typer.Option(help="decode or prefill")] = STEP_DEFAULTS["phase"],
     html: HtmlOpt = None,
     json_out: JsonOpt = False,
 ) -> None:

@@ -12,18 +12,25 @@ import typer
 from rich.table import Table
 
 from hwsim.cli.common import console, print_json
+from hwsim.serve.request import STEP_DEFAULTS
 
 
 def map_cmd(
     model: Annotated[str, typer.Option(help="model name (workloads/models) or HF config.json")],
     device: Annotated[str, typer.Option(help="cerebras-wse3, sambanova-sn40l, groq-lpu, …")],
-    batch: Annotated[int, typer.Option(help="concurrent sequences")] = 1,
-    context: Annotated[int, typer.Option(help="tokens in the KV cache")] = 2048,
-    dtype: Annotated[str, typer.Option(help="weights: bf16 | fp8 (also fp16, int8)")] = "bf16",
-    kv_dtype: Annotated[str, typer.Option("--kv-dtype", help="KV-cache dtype")] = "bf16",
+    batch: Annotated[int, typer.Option(help="concurrent sequences")] = STEP_DEFAULTS["batch"],
+    context: Annotated[int, typer.Option(help="tokens in the KV cache")] = STEP_DEFAULTS["context"],
+    dtype: Annotated[
+        str,
+        typer.Option(help="weights: bf16 | fp8 (also fp16, int8)"),
+    ] = STEP_DEFAULTS["dtype"],
+    kv_dtype: Annotated[
+        str,
+        typer.Option("--kv-dtype", help="KV-cache dtype"),
+    ] = STEP_DEFAULTS["kv_dtype"],
     layout: Annotated[
         str | None, typer.Option(help="e.g. pp=4 or tp=16; default: the fewest devices")
-    ] = None,
+    ] = STEP_DEFAULTS["layout"],
     html: Annotated[Path | None, typer.Option("--html", help="write the drawings here")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:

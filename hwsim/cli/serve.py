@@ -235,10 +235,10 @@ def size_cmd(
     wide: Wide = False,
     context: Context = 4096,
     max_ttft: Annotated[float | None, typer.Option(help="SLO: max time to first token, s")] = None,
-    dtype: DType = "bf16",
-    kv_dtype: KvDType = "bf16",
-    mtp: Mtp = 0,
-    mtp_acceptance: MtpAcc = 0.85,
+    dtype: DType = STEP_DEFAULTS["dtype"],
+    kv_dtype: KvDType = STEP_DEFAULTS["kv_dtype"],
+    mtp: Mtp = STEP_DEFAULTS["mtp"],
+    mtp_acceptance: MtpAcc = STEP_DEFAULTS["mtp_acceptance"],
     max_devices_per_instance: Annotated[int, typer.Option(help="largest model replica")] = 512,
     json_out: Json = False,
 ) -> None:
@@ -322,9 +322,9 @@ def compare_cmd(
         str | None, typer.Option(help="--traffic: dask scheduler address (tcp://host:8786)")
     ] = None,
     batch: Annotated[str, typer.Option(help="comma-separated batch sizes")] = "1,64",
-    context: Context = 2048,
-    phase: Annotated[str, typer.Option(help="decode | prefill")] = "decode",
-    dtype: DType = "bf16",
+    context: Context = STEP_DEFAULTS["context"],
+    phase: Annotated[str, typer.Option(help="decode | prefill")] = STEP_DEFAULTS["phase"],
+    dtype: DType = STEP_DEFAULTS["dtype"],
     count: Annotated[str, typer.Option(help="devices each: node | auto | N")] = "node",
     html: Annotated[Path | None, typer.Option(help="write plotly charts here")] = None,
     json_out: Json = False,
@@ -516,10 +516,10 @@ def whatif_cmd(
 def capacity_cmd(
     model: Model,
     device: Device,
-    batch: Batch = 1,
-    context: Context = 2048,
-    dtype: DType = "bf16",
-    kv_dtype: KvDType = "bf16",
+    batch: Batch = STEP_DEFAULTS["batch"],
+    context: Context = STEP_DEFAULTS["context"],
+    dtype: DType = STEP_DEFAULTS["dtype"],
+    kv_dtype: KvDType = STEP_DEFAULTS["kv_dtype"],
     json_out: Json = False,
 ) -> None:
     """The fewest devices that hold a model's weights and KV cache, with the reasoning.

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hwsim.cli.common import console, print_json
+from hwsim.serve.request import STEP_DEFAULTS
 from hwsim.spec.errors import SpecError
 
 if TYPE_CHECKING:
@@ -33,8 +34,14 @@ def serve_cmd(
     devices: Annotated[str, typer.Option(help="devices per replica, or 'auto'")] = "auto",
     layout: Annotated[str | None, typer.Option(help="one replica: tp=..,pp=..,ep=..,dp=..")] = None,
     replicas: Annotated[int, typer.Option(help="replicas behind the router")] = 1,
-    dtype: Annotated[str, typer.Option(help="weights: bf16 | fp8 (also fp16, int8)")] = "bf16",
-    kv_dtype: Annotated[str, typer.Option("--kv-dtype", help="KV cache: bf16 | fp8")] = "bf16",
+    dtype: Annotated[
+        str,
+        typer.Option(help="weights: bf16 | fp8 (also fp16, int8)"),
+    ] = STEP_DEFAULTS["dtype"],
+    kv_dtype: Annotated[
+        str,
+        typer.Option("--kv-dtype", help="KV cache: bf16 | fp8"),
+    ] = STEP_DEFAULTS["kv_dtype"],
     qps: Annotated[float | None, typer.Option(help="Poisson arrivals at this rate, req/s")] = None,
     offline: Annotated[bool, typer.Option("--offline", help="every request at t = 0")] = False,
     concurrency: Annotated[int | None, typer.Option(help="closed loop of C users")] = None,
@@ -54,8 +61,14 @@ def serve_cmd(
     find_max_qps: Annotated[
         bool, typer.Option("--find-max-qps", help="bisect the highest Poisson rate meeting --slo")
     ] = False,
-    mtp: Annotated[int, typer.Option(help="MTP/speculative draft tokens per step")] = 0,
-    mtp_acceptance: Annotated[float, typer.Option("--mtp-acceptance")] = 0.85,
+    mtp: Annotated[
+        int,
+        typer.Option(help="MTP/speculative draft tokens per step"),
+    ] = STEP_DEFAULTS["mtp"],
+    mtp_acceptance: Annotated[
+        float,
+        typer.Option("--mtp-acceptance"),
+    ] = STEP_DEFAULTS["mtp_acceptance"],
     seed: Annotated[int, typer.Option(help="random seed of the traffic")] = 0,
     context_overflow: Annotated[
         str, typer.Option(help="requests longer than the model's context: clip | refuse")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from hwsim.plan.model_step import StepSpec
 from hwsim.serve.api import Target, make_target, serve_step
 from hwsim.serve.capacity import layouts_that_fit, min_devices
-from hwsim.serve.request import StepRequest
+from hwsim.serve.request import STEP_DEFAULTS, StepRequest
 from hwsim.serve.step import StepResult
 from hwsim.spec.errors import SpecError
 from hwsim.spec.model import ModelConfig, load_model_config
@@ -132,13 +132,13 @@ def compare(
     devices: list[str],
     batches: list[int],
     *,
-    phase: str = "decode",
-    context: int = 2048,
-    dtype: str = "bf16",
-    kv_dtype: str = "bf16",
+    phase: str = STEP_DEFAULTS["phase"],
+    context: int = STEP_DEFAULTS["context"],
+    dtype: str = STEP_DEFAULTS["dtype"],
+    kv_dtype: str = STEP_DEFAULTS["kv_dtype"],
     count: int | str = "node",
-    mtp: int = 0,
-    mtp_acceptance: float = 0.85,
+    mtp: int = STEP_DEFAULTS["mtp"],
+    mtp_acceptance: float = STEP_DEFAULTS["mtp_acceptance"],
 ) -> Comparison:
     """Every device at every batch (see the module docstring). A device that cannot run a case
     gets a row with the reason instead of numbers."""

@@ -30,7 +30,7 @@ from hwsim.plan.layout import Layout
 from hwsim.plan.model_step import StepSpec
 from hwsim.serve.api import Target, make_target, serve_step
 from hwsim.serve.capacity import layouts_that_fit, min_devices
-from hwsim.serve.request import StepRequest
+from hwsim.serve.request import STEP_DEFAULTS, StepRequest
 from hwsim.serve.step import StepResult
 from hwsim.spec.errors import SpecError
 from hwsim.spec.model import ModelConfig, load_model_config
@@ -136,10 +136,10 @@ def size_cluster(
     total_tokens_per_s: float,
     context: int = 4096,
     max_ttft_s: float | None = None,
-    dtype: str = "bf16",
-    kv_dtype: str = "bf16",
-    mtp: int = 0,
-    mtp_acceptance: float = 0.85,
+    dtype: str = STEP_DEFAULTS["dtype"],
+    kv_dtype: str = STEP_DEFAULTS["kv_dtype"],
+    mtp: int = STEP_DEFAULTS["mtp"],
+    mtp_acceptance: float = STEP_DEFAULTS["mtp_acceptance"],
     max_devices_per_instance: int = 512,
     layouts_per_size: int = 3,
     max_batch: int = 4096,

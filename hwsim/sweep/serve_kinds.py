@@ -3,7 +3,8 @@
 
 It reads the layout axis (``tp``, ``ep``, ``pp``, ``dp``), so a sweep over spec overrides ×
 batch × layout reproduces ``hwsim whatif``/``hwsim decode`` point by point, cached and spread over
-the executor's workers. The serve layer is imported when a point is evaluated.
+the executor's workers. The serve layer is imported when a point is evaluated (all but the
+step defaults, :data:`hwsim.serve.request.STEP_DEFAULTS`, which the options and axes share).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hwsim.serve.request import STEP_DEFAULTS
 from hwsim.spec.device import Device
 from hwsim.spec.override_paths import PROFILE_PREFIX
 from hwsim.sweep.kinds import MetricKind, Scalar, register_kind
@@ -24,11 +26,13 @@ if TYPE_CHECKING:
 
 class ServeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    phase: Literal["decode", "prefill"] = "decode"
-    cluster: str | None = Field("default", description="cluster name; 'default': the device's")
-    overlap: Literal["auto", "none", "dual"] = "auto"
-    mtp: int = Field(0, ge=0, description="speculative draft tokens per step")
-    mtp_acceptance: float = Field(0.85, ge=0.0, le=1.0)
+    phase: Literal["decode", "prefill"] = STEP_DEFAULTS["phase"]
+    cluster: str | None = Field(
+        STEP_DEFAULTS["cluster"], description="cluster name; 'default': the device's"
+    )
+    overlap: Literal["auto", "none", "dual"] = STEP_DEFAULTS["overlap"]
+    mtp: int = Field(STEP_DEFAULTS["mtp"], ge=0, description="speculative draft tokens per step")
+    mtp_acceptance: float = Field(STEP_DEFAULTS["mtp_acceptance"], ge=0.0, le=1.0)
 
 
 def _target(device: Device, cluster: str | Cluster | None, params: Mapping[str, Any]) -> Any:
@@ -63,9 +67,9 @@ class ServeStep(MetricKind):
     reads_profile = True
     params: ClassVar[dict[str, Scalar | None]] = {
         "model": None,
-        "batch": 1,
-        "context": 2048,
-        "dtype": "bf16",
+        "batch": STEP_DEFAULTS["batch"],
+        "context": STEP_DEFAULTS["context"],
+        "dtype": STEP_DEFAULTS["dtype"],
         "tp": 1,
         "ep": 1,
         "pp": 1,
@@ -182,7 +186,7 @@ class Serving(MetricKind):
         "traffic": "chat",  #: a workload class or traffic profile (workloads/traffic)
         "qps": 0.0,  #: Poisson rate, req/s; 0: the class's reference load
         "replicas": 1,
-        "dtype": "bf16",
+        "dtype": STEP_DEFAULTS["dtype"],
         "max_batch": 256,
         "token_budget": 8192,
         "requests": 1000,
