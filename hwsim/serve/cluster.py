@@ -7,9 +7,10 @@
   ``least-kv`` (the smallest share of KV blocks in use).
 * **Disaggregation** (DistServe, Splitwise, DeepSeek's deployment, NVIDIA Dynamo): prefill
   replicas only prefill; when a prompt is done its KV cache moves to the decode replica with the
-  fewest outstanding requests as a flow on the cluster's links (:class:`hwsim.sim.engine.Engine`:
-  every prefill replica's NICs out, every decode replica's NICs in, max-min fair sharing with
-  every other transfer in flight), and the decode replica takes it when it has the blocks.
+  fewest outstanding requests as a flow on the cluster's graph (:mod:`hwsim.serve.kv_route`:
+  replicas placed in rank order, each device's shard on its ECMP route, max-min fair sharing
+  with every other transfer in flight; without a cluster, the two replicas' NICs), and the
+  decode replica takes it when it has the blocks.
 * **Arrivals**: open loop (each request at its time), offline (all at once) or a closed loop of
   users who each send their next request a think time after the last one finished.
 
@@ -28,6 +29,7 @@ import numpy as np
 import simpy
 
 from hwsim.serve.engine import EngineConfig, Role, VirtualEngine
+from hwsim.serve.kv_route import KvNetwork
 from hwsim.serve.ledger import Ledger
 from hwsim.serve.steptime import StepTimeModel
 from hwsim.serve.traffic import Requests, UserStreams
@@ -120,6 +122,7 @@ class ServingCluster:
         router: RouterPolicy,
         decode_spec: ReplicaSpec | None = None,
         decode_replicas: int = 0,
+        network: KvNetwork | None = None,
     ) -> None:
         self.eng, self.env, self.ledger = engine, engine.env, ledger
         if decode_spec is None:  # aggregated: every replica prefills and decodes
@@ -136,11 +139,15 @@ class ServingCluster:
                 Replica(self.env, f"decode {i}", decode_spec, ledger, "decode")
                 for i in range(decode_replicas)
             ]
-            for r in self.front + self.back:
-                r.link = engine.link(f"{r.name} NICs", r.spec.nic_Bps, r.spec.nic_latency_s, "rdma")
+            if network is None:  # no cluster graph: each replica's NICs, a non-blocking core
+                for r in self.front + self.back:
+                    r.link = engine.link(
+                        f"{r.name} NICs", r.spec.nic_Bps, r.spec.nic_latency_s, "rdma"
+                    )
         self.router = Router(self.front, router)
         self.decode_router = Router(self.back, "least-outstanding") if self.back else None
         self._placed: dict[int, Replica] = {}
+        self.network = network
 
     @property
     def replicas(self) -> list[Replica]:
@@ -223,8 +230,13 @@ class ServingCluster:
         dst = self.decode_router.pick()
         nbytes = kv_tokens * src.spec.kv_bytes_per_token
         start = self.env.now
-        assert src.link is not None and dst.link is not None
-        yield self.eng.transfer([src.link, dst.link], nbytes)
+        if self.network is not None:  # shard by shard on the cluster graph (hwsim.serve.kv_route)
+            p = self.network.path(self.front.index(src), len(self.front) + self.back.index(dst))
+            if p.links:
+                yield self.eng.transfer(p.links, nbytes, latency_s=p.latency_s, weights=p.weights)
+        else:
+            assert src.link is not None and dst.link is not None
+            yield self.eng.transfer([src.link, dst.link], nbytes)
         self.ledger.transfers.append((rid, start, self.env.now, nbytes))
         dst.accept(rid, kv_tokens)
 

@@ -39,9 +39,11 @@ from hwsim.plan.model_step import (
 from hwsim.serve.api import Target, make_target, resolve_layout
 from hwsim.serve.cluster import ROUTERS, ReplicaSpec, ServingCluster, replica_busy
 from hwsim.serve.engine import EngineConfig
+from hwsim.serve.kv_route import kv_network
 from hwsim.serve.ledger import Ledger
 from hwsim.serve.metrics import SLO, RunMetrics, measure
 from hwsim.serve.profile import EngineProfile, engine_profile
+from hwsim.serve.request import STEP_DEFAULTS
 from hwsim.serve.step import accepted_tokens
 from hwsim.serve.steptime import StepTimeModel, default_cache_dir
 from hwsim.serve.traffic import (
@@ -86,10 +88,10 @@ class ServeRequest:
     devices: int | str | None = "auto"  #: one replica's devices ('auto': capacity)
     layout: str | Layout | None = None  #: one replica's layout
     replicas: int = 1
-    dtype: str = "bf16"
-    kv_dtype: str = "bf16"
-    mtp: int = 0
-    mtp_acceptance: float = 0.85
+    dtype: str = STEP_DEFAULTS["dtype"]
+    kv_dtype: str = STEP_DEFAULTS["kv_dtype"]
+    mtp: int = STEP_DEFAULTS["mtp"]
+    mtp_acceptance: float = STEP_DEFAULTS["mtp_acceptance"]
     qps: float | None = None
     offline: bool = False
     concurrency: int | None = None
@@ -105,7 +107,7 @@ class ServeRequest:
     disaggregate: tuple[int, int] | None = None  #: (prefill replicas, decode replicas)
     slo: SLO | None = None  #: default: the traffic profile's
     seed: int = 0
-    cluster: str | None = "default"
+    cluster: str | None = STEP_DEFAULTS["cluster"]
     context_overflow: str = "clip"
     step_cache: Path | None = field(default_factory=default_cache_dir)
     #: ``path=value`` changes to the engine profile (a what-if, or a trial value of its fit)
@@ -390,7 +392,12 @@ def run(req: ServeRequest, dep: Deployment) -> ServeResult:
     check_replicas(pre + dec)
     eng = Engine()
     ledger = Ledger()
-    cluster = ServingCluster(eng, ledger, dep.spec, pre, req.router, dep.decode_spec, dec)  # type: ignore[arg-type]
+    net = (
+        kv_network(eng, dep.target.mapper.cluster, dep.target.device, dep.layout.devices, pre + dec)
+        if dec
+        else None
+    )
+    cluster = ServingCluster(eng, ledger, dep.spec, pre, req.router, dep.decode_spec, dec, net)  # type: ignore[arg-type]
     max_ctx = dep.cfg.max_position
     if isinstance(arrival, ClosedLoop):
         streams = closed_loop(dep.traffic, arrival.users, think_s=arrival.think_s,
@@ -431,7 +438,7 @@ def run(req: ServeRequest, dep: Deployment) -> ServeResult:
         step_points=dep.spec.model.points,
         wall_s=time.perf_counter() - t0,
         records=RunRecords.of(ledger),
-        notes=dep.notes,
+        notes=dep.notes + ((f"KV hand-overs routed on the {net.name}",) if net else ()),
     )
 
 
