@@ -1,7 +1,8 @@
 """Serving page: a request stream on a deployment (``hwsim serve``): latency against offered
 load, the TTFT/TPOT CDFs, throughput, batch and KV blocks in use over time; the what-if device
 at the same rate. A serving run takes seconds, so it runs off the request thread and the page
-shows which rate it is simulating."""
+shows which rate it is simulating. Below, the card that sizes a deployment for a workload
+class (``hwsim size --traffic``) lives in :mod:`hwsim.app.pages.serving_classes`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dash import Dash, Output, html
 from hwsim.app import commands
 from hwsim.app.compute import ServingView, curve_rates, serving_view
 from hwsim.app.context import AppContext
+from hwsim.app.pages import serving_classes
 from hwsim.app.params import ServingParams, WhatIf
 from hwsim.app.specs import spec_yaml, whatif_device, whatif_filename
 from hwsim.app.widgets import (
@@ -62,6 +64,7 @@ def layout(app_ctx: AppContext) -> html.Div:
             graph(f"{P}-cdf"),
             graph(f"{P}-timeline"),
             command_box(P),
+            serving_classes.card(),
         ]
     )
 
@@ -139,6 +142,7 @@ def _render(view: ServingView, p: ServingParams) -> list[Any]:
 
 
 def register(app: Dash, app_ctx: AppContext) -> None:
+    serving_classes.register(app, app_ctx.jobs, P)
     register_page(
         app,
         app_ctx.jobs,
