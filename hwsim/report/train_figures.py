@@ -1,11 +1,17 @@
-"""Views of one training step: the pipeline timeline (ranks × tasks, point-to-point transfers)
+"""Views of one training step: the pipeline timeline (ranks × tasks, communication)
 as a plotly figure and page, and as a Chrome / Perfetto trace (``ui.perfetto.dev`` opens it).
 
-Both read the event log that :func:`hwsim.train.pipeline.simulate_pipeline` keeps (a
-:class:`~hwsim.train.result.TrainResult` made with ``timeline=True``): one track per pipeline
+Both read the event log of a :class:`~hwsim.train.result.TrainResult` made with
+``timeline=True``: the pipeline's tasks (:func:`hwsim.train.pipeline.simulate_pipeline`) and
+the step's other intervals (``TrainResult.events``). The trace has one track per pipeline
 rank with its forward (F), backward (B), weight-gradient (W) and DualPipe overlapped (F|B)
-tasks, and one track per directed link with its activation and gradient sends. Data-parallel
-communication and the optimizer follow the pipeline; they are in the step's breakdown.
+tasks and its optimizer step; one track per directed point-to-point link with its activation
+and gradient sends; and per rank one track per kind of communication: TP collectives, CP ring
+attention exchanges, EP all-to-alls (dispatch and combine), DP gradient reduction (the buckets
+of the reduce-scatter or all-reduce, and ZeRO-3's per-layer reduce-scatters) and DP parameter
+all-gathers (ZeRO-1/2 after the optimizer; ZeRO-3 per layer). Each collective sits where the
+simulation timed it; collectives that overlap in time on one rank (a DualPipe pair's two
+chains) go to a second track of their kind.
 """
 
 from __future__ import annotations
@@ -23,6 +29,35 @@ from hwsim.train.result import TrainResult
 MAX_BARS = 6000
 _COLOUR = {"F": "#1f77b4", "B": "#d62728", "W": "#ff7f0e", "FB": "#9467bd"}
 _PIPE_PID, _LINK_PID = 1, 2
+#: communication tracks: key → (process id, short name, process name)
+COMM_TRACKS: dict[str, tuple[int, str, str]] = {
+    "tp": (3, "TP", "TP communication (all-gather, reduce-scatter, all-reduce)"),
+    "cp": (4, "CP", "CP communication (ring attention key/value exchange)"),
+    "ep": (5, "EP", "EP all-to-all (MoE dispatch and combine)"),
+    "dp_grad": (6, "DP grad", "DP gradient reduction (reduce-scatter / all-reduce buckets)"),
+    "dp_param": (7, "DP param", "DP parameter all-gather"),
+}
+
+
+def comm_track(category: str, name: str) -> str:
+    """The communication track of a step event: its category, data parallelism split into
+    gradient reduction and parameter gathers."""
+    if category == "dp":
+        return "dp_param" if "all-gather" in name else "dp_grad"
+    return category
+
+
+#: seconds two events on one track may overlap by rounding (their times are sums of floats)
+OVERLAP_TOL_S = 1e-9
+
+
+def _lanes(ends: list[float], start: float) -> int:
+    """The first lane free at ``start`` (events sorted by start), extended with a new one."""
+    for i, e in enumerate(ends):
+        if start >= e - OVERLAP_TOL_S:
+            return i
+    ends.append(0.0)
+    return len(ends) - 1
 
 
 def _log(r: TrainResult) -> Any:
@@ -56,13 +91,58 @@ def train_trace(r: TrainResult) -> dict[str, Any]:
         ev.append({"ph": "X", "pid": _LINK_PID, "tid": tid[(t.src, t.dst)], "name": t.kind,
                    "cat": "p2p", "ts": t.start_s * 1e6, "dur": (t.end_s - t.start_s) * 1e6,
                    "args": {"bytes": t.nbytes}})  # fmt: skip
+    ev += _comm_events(r)
     return {"traceEvents": ev, "displayTimeUnit": "ms",
-            "otherData": {"model": r.model, "step_time_s": r.step_time_s}}  # fmt: skip
+            "otherData": {"model": r.model, "step_time_s": r.step_time_s,
+                          "notes": list(r.notes)}}  # fmt: skip
+
+
+def _comm_events(r: TrainResult) -> list[dict[str, Any]]:
+    """The optimizer on each rank's track and every collective on its kind's track (module
+    docstring); a kind not listed in :data:`COMM_TRACKS` gets a process of its own."""
+    ev: list[dict[str, Any]] = []
+    by_track: dict[tuple[str, int], list[Any]] = {}
+    for e in r.events:
+        if e.category == "optimizer":
+            ev.append({"ph": "X", "pid": _PIPE_PID, "tid": e.rank, "name": e.name,
+                       "cat": "optimizer", "ts": e.start_s * 1e6,
+                       "dur": (e.end_s - e.start_s) * 1e6})  # fmt: skip
+            continue
+        by_track.setdefault((comm_track(e.category, e.name), e.rank), []).append(e)
+    extra = max(pid for pid, _, _ in COMM_TRACKS.values())
+    pids = {k: v[0] for k, v in COMM_TRACKS.items()}
+    threads: dict[int, int] = {}  # threads named so far per process
+    for (key, rank), items in sorted(by_track.items()):
+        if key not in pids:
+            extra += 1
+            pids[key] = extra
+        pid = pids[key]
+        short, long = COMM_TRACKS.get(key, (pid, key.upper(), f"{key.upper()} communication"))[1:]
+        if pid not in threads:
+            threads[pid] = 0
+            ev.append({"ph": "M", "pid": pid, "name": "process_name", "args": {"name": long}})
+        items.sort(key=lambda e: e.start_s)
+        ends: list[float] = []
+        first = threads[pid]
+        for e in items:
+            lane = _lanes(ends, e.start_s)
+            ends[lane] = e.end_s
+            ev.append({"ph": "X", "pid": pid, "tid": first + lane, "name": e.name, "cat": key,
+                       "ts": e.start_s * 1e6, "dur": (e.end_s - e.start_s) * 1e6,
+                       "args": {"bytes": e.nbytes, "stage": rank}})  # fmt: skip
+        for lane in range(len(ends)):
+            suffix = f" ({lane + 1})" if lane else ""
+            ev.append({"ph": "M", "pid": pid, "tid": first + lane, "name": "thread_name",
+                       "args": {"name": f"stage {rank} {short}{suffix}"}})  # fmt: skip
+        threads[pid] = first + len(ends)
+    return ev
 
 
 def timeline_figure(r: TrainResult, max_bars: int = MAX_BARS) -> go.Figure:
     """One row per pipeline rank, a bar per task coloured by kind (forward, backward, weight
-    gradient, overlapped forward+backward); the gaps are the bubble."""
+    gradient, overlapped forward+backward) and its optimizer step; the gaps are the bubble.
+    Under each rank, a row per kind of communication it runs (TP, CP, EP, DP) with a bar per
+    collective (at most ``max_bars`` of them too, the first ones per row)."""
     pipe = _log(r)
     per_rank = max(1, max_bars // max(1, r.layout.pp))
     shown: dict[int, int] = {}
@@ -87,19 +167,58 @@ def timeline_figure(r: TrainResult, max_bars: int = MAX_BARS) -> go.Figure:
                 customdata=text[k], marker={"color": _COLOUR[k]},
                 hovertemplate="%{customdata}<br>%{base:.2f} ms + %{x:.2f} ms<extra></extra>",
             ))  # fmt: skip
+    rows = _comm_bars(fig, r, max_bars)
+    order = [x for i in range(r.layout.pp) for x in (f"stage {i}", *rows.get(i, []))]
     fig.update_layout(
         title=f"{r.model}: one step on {r.gpus} GPUs ({r.layout}, {r.schedule}), bubble "
         f"{r.bubble_fraction:.1%}",
         xaxis={"title": "time (ms)"},
-        yaxis={
-            "categoryorder": "array",
-            "categoryarray": [f"stage {i}" for i in range(r.layout.pp)],
-            "autorange": "reversed",
-        },
+        yaxis={"categoryorder": "array", "categoryarray": order, "autorange": "reversed"},
         barmode="overlay",
-        height=240 + 28 * r.layout.pp,
+        height=240 + 28 * len(order),
     )
     return fig
+
+
+_COMM_COLOUR = {"tp": "#17becf", "cp": "#bcbd22", "ep": "#e377c2", "dp_grad": "#8c564b",
+                "dp_param": "#7f7f7f", "optimizer": "#2ca02c"}  # fmt: skip
+
+
+def _comm_bars(fig: go.Figure, r: TrainResult, max_bars: int) -> dict[int, list[str]]:
+    """The optimizer steps and the collectives of ``r.events`` as bars; returns each rank's
+    communication rows in track order."""
+    rows: dict[int, set[str]] = {}
+    bars: dict[str, tuple[list[float], list[float], list[str], list[str]]] = {}
+    per_row = max(1, max_bars // max(1, 4 * r.layout.pp))
+    shown: dict[str, int] = {}
+    for e in r.events:
+        key = "optimizer" if e.category == "optimizer" else comm_track(e.category, e.name)
+        short = COMM_TRACKS[key][1] if key in COMM_TRACKS else key.upper()
+        row = f"stage {e.rank}" if key == "optimizer" else f"stage {e.rank} {short}"
+        if shown.get(row, 0) >= per_row:
+            continue
+        shown[row] = shown.get(row, 0) + 1
+        if key != "optimizer":
+            rows.setdefault(e.rank, set()).add(row)
+        b = bars.setdefault(key, ([], [], [], []))
+        b[0].append((e.end_s - e.start_s) * 1e3)
+        b[1].append(e.start_s * 1e3)
+        b[2].append(row)
+        b[3].append(e.name)
+    for key, (x, base, y, text) in bars.items():
+        label = (
+            "optimizer"
+            if key == "optimizer"
+            else (COMM_TRACKS[key][2] if key in COMM_TRACKS else f"{key.upper()} communication")
+        )
+        fig.add_trace(go.Bar(
+            x=x, base=base, y=y, orientation="h", name=label, customdata=text,
+            marker={"color": _COMM_COLOUR.get(key, "#999999")},
+            hovertemplate="%{customdata}<br>%{base:.3f} ms + %{x:.3f} ms<extra></extra>",
+        ))  # fmt: skip
+    rank_of = {v[1]: i for i, v in enumerate(COMM_TRACKS.values())}
+    return {k: sorted(v, key=lambda row: rank_of.get(row.split(" ", 2)[2], 99))
+            for k, v in rows.items()}  # fmt: skip
 
 
 def breakdown_table(r: TrainResult) -> str:
@@ -112,9 +231,10 @@ def train_sections(r: TrainResult) -> list[Section]:
     return [
         Section(
             "Pipeline timeline",
-            "Each row is one pipeline stage; each bar one forward, backward or weight-gradient "
-            "chunk of one micro-batch. White space is the pipeline bubble: stages waiting for "
-            "activations from upstream or gradients from downstream.",
+            "Each stage's first row has one bar per forward, backward or weight-gradient "
+            "chunk of one micro-batch, and its optimizer step. White space is the pipeline "
+            "bubble: stages waiting for activations from upstream or gradients from downstream. "
+            "The rows under it show when its TP, CP, EP and DP collectives run.",
             timeline_figure(r),
         ),
         Section(

@@ -104,12 +104,13 @@ def dp_cost(timer: Timer, lay: TrainLayout, p: StageParams, zero: int) -> DpCost
 
 def reduce_finish(
     windows: Sequence[tuple[float, float]], reduce_s: float, buckets: int, overlap: bool,
-    after_s: float,
+    after_s: float, log: list[tuple[float, float]] | None = None,
 ) -> float:  # fmt: skip
     """When a rank's gradient reduction ends: its chunks' buckets (``buckets`` in all, the time
     split evenly over its chunks) become ready, evenly spread, during each chunk's last backward
     ``windows[i] = (start, end)`` and go out in order on one channel; without ``overlap`` every
-    bucket waits for ``after_s`` (the rank's last task)."""
+    bucket waits for ``after_s`` (the rank's last task). ``log`` receives each bucket's
+    (start, end) on that channel."""
     if reduce_s <= 0 or not windows:
         return after_s
     per_chunk = max(1, buckets // len(windows))
@@ -118,7 +119,10 @@ def reduce_finish(
     for start, end in sorted(windows, key=lambda w: w[1]):
         for i in range(per_chunk):
             ready = start + (i + 1) / per_chunk * (end - start) if overlap else after_s
-            free = max(free, ready) + t_b
+            begin = max(free, ready)
+            free = begin + t_b
+            if log is not None:
+                log.append((begin, free))
     return free
 
 
@@ -132,13 +136,20 @@ def optimizer_s(timer: Timer, lay: TrainLayout, p: StageParams, zero: int) -> fl
     return timer.seconds(TrainOp(op, "optimizer")) * ADAM_SCALE
 
 
+def zero3_layer_comm(timer: Timer, lay: TrainLayout, layer_params: float) -> tuple[float, float]:
+    """ZeRO-3 / FSDP per layer and micro-batch: seconds of the parameter all-gather and of the
+    gradient reduce-scatter."""
+    group = lay.cp * lay.dp
+    ag = _collective(timer, "all-gather", layer_params * PARAM_BYTES, group, lay.tp)
+    rs = _collective(timer, "reduce-scatter", layer_params * GRAD_BYTES, group, lay.tp)
+    return ag, rs
+
+
 def zero3_layer_exposure(
     timer: Timer, lay: TrainLayout, layer_params: float, fwd_s: float, bwd_s: float
 ) -> tuple[float, float]:
     """ZeRO-3 / FSDP per layer and micro-batch: exposed seconds in the forward (the parameter
     all-gather beyond the previous layer's forward, which it is prefetched under) and in the
     backward (all-gather again plus the gradient reduce-scatter, beyond the layer's backward)."""
-    group = lay.cp * lay.dp
-    ag = _collective(timer, "all-gather", layer_params * PARAM_BYTES, group, lay.tp)
-    rs = _collective(timer, "reduce-scatter", layer_params * GRAD_BYTES, group, lay.tp)
+    ag, rs = zero3_layer_comm(timer, lay, layer_params)
     return max(0.0, ag - fwd_s), max(0.0, ag + rs - bwd_s)

@@ -17,6 +17,9 @@ default: ~10x faster; ``tests/train`` hold the two players equal), as
 The result keeps an event log of every task (rank, kind, micro-batch, position, start, end),
 every transfer, each rank's busy time and peak in-flight activation bytes, and when each
 rank's last backward of each chunk ran (the gradients data parallelism then reduces).
+Activations: a forward keeps its chunk's, a full backward frees them, a zero-bubble
+input-gradient backward frees all but what its deferred weight gradient needs and the ``W``
+frees that (:mod:`hwsim.train.memory` counts the same before the step is played).
 """
 
 from __future__ import annotations
@@ -70,7 +73,9 @@ class Transfer:
 class PipelineSpec:
     """What to play: ``pp`` ranks, ``vpp`` chunks each, ``m`` micro-batches per replica;
     ``duration(task)`` in seconds; ``saved(pos)`` activation bytes a forward keeps; ``p2p``
-    bytes per send over links of ``p2p_Bps`` and ``p2p_latency_s``."""
+    bytes per send over links of ``p2p_Bps`` and ``p2p_latency_s``; ``w_saved(pos)`` the
+    bytes a deferred weight gradient keeps from its input-gradient backward until its ``W``
+    (None: all the forward kept)."""
 
     schedule: str
     pp: int
@@ -82,6 +87,7 @@ class PipelineSpec:
     p2p_Bps: float
     p2p_latency_s: float
     keep_log: bool = True  #: keep every task and transfer (the timeline); off for searches
+    w_saved: Callable[[int], float] | None = None
 
 
 @dataclass
@@ -171,8 +177,7 @@ class _State:
             if kind == "F":
                 self.mem[rank] += spec.saved(pos)
                 self.live[rank] += 1
-                res.peak_activation_bytes[rank] = max(res.peak_activation_bytes[rank],
-                                                      self.mem[rank])  # fmt: skip
+                self._peak(rank)
                 res.peak_inflight[rank] = max(res.peak_inflight[rank], self.live[rank])
                 if pos < self.last:
                     dst = rank_of(spec.schedule, pp, pos + 1, d)
@@ -188,10 +193,21 @@ class _State:
                         (("grad", d, mb, pos - 1), dst, self._send(rank, dst, end, "gradient"))
                     )
                 if not (t.kind == "B" and t.zb):  # a full backward frees its activations
-                    self._free(rank, pos, start, end)
+                    self._free(rank, pos, start, end, spec.saved(pos))
+                else:  # all but what the deferred weight gradient needs
+                    self.mem[rank] += self._w_saved(pos) - spec.saved(pos)
+                    self._peak(rank)
             else:  # W: the deferred weight gradient frees the rest
-                self._free(rank, pos, start, end)
+                self._free(rank, pos, start, end, self._w_saved(pos))
         return out
+
+    def _w_saved(self, pos: int) -> float:
+        w = self.spec.w_saved
+        return self.spec.saved(pos) if w is None else w(pos)
+
+    def _peak(self, rank: int) -> None:
+        peak = self.res.peak_activation_bytes
+        peak[rank] = max(peak[rank], self.mem[rank])
 
     def _send(self, src: int, dst: int, t_end: float, kind: str) -> float:
         start, arrival = self.send_time(src, dst, t_end)
@@ -199,8 +215,8 @@ class _State:
             self.res.transfers.append(Transfer(src, dst, kind, start, arrival, self.spec.p2p_bytes))
         return arrival
 
-    def _free(self, rank: int, pos: int, start: float, end: float) -> None:
-        self.mem[rank] -= self.spec.saved(pos)
+    def _free(self, rank: int, pos: int, start: float, end: float, nbytes: float) -> None:
+        self.mem[rank] -= nbytes
         self.live[rank] -= 1
         self.res.last_grad[rank][pos] = (start, end)
 
@@ -217,16 +233,21 @@ class _State:
         return res
 
 
+def check_size(pp: int, vpp: int, m: int) -> None:
+    """Refuse a pipeline no run should wait for (every task is one event, and a send or two):
+    :class:`~hwsim.spec.limits.LimitExceeded` past the event budget."""
+    from hwsim.spec.limits import check_budget
+
+    tasks = 3 * m * pp * vpp
+    check_budget(tasks, cheaper_mode_hint="fewer micro-batches (a larger --micro-batch) or stages")
+
+
 def simulate_pipeline(spec: PipelineSpec, engine: str = "auto") -> PipelineResult:
     """Play every rank's tasks (module docstring). Static orders run as an exact list schedule
     by default (``engine="list"``: each rank's tasks in order, each starting when the rank is
     free and its inputs have arrived) and ``engine="simpy"`` plays the same on simpy (a test
     holds the two equal); a schedule that decides as tasks become ready runs on simpy."""
-    from hwsim.spec.limits import check_budget
-
-    # every task is one event (and a send or two): refuse a pipeline no run should wait for
-    tasks = 3 * spec.m * spec.pp * spec.vpp
-    check_budget(tasks, cheaper_mode_hint="fewer micro-batches (a larger --micro-batch) or stages")
+    check_size(spec.pp, spec.vpp, spec.m)
     if spec.schedule in DYNAMIC or engine == "simpy":
         return _play_simpy(spec)
     return _play_list(spec)

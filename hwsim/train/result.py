@@ -38,6 +38,21 @@ if TYPE_CHECKING:
     from hwsim.spec.device import Device
     from hwsim.spec.model import ModelConfig
 
+
+@dataclass(frozen=True)
+class StepEvent:
+    """One interval of a step on a pipeline rank besides its tasks (seconds from the step's
+    start): a collective (``category`` ``tp``, ``cp``, ``ep`` or ``dp``) where the simulation
+    timed it, or the optimizer (``optimizer``); ``nbytes`` each rank moves."""
+
+    rank: int
+    category: str
+    name: str
+    start_s: float
+    end_s: float
+    nbytes: float = 0.0
+
+
 FLOPS_DEFINITION = (
     "model FLOPs per Megatron-Core num_floating_point_operations: every weight matrix a token "
     "passes (top-k experts), attention over the full s x s square (no causal halving), LM head, "
@@ -86,6 +101,9 @@ class TrainResult:
     wall_s: float
     notes: tuple[str, ...] = ()
     pipeline: PipelineResult | None = field(default=None, repr=False)
+    #: with ``timeline``: every collective and optimizer step of each rank (the trace's
+    #: communication tracks), in the order of the pipeline's tasks
+    events: tuple[StepEvent, ...] = field(default=(), repr=False)
 
     @property
     def fits(self) -> bool:
@@ -139,7 +157,7 @@ def make_result(
     *, req: TrainRequest, model: ModelConfig, device: Device, mapper: Mapper, layout: TrainLayout,
     m: int, spec: TrainSpec, mem: MemoryBreakdown, pipe: PipelineResult, busiest: int,
     rank_cost: PassCost, dp_exposed_s: float, optimizer_s: float, param_gather_s: float,
-    overhead_s: float, notes: list[str], wall_s: float,
+    overhead_s: float, notes: list[str], wall_s: float, events: list[StepEvent] | None = None,
 ) -> TrainResult:  # fmt: skip
     """Compose the result (module docstring)."""
     breakdown: dict[str, float] = {"compute": rank_cost.compute_s}
@@ -179,5 +197,5 @@ def make_result(
         simulated_peak_activation_bytes=max(pipe.peak_activation_bytes),
         gpu_hours_per_trillion_tokens=gh_per_t, tokens=req.tokens, days=days,
         gpu_hours=gpu_hours, cost_usd=cost, wall_s=wall_s, notes=tuple(notes),
-        pipeline=pipe if req.timeline else None,
+        pipeline=pipe if req.timeline else None, events=tuple(events or ()),
     )  # fmt: skip

@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -29,7 +28,7 @@ from hwsim.plan.train_layout import (
     chunk_layers,
     parse_train_layout,
 )
-from hwsim.plan.train_memory import MemoryBreakdown, stage_params
+from hwsim.plan.train_memory import GRAD_BYTES, PARAM_BYTES, MemoryBreakdown, stage_params
 from hwsim.plan.train_step import (
     Passes,
     TrainOp,
@@ -41,14 +40,20 @@ from hwsim.plan.train_step import (
 )
 from hwsim.sim.mapper import Mapper, mapper_for
 from hwsim.spec.model import ModelConfig, load_model_config
-from hwsim.train.dp import dp_cost, optimizer_s, reduce_finish, zero3_layer_exposure
-from hwsim.train.memory import fit_error, memory_per_gpu
+from hwsim.train.dp import (
+    dp_cost,
+    optimizer_s,
+    reduce_finish,
+    zero3_layer_comm,
+    zero3_layer_exposure,
+)
+from hwsim.train.memory import fit_error, memory_per_gpu, wgrad_keep_bytes
 from hwsim.train.pipeline import PipelineResult, PipelineSpec, simulate_pipeline
 from hwsim.train.profile import TrainingParams, training_params
 from hwsim.train.request import TrainRequest
-from hwsim.train.result import TrainResult, make_result
+from hwsim.train.result import StepEvent, TrainResult, make_result
 from hwsim.train.schedules import Task, rank_order
-from hwsim.train.timing import PassCost, Timer, parse_routing, play_pair
+from hwsim.train.timing import CommSpan, PassCost, Timer, parse_routing, play_pair
 
 if TYPE_CHECKING:
     from hwsim.spec.cluster import Cluster
@@ -165,7 +170,9 @@ def build_layers(model: ModelConfig, lay: TrainLayout, spec: TrainSpec, timer: T
 @dataclass
 class ChunkCosts:
     """Pass costs of every model chunk: forward, full backward, input-gradient backward, weight
-    gradient; and the activation bytes a forward keeps."""
+    gradient; the activation bytes a forward keeps and a deferred weight gradient keeps
+    (:func:`hwsim.train.memory.wgrad_keep_bytes`); and each chunk's distinct layers' pass
+    costs in forward order with their repeat counts (``parts``: where its collectives run)."""
 
     fwd: list[PassCost]
     bwd: list[PassCost]
@@ -174,6 +181,10 @@ class ChunkCosts:
     saved: list[float]
     ops_fwd: list[list[TrainOp]]
     ops_bwd: list[list[TrainOp]]
+    w_saved: list[float] = field(default_factory=list)
+    parts: list[list[tuple[tuple[PassCost, PassCost, PassCost, PassCost], int]]] = field(
+        default_factory=list
+    )
 
 
 def chunk_costs(
@@ -185,9 +196,10 @@ def chunk_costs(
     out = ChunkCosts([], [], [], [], [], [], [])
     for pos in range(lay.chunks):
         f, b, bg, w = PassCost(), PassCost(), PassCost(), PassCost()
-        saved = 0.0
+        saved = w_saved = 0.0
         ops_f: list[TrainOp] = []
         ops_b: list[TrainOp] = []
+        parts: list[tuple[tuple[PassCost, PassCost, PassCost, PassCost], int]] = []
         for passes, n in layers.chunk(model, lay.chunks, pos):
             hit = cache.get(id(passes))
             if hit is None:
@@ -200,25 +212,51 @@ def chunk_costs(
                         pc.time_s += ovh
                         pc.compute["moe"] = pc.compute.get("moe", 0.0) + ovh
                 if zero >= 3 and passes.name.endswith("layer"):
-                    ef, eb = zero3_layer_exposure(timer, lay, _layer_params(model, lay, passes),
-                                                  pf.time_s, pb.time_s)  # fmt: skip
+                    lp = _layer_params(model, lay, passes)
+                    ef, eb = zero3_layer_exposure(timer, lay, lp, pf.time_s, pb.time_s)
                     for pc, e in ((pf, ef), (pb, eb), (pbg, eb)):
                         pc.time_s += e
                         pc.exposed["dp"] = pc.exposed.get("dp", 0.0) + e
                         pc.comm["dp"] = pc.comm.get("dp", 0.0) + e
+                    if timer.spans:
+                        _zero3_spans(timer, lay, lp, pf, pb, pbg)
                 hit = cache[id(passes)] = (pf, pb, pbg, pw)
             for acc, part in zip((f, b, bg, w), hit, strict=True):
                 acc.add(part, n)
+            parts.append((hit, n))
             saved += passes.saved_bytes * n
+            w_saved += wgrad_keep_bytes(passes) * n
             if keep_ops:
                 ops_f += list(passes.fwd) * n
                 ops_b = list(passes.bwd) * n + ops_b
         for lst, v in ((out.fwd, f), (out.bwd, b), (out.bgrad, bg), (out.wgrad, w)):
             lst.append(v)
         out.saved.append(saved)
+        out.w_saved.append(w_saved)
         out.ops_fwd.append(ops_f)
         out.ops_bwd.append(ops_b)
+        out.parts.append(parts)
     return out
+
+
+def _zero3_spans(timer: Timer, lay: TrainLayout, layer_params: float, *passes: PassCost) -> None:
+    """Where ZeRO-3's per-layer collectives run in each pass (:func:`zero3_layer_exposure`):
+    the next layer's parameter all-gather from the pass's start (forward), then the gradient
+    reduce-scatter (backward); clipped to the pass (a zero-bubble input-gradient pass is
+    shorter than the backward the exposure was charged against)."""
+    ag, rs = zero3_layer_comm(timer, lay, layer_params)
+    for i, pc in enumerate(passes):
+        if pc.time_s <= 0:
+            continue
+        todo = [("ZeRO-3 param all-gather", ag, layer_params * PARAM_BYTES)]
+        if i > 0:
+            todo.append(("ZeRO-3 grad reduce-scatter", rs, layer_params * GRAD_BYTES))
+        at = 0.0
+        for name, dur, nbytes in todo:
+            dur = min(dur, pc.time_s - at)
+            if dur > 0:
+                pc.spans.append(CommSpan("dp", name, at, dur, nbytes))
+                at += dur
 
 
 def _layer_params(model: ModelConfig, lay: TrainLayout, passes: Passes) -> float:
@@ -246,6 +284,7 @@ class Prepared:
     costs: ChunkCosts
     t0: float
     _pairs: dict[tuple[int, int], PassCost] = field(default_factory=dict)
+    _comm: dict[tuple[int, int], list[CommSpan]] = field(default_factory=dict)
 
     def task_cost(self, t: Task) -> PassCost:
         """The pass cost of one pipeline task (DualPipe pairs played once per pair)."""
@@ -260,6 +299,29 @@ class Prepared:
         hit = self._pairs.get(key)
         if hit is None:
             hit = self._pairs[key] = play_pair(c.ops_fwd[t.pos], c.ops_bwd[t.pos2], self.timer)
+        return hit
+
+    def task_comm(self, t: Task) -> list[CommSpan]:
+        """When each collective of one task runs, in seconds from the task's start: its
+        chunk's layers' passes laid end to end (a backward or weight gradient in reverse
+        layer order), each pass's as :meth:`Timer.cost` recorded them; a DualPipe pair's as
+        :func:`play_pair` played them."""
+        if t.kind == "FB":
+            return self.task_cost(t).spans
+        zb = t.zb or self.req.schedule == "zb"
+        which = {"F": 0, "B": 2 if zb else 1, "W": 3}[t.kind]
+        key = (which, t.pos)
+        hit = self._comm.get(key)
+        if hit is None:
+            parts = self.costs.parts[t.pos]
+            hit = []
+            at = 0.0
+            for costs, n in parts if which == 0 else parts[::-1]:
+                pc = costs[which]
+                for _ in range(n):
+                    hit += [sp.shifted(at) for sp in pc.spans]
+                    at += pc.time_s
+            self._comm[key] = hit
         return hit
 
 
@@ -278,7 +340,7 @@ def prepare(
     routing = parse_routing(req.routing)
     if req.node_limit is not None:
         routing = replace(routing, node_limit=req.node_limit)
-    timer = Timer(target.mapper, target.params, routing)
+    timer = Timer(target.mapper, target.params, routing, spans=req.timeline)
     layers = build_layers(model, lay, spec, timer)
     mem = memory_per_gpu(model, lay, req, split.micro_batches, layers,
                          target.mapper.capacity_bytes,
@@ -336,10 +398,10 @@ def play(p: Prepared) -> TrainResult:
         p2p_Bps=(fab.inter_Bps if inter else fab.intra_Bps) * eff,
         p2p_latency_s=fab.inter_latency_s if inter else fab.intra_latency_s,
         keep_log=p.req.timeline,
+        w_saved=lambda pos: p.costs.w_saved[pos],
     )  # fmt: skip
     pipe = simulate_pipeline(pspec)
-    return _finish(p.req, p.model, p.target, lay, p.m, p.spec, p.mem, pipe, p.task_cost,
-                   p.timer, p.t0)  # fmt: skip
+    return _finish(p, pipe)
 
 
 def simulate_train(
@@ -351,14 +413,11 @@ def simulate_train(
     return play(prepare(req, device=device, cluster=cluster, strict=strict))
 
 
-def _finish(
-    req: TrainRequest, model: ModelConfig, target: Target, lay: TrainLayout, m: int,
-    spec: TrainSpec, mem: MemoryBreakdown, pipe: PipelineResult,
-    task_cost: Callable[[Task], PassCost],
-    timer: Timer, t0: float,
-) -> TrainResult:  # fmt: skip
-    """Data parallelism, the optimizer and the result."""
-    cost_of = task_cost
+def _finish(prep: Prepared, pipe: PipelineResult) -> TrainResult:
+    """Data parallelism, the optimizer and the result (with ``timeline``, every collective's
+    and optimizer step's interval on each rank: :func:`_task_events`, :func:`_dp_events`)."""
+    req, model, lay, timer, target = prep.req, prep.model, prep.layout, prep.timer, prep.target
+    log: list[StepEvent] | None = [] if req.timeline else None
     end_dp = 0.0
     opt_end = 0.0
     ag_exposed = 0.0
@@ -366,24 +425,90 @@ def _finish(
         p = stage_params(model, lay, r, req.schedule)
         dc = dp_cost(timer, lay, p, req.zero)
         windows = list(pipe.last_grad[r].values())
-        fin = reduce_finish(windows, dc.grad_reduce_s, dc.buckets, req.dp_overlap, pipe.end_s[r])
+        buckets: list[tuple[float, float]] | None = [] if log is not None else None
+        fin = reduce_finish(windows, dc.grad_reduce_s, dc.buckets, req.dp_overlap, pipe.end_s[r],
+                            buckets)  # fmt: skip
         done = max(pipe.end_s[r], fin)
         end_dp = max(end_dp, done)
-        opt_end = max(opt_end, done + optimizer_s(timer, lay, p, req.zero))
+        opt = optimizer_s(timer, lay, p, req.zero)
+        opt_end = max(opt_end, done + opt)
+        first = 0.0
         if dc.param_gather_s > 0:
             first = dc.param_gather_s / max(1, dc.buckets) if req.dp_overlap else dc.param_gather_s
             ag_exposed = max(ag_exposed, first)
+        if log is not None:
+            log += _dp_events(req, r, dc.param_gather_s, buckets or [], done, opt, first)
     busiest = max(range(lay.pp), key=lambda r: pipe.busy_s[r])
     per_rank = PassCost()
-    for t in _rank_tasks(req.schedule, lay, m, busiest):
-        per_rank.add(cost_of(t))
+    for t in _rank_tasks(req.schedule, lay, prep.m, busiest):
+        per_rank.add(prep.task_cost(t))
+    notes = list(timer.notes)
+    if log is not None:
+        log = _task_events(prep, pipe, notes) + log
     return make_result(
-        req=req, model=model, device=target.device, mapper=target.mapper, layout=lay, m=m,
-        spec=spec, mem=mem, pipe=pipe, busiest=busiest, rank_cost=per_rank,
+        req=req, model=model, device=target.device, mapper=target.mapper, layout=lay, m=prep.m,
+        spec=prep.spec, mem=prep.mem, pipe=pipe, busiest=busiest, rank_cost=per_rank,
         dp_exposed_s=max(0.0, end_dp - pipe.makespan_s), optimizer_s=opt_end - end_dp,
         param_gather_s=ag_exposed, overhead_s=float(target.params.step_overhead.value),
-        notes=timer.notes, wall_s=time.perf_counter() - t0,
+        notes=notes, wall_s=time.perf_counter() - prep.t0, events=log,
     )  # fmt: skip
+
+
+#: Most collectives the step's event log lists one by one; past it each task's collectives
+#: of one category are packed into one interval of their busy time (a trace that large would
+#: not open in a browser anyway).
+MAX_COMM_EVENTS = 400_000
+
+
+def _task_events(prep: Prepared, pipe: PipelineResult, notes: list[str]) -> list[StepEvent]:
+    """The collectives inside every pipeline task, placed at the task's start."""
+    total = sum(len(prep.task_comm(s.task)) for s in pipe.spans)
+    packed = total > MAX_COMM_EVENTS
+    if packed:
+        notes.append(f"event log: {total:,} collectives, more than {MAX_COMM_EVENTS:,}; each "
+                     "task's collectives of one kind are packed into one interval of their busy "
+                     "time")  # fmt: skip
+    out: list[StepEvent] = []
+    for s in pipe.spans:
+        spans = prep.task_comm(s.task)
+        if not packed:
+            for c in spans:
+                t0 = s.start_s + c.start_s
+                out.append(StepEvent(s.rank, c.category, c.name, t0, t0 + c.dur_s, c.nbytes))
+            continue
+        cats: dict[str, list[CommSpan]] = {}
+        for c in spans:
+            cats.setdefault(c.category, []).append(c)
+        for cat, cs in cats.items():
+            t0 = s.start_s + cs[0].start_s
+            end = min(s.end_s, t0 + sum(c.dur_s for c in cs))
+            out.append(StepEvent(s.rank, cat, f"{cat} ({len(cs)} collectives, packed)", t0, end,
+                                 sum(c.nbytes for c in cs)))  # fmt: skip
+    return out
+
+
+def _dp_events(
+    req: TrainRequest, rank: int, gather_s: float, buckets: list[tuple[float, float]],
+    done: float, opt: float, first: float,
+) -> list[StepEvent]:  # fmt: skip
+    """One rank's data-parallel collectives and optimizer step, as :func:`_finish` times them:
+    the gradient buckets on their channel (:func:`reduce_finish`), the optimizer when they are
+    done, the exposed first parameter all-gather after it, and the rest of the gather where it
+    runs in the steady state, under the first forwards (the previous step's)."""
+    red = "grad all-reduce" if req.zero == 0 else "grad reduce-scatter"
+    n = len(buckets)
+    out = [StepEvent(rank, "dp", f"{red} (bucket {i + 1}/{n})", a, b)
+           for i, (a, b) in enumerate(buckets)]  # fmt: skip
+    if opt > 0:
+        out.append(StepEvent(rank, "optimizer", "optimizer (Adam)", done, done + opt))
+    if first > 0:
+        out.append(StepEvent(rank, "dp", "param all-gather (exposed)", done + opt,
+                             done + opt + first))  # fmt: skip
+    rest = min(gather_s - first, done + opt)
+    if rest > 0:
+        out.append(StepEvent(rank, "dp", "param all-gather (under the first forwards)", 0.0,
+                             rest))  # fmt: skip
+    return out
 
 
 def _rank_tasks(schedule: str, lay: TrainLayout, m: int, rank: int) -> list[Task]:

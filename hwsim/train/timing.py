@@ -13,6 +13,11 @@ played in order with their overlap groups.
 * An overlap group (consecutive ops sharing an id, :mod:`hwsim.plan.train_step`) takes
   ``max(C·(1+slowdown), M) + min(C, M)/chunks`` for compute ``C`` and communication ``M``;
   the communication beyond the compute is *exposed* and charged to its category.
+* With ``spans`` (a step simulated for its timeline), every pass timed here also records
+  when each of its collectives runs (:class:`CommSpan`, seconds from the pass's start), for
+  the step's communication tracks: a lone collective where it is played; inside an overlap
+  group, the collectives listed before the group's first compute op from the group's start,
+  those after it ending with the group.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -70,19 +75,38 @@ def parse_routing(text: str) -> Routing:
     return Routing(text)
 
 
+class CommSpan(NamedTuple):
+    """One collective of a pass: its category (``tp``, ``cp``, ``ep``, ``dp``), name, start
+    (seconds from the start of the pass, or of the step once placed) and duration, and the
+    bytes each rank moves."""
+
+    category: str
+    name: str
+    start_s: float
+    dur_s: float
+    nbytes: float = 0.0
+
+    def shifted(self, by: float) -> CommSpan:
+        return self._replace(start_s=self.start_s + by)
+
+
 @dataclass
 class PassCost:
     """A pass's cost on one GPU (seconds): wall time, compute busy time by category, the
-    communication busy and exposed time by category, and the hardware FLOPs of its ops."""
+    communication busy and exposed time by category, the hardware FLOPs of its ops, and when
+    each of its collectives runs (``spans``, from the pass's start; module docstring)."""
 
     time_s: float = 0.0
     compute: dict[str, float] = field(default_factory=dict)
     comm: dict[str, float] = field(default_factory=dict)
     exposed: dict[str, float] = field(default_factory=dict)
     flops: float = 0.0
+    spans: list[CommSpan] = field(default_factory=list)
 
     def add(self, other: PassCost, times: float = 1.0) -> PassCost:
-        """``self + times · other`` (in place; returns self)."""
+        """``self + times · other`` (in place; returns self). Sums keep no ``spans``: a
+        chunk's collectives are its passes' spans laid end to end
+        (:meth:`hwsim.train.step.Prepared.task_comm`)."""
         self.time_s += other.time_s * times
         self.flops += other.flops * times
         for mine, theirs in ((self.compute, other.compute), (self.comm, other.comm),
@@ -108,11 +132,13 @@ class Timer:
     """Times ops for one device (mapper), cluster and routing; each distinct op once."""
 
     def __init__(
-        self, mapper: Mapper, params: TrainingParams, routing: Routing | None = None
-    ) -> None:
+        self, mapper: Mapper, params: TrainingParams, routing: Routing | None = None,
+        spans: bool = False,
+    ) -> None:  # fmt: skip
         self.mapper = mapper
         self.params = params
         self.routing = routing or Routing()
+        self.spans = spans  #: record where each collective runs (module docstring)
         # routing plans, all-to-all times and topologies live as long as the mapper (which
         # the step layer caches per device and cluster), so searches and the validation fit
         # simulate each flow problem once
@@ -221,12 +247,16 @@ class Timer:
             chunks = 1
             comm_by: dict[str, float] = {}
             comp_by: dict[str, float] = {}
+            head: list[tuple[TrainOp, float]] = []  # collectives before the first compute op
+            tail: list[tuple[TrainOp, float]] = []  # and after it
             for o in ops[i:j]:
                 t = self.seconds(o)
                 out.flops += self.flops(o.op)
                 if o.stream == "comm":
                     comm += t
                     comm_by[o.category] = comm_by.get(o.category, 0.0) + t
+                    if self.spans:
+                        (tail if comp_by else head).append((o, t))
                 else:
                     comp += t
                     comp_by[o.category] = comp_by.get(o.category, 0.0) + t
@@ -242,9 +272,26 @@ class Timer:
                 out.comm[k] = out.comm.get(k, 0.0) + v
                 if exposed > 0:
                     out.exposed[k] = out.exposed.get(k, 0.0) + exposed * v / comm
+            # where the collectives run: from the group's start, or ending with it (wall ≥
+            # comm, so the two runs never overlap)
+            at = out.time_s
+            for run in (head, tail):
+                if run is tail:
+                    at = out.time_s + wall - sum(t for _, t in tail)
+                for o, t in run:
+                    if t > 0:
+                        out.spans.append(_span(o, at, t))
+                    at += t
             out.time_s += wall
             i = j
         return out
+
+
+def _span(o: TrainOp, start: float, dur: float) -> CommSpan:
+    op = o.op
+    if isinstance(op, Collective):
+        return CommSpan(o.category, op.name or op.kind, start, dur, float(op.bytes))
+    return CommSpan(o.category, o.category, start, dur)
 
 
 def play_pair(a: Sequence[TrainOp], b: Sequence[TrainOp], timer: Timer) -> PassCost:
@@ -274,6 +321,7 @@ def play_pair(a: Sequence[TrainOp], b: Sequence[TrainOp], timer: Timer) -> PassC
             inner[k] = inner.get(k, 0.0) + max(0.0, v)
     busy_comp = 0.0
     comm_cats: dict[str, float] = {}
+    spans: list[CommSpan] = []
     while True:
         live = [c for c in (0, 1) if nxt[c] < len(chains[c])]
         if not live:
@@ -287,7 +335,7 @@ def play_pair(a: Sequence[TrainOp], b: Sequence[TrainOp], timer: Timer) -> PassC
             return (max(ready[x], free[st]), 0 if comm_next else 1, x)
 
         c = min(live, key=key)
-        stream, dur, cat = chains[c][nxt[c]]
+        stream, dur, cat, inner_spans = chains[c][nxt[c]]
         start = max(ready[c], free[stream])
         free[stream] = ready[c] = start + dur
         nxt[c] += 1
@@ -295,7 +343,9 @@ def play_pair(a: Sequence[TrainOp], b: Sequence[TrainOp], timer: Timer) -> PassC
             busy_comp += dur
         else:
             comm_cats[cat] = comm_cats.get(cat, 0.0) + dur
+        spans += [sp.shifted(start) for sp in inner_spans]
     out.time_s = max(ready)
+    out.spans = sorted(spans, key=lambda sp: sp.start_s)
     out.exposed = dict(inner)
     exposed = max(0.0, out.time_s - busy_comp)
     tot = sum(comm_cats.values())
@@ -307,10 +357,11 @@ def play_pair(a: Sequence[TrainOp], b: Sequence[TrainOp], timer: Timer) -> PassC
     return out
 
 
-def _items(ops: Sequence[TrainOp], timer: Timer) -> list[tuple[str, float, str]]:
-    """(stream, seconds, category) items of a chain: overlap groups collapsed into one
-    compute item of the group's wall time; lone collectives on the comm stream."""
-    out: list[tuple[str, float, str]] = []
+def _items(ops: Sequence[TrainOp], timer: Timer) -> list[tuple[str, float, str, list[CommSpan]]]:
+    """(stream, seconds, category, collectives from the item's start) items of a chain:
+    overlap groups collapsed into one compute item of the group's wall time (with the
+    collectives inside it); lone collectives on the comm stream."""
+    out: list[tuple[str, float, str, list[CommSpan]]] = []
     i, n = 0, len(ops)
     while i < n:
         g = ops[i].overlap
@@ -320,10 +371,12 @@ def _items(ops: Sequence[TrainOp], timer: Timer) -> list[tuple[str, float, str]]
                 j += 1
         group = ops[i:j]
         if len(group) == 1 and group[0].stream == "comm":
-            out.append(("comm", timer.seconds(group[0]), group[0].category))
+            t = timer.seconds(group[0])
+            sp = [_span(group[0], 0.0, t)] if timer.spans else []
+            out.append(("comm", t, group[0].category, sp))
         else:
             c = timer.cost(group)
-            out.append(("compute", c.time_s, "compute"))
+            out.append(("compute", c.time_s, "compute", c.spans))
         i = j
     return [x for x in out if x[1] > 0]
 

@@ -13,6 +13,8 @@ Each case runs in a fresh process-level state (the mapper cache is cleared), so 
 
 from __future__ import annotations
 
+import gc
+import statistics
 import time
 
 import pytest
@@ -85,9 +87,13 @@ def test_bench_cost_follows_stages_times_micro_batches() -> None:
     simulate_train(TrainRequest(model=GPT64, global_batch=4 * 256, **base))
     t = []
     for model, gb in ((few, 4 * 256), (GPT64, 4 * 256), (GPT64, 4 * 2048)):
-        t0 = time.perf_counter()
-        simulate_train(TrainRequest(model=model, global_batch=gb, **base))
-        t.append(time.perf_counter() - t0)
+        runs = []
+        for _ in range(3):  # median of 3, each after a full collection: a ~90 ms gen-2 GC
+            gc.collect()  # landing in one timed run once broke the ratio on a shared machine
+            t0 = time.perf_counter()
+            simulate_train(TrainRequest(model=model, global_batch=gb, **base))
+            runs.append(time.perf_counter() - t0)
+        t.append(statistics.median(runs))
     print(f"\n32 layers {t[0]:.3f} s, 64 layers {t[1]:.3f} s, 8x micro-batches {t[2]:.3f} s")
     assert t[1] < 1.5 * t[0] + 0.05
     assert t[2] > 2 * t[1]
