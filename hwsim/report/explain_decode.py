@@ -31,6 +31,7 @@ from hwsim.report.explain_common import (
     compute_x2,
     mapping_candidates,
 )
+from hwsim.serve.request import STEP_DEFAULTS
 from hwsim.spec.errors import SpecError
 from hwsim.spec.load import load_device
 from hwsim.spec.overrides import apply_overrides
@@ -92,10 +93,10 @@ class DecodeSubject:
 
     model: str
     device: str
-    batch: int = 1
-    context: int = 2048
-    dtype: str = "bf16"
-    kv_dtype: str = "bf16"
+    batch: int = STEP_DEFAULTS["batch"]
+    context: int = STEP_DEFAULTS["context"]
+    dtype: str = STEP_DEFAULTS["dtype"]
+    kv_dtype: str = STEP_DEFAULTS["kv_dtype"]
     tp: int | None = None
     ep: int | None = None
     pp: int | None = None
