@@ -13,7 +13,8 @@
    (:func:`hwsim.train.pipeline.simulate_pipeline`);
 5. data-parallel gradient reduction overlapped with the last backward, the optimizer, the
    parameter gather (:mod:`hwsim.train.dp`);
-6. rates, FLOPs, MFU and the breakdown (:mod:`hwsim.train.result`).
+6. rates, FLOPs, MFU and the breakdown (:mod:`hwsim.train.result`); with ``timeline``, where
+   each collective and optimizer step ran (:mod:`hwsim.train.events`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from hwsim.plan.train_layout import (
     chunk_layers,
     parse_train_layout,
 )
-from hwsim.plan.train_memory import GRAD_BYTES, PARAM_BYTES, MemoryBreakdown, stage_params
+from hwsim.plan.train_memory import MemoryBreakdown, stage_params
 from hwsim.plan.train_step import (
     Passes,
     TrainOp,
@@ -44,9 +45,9 @@ from hwsim.train.dp import (
     dp_cost,
     optimizer_s,
     reduce_finish,
-    zero3_layer_comm,
     zero3_layer_exposure,
 )
+from hwsim.train.events import chunk_comm, dp_events, task_events, zero3_spans
 from hwsim.train.memory import fit_error, memory_per_gpu, wgrad_keep_bytes
 from hwsim.train.pipeline import PipelineResult, PipelineSpec, simulate_pipeline
 from hwsim.train.profile import TrainingParams, training_params
@@ -219,7 +220,7 @@ def chunk_costs(
                         pc.exposed["dp"] = pc.exposed.get("dp", 0.0) + e
                         pc.comm["dp"] = pc.comm.get("dp", 0.0) + e
                     if timer.spans:
-                        _zero3_spans(timer, lay, lp, pf, pb, pbg)
+                        zero3_spans(timer, lay, lp, pf, pb, pbg)
                 hit = cache[id(passes)] = (pf, pb, pbg, pw)
             for acc, part in zip((f, b, bg, w), hit, strict=True):
                 acc.add(part, n)
@@ -237,26 +238,6 @@ def chunk_costs(
         out.ops_bwd.append(ops_b)
         out.parts.append(parts)
     return out
-
-
-def _zero3_spans(timer: Timer, lay: TrainLayout, layer_params: float, *passes: PassCost) -> None:
-    """Where ZeRO-3's per-layer collectives run in each pass (:func:`zero3_layer_exposure`):
-    the next layer's parameter all-gather from the pass's start (forward), then the gradient
-    reduce-scatter (backward); clipped to the pass (a zero-bubble input-gradient pass is
-    shorter than the backward the exposure was charged against)."""
-    ag, rs = zero3_layer_comm(timer, lay, layer_params)
-    for i, pc in enumerate(passes):
-        if pc.time_s <= 0:
-            continue
-        todo = [("ZeRO-3 param all-gather", ag, layer_params * PARAM_BYTES)]
-        if i > 0:
-            todo.append(("ZeRO-3 grad reduce-scatter", rs, layer_params * GRAD_BYTES))
-        at = 0.0
-        for name, dur, nbytes in todo:
-            dur = min(dur, pc.time_s - at)
-            if dur > 0:
-                pc.spans.append(CommSpan("dp", name, at, dur, nbytes))
-                at += dur
 
 
 def _layer_params(model: ModelConfig, lay: TrainLayout, passes: Passes) -> float:
@@ -303,9 +284,8 @@ class Prepared:
 
     def task_comm(self, t: Task) -> list[CommSpan]:
         """When each collective of one task runs, in seconds from the task's start: its
-        chunk's layers' passes laid end to end (a backward or weight gradient in reverse
-        layer order), each pass's as :meth:`Timer.cost` recorded them; a DualPipe pair's as
-        :func:`play_pair` played them."""
+        chunk's layers' passes laid end to end (:func:`hwsim.train.events.chunk_comm`); a
+        DualPipe pair's as :func:`play_pair` played them."""
         if t.kind == "FB":
             return self.task_cost(t).spans
         zb = t.zb or self.req.schedule == "zb"
@@ -313,15 +293,7 @@ class Prepared:
         key = (which, t.pos)
         hit = self._comm.get(key)
         if hit is None:
-            parts = self.costs.parts[t.pos]
-            hit = []
-            at = 0.0
-            for costs, n in parts if which == 0 else parts[::-1]:
-                pc = costs[which]
-                for _ in range(n):
-                    hit += [sp.shifted(at) for sp in pc.spans]
-                    at += pc.time_s
-            self._comm[key] = hit
+            hit = self._comm[key] = chunk_comm(self.costs.parts[t.pos], which)
         return hit
 
 
@@ -415,7 +387,7 @@ def simulate_train(
 
 def _finish(prep: Prepared, pipe: PipelineResult) -> TrainResult:
     """Data parallelism, the optimizer and the result (with ``timeline``, every collective's
-    and optimizer step's interval on each rank: :func:`_task_events`, :func:`_dp_events`)."""
+    and optimizer step's interval on each rank: :mod:`hwsim.train.events`)."""
     req, model, lay, timer, target = prep.req, prep.model, prep.layout, prep.timer, prep.target
     log: list[StepEvent] | None = [] if req.timeline else None
     end_dp = 0.0
@@ -437,14 +409,14 @@ def _finish(prep: Prepared, pipe: PipelineResult) -> TrainResult:
             first = dc.param_gather_s / max(1, dc.buckets) if req.dp_overlap else dc.param_gather_s
             ag_exposed = max(ag_exposed, first)
         if log is not None:
-            log += _dp_events(req, r, dc.param_gather_s, buckets or [], done, opt, first)
+            log += dp_events(req, r, dc.param_gather_s, buckets or [], done, opt, first)
     busiest = max(range(lay.pp), key=lambda r: pipe.busy_s[r])
     per_rank = PassCost()
     for t in _rank_tasks(req.schedule, lay, prep.m, busiest):
         per_rank.add(prep.task_cost(t))
     notes = list(timer.notes)
     if log is not None:
-        log = _task_events(prep, pipe, notes) + log
+        log = task_events(pipe, prep.task_comm, notes) + log
     return make_result(
         req=req, model=model, device=target.device, mapper=target.mapper, layout=lay, m=prep.m,
         spec=prep.spec, mem=prep.mem, pipe=pipe, busiest=busiest, rank_cost=per_rank,
@@ -452,63 +424,6 @@ def _finish(prep: Prepared, pipe: PipelineResult) -> TrainResult:
         param_gather_s=ag_exposed, overhead_s=float(target.params.step_overhead.value),
         notes=notes, wall_s=time.perf_counter() - prep.t0, events=log,
     )  # fmt: skip
-
-
-#: Most collectives the step's event log lists one by one; past it each task's collectives
-#: of one category are packed into one interval of their busy time (a trace that large would
-#: not open in a browser anyway).
-MAX_COMM_EVENTS = 400_000
-
-
-def _task_events(prep: Prepared, pipe: PipelineResult, notes: list[str]) -> list[StepEvent]:
-    """The collectives inside every pipeline task, placed at the task's start."""
-    total = sum(len(prep.task_comm(s.task)) for s in pipe.spans)
-    packed = total > MAX_COMM_EVENTS
-    if packed:
-        notes.append(f"event log: {total:,} collectives, more than {MAX_COMM_EVENTS:,}; each "
-                     "task's collectives of one kind are packed into one interval of their busy "
-                     "time")  # fmt: skip
-    out: list[StepEvent] = []
-    for s in pipe.spans:
-        spans = prep.task_comm(s.task)
-        if not packed:
-            for c in spans:
-                t0 = s.start_s + c.start_s
-                out.append(StepEvent(s.rank, c.category, c.name, t0, t0 + c.dur_s, c.nbytes))
-            continue
-        cats: dict[str, list[CommSpan]] = {}
-        for c in spans:
-            cats.setdefault(c.category, []).append(c)
-        for cat, cs in cats.items():
-            t0 = s.start_s + cs[0].start_s
-            end = min(s.end_s, t0 + sum(c.dur_s for c in cs))
-            out.append(StepEvent(s.rank, cat, f"{cat} ({len(cs)} collectives, packed)", t0, end,
-                                 sum(c.nbytes for c in cs)))  # fmt: skip
-    return out
-
-
-def _dp_events(
-    req: TrainRequest, rank: int, gather_s: float, buckets: list[tuple[float, float]],
-    done: float, opt: float, first: float,
-) -> list[StepEvent]:  # fmt: skip
-    """One rank's data-parallel collectives and optimizer step, as :func:`_finish` times them:
-    the gradient buckets on their channel (:func:`reduce_finish`), the optimizer when they are
-    done, the exposed first parameter all-gather after it, and the rest of the gather where it
-    runs in the steady state, under the first forwards (the previous step's)."""
-    red = "grad all-reduce" if req.zero == 0 else "grad reduce-scatter"
-    n = len(buckets)
-    out = [StepEvent(rank, "dp", f"{red} (bucket {i + 1}/{n})", a, b)
-           for i, (a, b) in enumerate(buckets)]  # fmt: skip
-    if opt > 0:
-        out.append(StepEvent(rank, "optimizer", "optimizer (Adam)", done, done + opt))
-    if first > 0:
-        out.append(StepEvent(rank, "dp", "param all-gather (exposed)", done + opt,
-                             done + opt + first))  # fmt: skip
-    rest = min(gather_s - first, done + opt)
-    if rest > 0:
-        out.append(StepEvent(rank, "dp", "param all-gather (under the first forwards)", 0.0,
-                             rest))  # fmt: skip
-    return out
 
 
 def _rank_tasks(schedule: str, lay: TrainLayout, m: int, rank: int) -> list[Task]:

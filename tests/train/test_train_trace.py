@@ -131,10 +131,10 @@ def test_html_timeline_has_communication_rows() -> None:
 def test_a_huge_log_is_packed_per_task(monkeypatch: pytest.MonkeyPatch) -> None:
     """Past ``MAX_COMM_EVENTS`` each task's collectives of one kind become one interval of
     their busy time, still inside the task, and the notes say so."""
-    import hwsim.train.step as step
+    import hwsim.train.events as events
 
     full = _moe()
-    monkeypatch.setattr(step, "MAX_COMM_EVENTS", 10)
+    monkeypatch.setattr(events, "MAX_COMM_EVENTS", 10)
     r = _moe()
     assert any("packed" in n for n in r.notes)
     assert len(r.events) < len(full.events)
