@@ -106,7 +106,7 @@ def print_result(r: TrainResult) -> None:
             f"{r.global_batch} × {r.seqlen} tokens, {r.micro_batches} micro-batches of "
             f"{r.micro_batch} per replica",
         ),
-        ("step time", _fmt_s(r.step_time_s)),
+        ("step time", _fmt_s(r.step_time_s) + (f" {r.trust.band()}" if r.trust else "")),
         ("tokens/s per GPU", f"{r.tokens_per_s_per_gpu:,.0f}"),
         ("model TFLOP/s per GPU", f"{r.model_tflops_per_gpu:,.1f}"),
         ("MFU / HFU", f"{r.mfu:.1%} / {r.hfu:.1%} of {r.peak_tflops:,.0f} TFLOP/s {r.dtype}"),
@@ -123,6 +123,9 @@ def print_result(r: TrainResult) -> None:
         rows.append(("time to train", f"{r.days:,.1f} days, {r.gpu_hours:,.0f} GPU-hours"))
     if r.cost_usd is not None:
         rows.append(("cost", f"${r.cost_usd:,.0f}"))
+    if r.trust is not None:
+        cal = "calibrated" if r.trust.calibrated else "not calibrated"
+        rows.append(("expected error", f"{r.trust.band()} ({cal}; {r.trust.basis})"))
     for k, v in rows:
         t.add_row(k, v)
     console.print(t)

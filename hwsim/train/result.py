@@ -29,6 +29,7 @@ from hwsim.plan.train_memory import (
     recompute_flops_per_token,
 )
 from hwsim.plan.train_step import TrainSpec
+from hwsim.sim.trust import Trust, trust_for
 from hwsim.train.pipeline import PipelineResult
 from hwsim.train.request import TrainRequest
 from hwsim.train.timing import PassCost
@@ -104,6 +105,9 @@ class TrainResult:
     #: with ``timeline``: every collective and optimizer step of each rank (the trace's
     #: communication tracks), in the order of the pipeline's tasks
     events: tuple[StepEvent, ...] = field(default=(), repr=False)
+    #: how far to trust the step time: the training suite's MAPE on this architecture's rows,
+    #: else the GEMM leave-one-out error (hwsim.sim.trust, devices/profiles/trust.yaml)
+    trust: Trust | None = field(default=None, repr=False)
 
     @property
     def fits(self) -> bool:
@@ -150,6 +154,7 @@ class TrainResult:
             "cost_usd": self.cost_usd,
             "wall_s": self.wall_s,
             "notes": list(self.notes),
+            **(self.trust.to_dict() if self.trust is not None else {}),
         }  # fmt: skip
 
 
@@ -198,4 +203,5 @@ def make_result(
         gpu_hours_per_trillion_tokens=gh_per_t, tokens=req.tokens, days=days,
         gpu_hours=gpu_hours, cost_usd=cost, wall_s=wall_s, notes=tuple(notes),
         pipeline=pipe if req.timeline else None, events=tuple(events or ()),
+        trust=trust_for("train", device.arch),
     )  # fmt: skip

@@ -16,7 +16,7 @@ from hwsim.sim.gpu_gemm import simulate_gemm
 from hwsim.sim.mapper import mapper_for
 from hwsim.sim.trust import combine, elementwise_class, trust_for
 from hwsim.spec.load import load_device
-from hwsim.validate import deepep, fa3, fa3_bwd, gpu_ops
+from hwsim.validate import deepep, fa3, fa3_bwd, gpu_ops, training
 from hwsim.validate.gpu_ops_transfer import transfer_errors
 
 ARCH = {"a100-sxm-80gb": "ampere", "mi210": "cdna2"}
@@ -37,6 +37,22 @@ def test_calibrated_values_are_the_suites_mape() -> None:
     for t, mape, tol in pairs:
         assert t.calibrated
         assert t.expected_error_pct == pytest.approx(100 * mape, abs=tol), t.basis
+
+
+@pytest.mark.slow
+def test_training_values_are_the_suites_mape_per_architecture() -> None:
+    """A training step's error bar is the training suite's MAPE over the rows of its GPU's
+    architecture (groups end in the GPU: 'megatron h100', 'sc21 a100'); written to 0.01 point."""
+    gpu_arch = {"h100": "hopper", "a100": "ampere"}
+    errs: dict[str, list[float]] = {}
+    for row in training.suite().rows:
+        arch = gpu_arch[row.group.split()[-1]]
+        errs.setdefault(arch, []).append(abs(row.predicted / row.measured - 1))
+    for arch, e in errs.items():
+        t = trust_for("train", arch)
+        assert t.calibrated
+        assert t.expected_error_pct == pytest.approx(100 * float(np.mean(e)), abs=0.005), arch
+    assert not trust_for("train", "cdna3").calibrated  # no MI300X training table
 
 
 @pytest.mark.slow
