@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,34 +90,49 @@ def fit(rows: list[Fa3Row] | None = None, max_nfev: int = 60) -> FitResult:
     return FitResult(params, final, calls[0] + 1)
 
 
-def write_yaml(params: dict[str, float]) -> None:
-    """Replace the values tagged ``source: fit-fa3`` in the attention profile file."""
+def write_yaml(
+    params: dict[str, float], source: str = "fit-fa3", digits: dict[str, int] | None = None
+) -> None:
+    """Replace the values tagged ``source: <source>`` in the attention profile file, each with
+    3 decimals unless ``digits`` says otherwise (default: the cycles of ``fit-fa3`` as a whole
+    number)."""
+    digits = {"tile_overhead_cycles": 0} if digits is None else digits
     path = profile_path("attention")
     text = path.read_text(encoding="utf-8")
-    digits = {"tile_overhead_cycles": 0}
     for name, value in params.items():
         shown = f"{value:.{digits.get(name, 3)}f}"
-        pattern = re.compile(rf"(  {name}: \{{value: )[^,]+(, source: fit-fa3\}})")
+        pattern = re.compile(rf"(  {name}: \{{value: )[^,]+(, source: {re.escape(source)}\}})")
         text, n = pattern.subn(rf"\g<1>{shown}\g<2>", text)
         if n != 1:
-            raise RuntimeError(f"expected one fit-fa3 line for {name}, found {n}")
+            raise RuntimeError(f"expected one {source} line for {name}, found {n}")
     path.write_text(text, encoding="utf-8")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_cli(
+    doc: str | None,
+    fit_fn: Callable[..., FitResult],
+    write_fn: Callable[[dict[str, float]], None],
+    max_nfev: int,
+) -> None:
+    """The command line of an attention fit: print the parameters, the MAPE and every row;
+    ``--write`` puts the values into the profile file."""
+    ap = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
     ap.add_argument("--write", action="store_true", help="write the values into the YAML")
-    ap.add_argument("--max-nfev", type=int, default=60)
+    ap.add_argument("--max-nfev", type=int, default=max_nfev)
     args = ap.parse_args()
-    res = fit(max_nfev=args.max_nfev)
+    res = fit_fn(max_nfev=args.max_nfev)
     for k, v in res.params.items():
         print(f"{k:24s} {v:.4g}")
     print(f"MAPE {res.mape:.2%}  max {res.max_error:.2%}  ({res.evaluations} evaluations)")
     for r in res.rows:
         print(f"{r.case:34s} {r.measured:7.1f} {r.predicted:7.1f} {r.error:+7.1%}")
     if args.write:
-        write_yaml(res.params)
+        write_fn(res.params)
         print(f"wrote {profile_path('attention')}")
+
+
+def main() -> None:
+    run_cli(__doc__, fit, write_yaml, max_nfev=60)
 
 
 if __name__ == "__main__":

@@ -19,19 +19,16 @@ Run once: ``python -m hwsim.validate.fit_attention_bwd --write``.
 
 from __future__ import annotations
 
-import argparse
-import re
-
 import numpy as np
 from scipy.optimize import least_squares
 
 from hwsim.sim.kernel_profiles import AttentionProfile, load_attention_profile
-from hwsim.spec.profiles import profile_path
 from hwsim.spec.quantity import Sourced
 from hwsim.spec.units import Dim
 from hwsim.validate.fa3 import load_table, predict
 from hwsim.validate.fa3_bwd import TABLE
-from hwsim.validate.fit_attention import FitResult
+from hwsim.validate.fit_attention import FitResult, run_cli
+from hwsim.validate.fit_attention import write_yaml as write_attention_yaml
 
 #: (name, lower bound, upper bound, start when the YAML has no value)
 PARAMS: tuple[tuple[str, float, float, float], ...] = (
@@ -80,31 +77,12 @@ def fit(max_nfev: int = 40) -> FitResult:
 
 
 def write_yaml(params: dict[str, float]) -> None:
-    """Replace the ``fit-fa3-bwd`` values of the ``fa3`` entry."""
-    path = profile_path("attention")
-    text = path.read_text(encoding="utf-8")
-    for name, value in params.items():
-        pattern = re.compile(rf"(  {name}: \{{value: )[^,]+(, source: {SOURCE}\}})")
-        text, n = pattern.subn(rf"\g<1>{value:.3f}\g<2>", text)
-        if n != 1:
-            raise RuntimeError(f"expected one {SOURCE} line for {name}, found {n}")
-    path.write_text(text, encoding="utf-8")
+    """Replace the ``fit-fa3-bwd`` values of the ``fa3`` entry (3 decimals each)."""
+    write_attention_yaml(params, SOURCE, digits={})
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--write", action="store_true", help="write the values into the YAML")
-    ap.add_argument("--max-nfev", type=int, default=40)
-    args = ap.parse_args()
-    res = fit(max_nfev=args.max_nfev)
-    for k, v in res.params.items():
-        print(f"{k:24s} {v:.4g}")
-    print(f"MAPE {res.mape:.2%}  max {res.max_error:.2%}  ({res.evaluations} evaluations)")
-    for r in res.rows:
-        print(f"{r.case:34s} {r.measured:7.1f} {r.predicted:7.1f} {r.error:+7.1%}")
-    if args.write:
-        write_yaml(res.params)
-        print(f"wrote {profile_path('attention')}")
+    run_cli(__doc__, fit, write_yaml, max_nfev=40)
 
 
 if __name__ == "__main__":
