@@ -44,10 +44,7 @@ class Layout:
     sp: int = 1
 
     def __post_init__(self) -> None:
-        for k in _KEYS:
-            v = getattr(self, k)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise SpecError(f"expected a positive integer, got {v!r}", key=f"layout.{k}")
+        check_degrees(self, _KEYS)
         if self.sp not in (1, self.tp):
             raise SpecError(
                 f"sp={self.sp}: sequence parallelism runs over the TP group, so sp is 1 or tp "
@@ -78,22 +75,36 @@ class Layout:
 
 def parse_layout(text: str) -> Layout:
     """``"tp=8,ep=1,pp=1"`` → :class:`Layout` (missing keys are 1)."""
+    return Layout(**parse_degrees(text, _KEYS, "layout"))
+
+
+def parse_degrees(text: str, keys: tuple[str, ...], option: str) -> dict[str, int]:
+    """``"tp=8,pp=2"`` → ``{"tp": 8, "pp": 2}``: each key once and one of ``keys``; errors name
+    ``option``. Shared by serving (:class:`Layout`) and training layouts."""
     vals: dict[str, int] = {}
     for part in (p.strip() for p in text.replace(" ", "").split(",")):
         if not part:
             continue
         m = re.fullmatch(r"([a-z]+)=(\d+)", part)
         if not m:
-            raise SpecError(f"expected key=value like 'tp=8', got {part!r}", key="layout")
+            raise SpecError(f"expected key=value like 'tp=8', got {part!r}", key=option)
         key, val = m.group(1), int(m.group(2))
-        if key not in _KEYS:
+        if key not in keys:
             raise SpecError(
-                f"unknown parallelism {key!r}; expected one of {', '.join(_KEYS)}", key="layout"
+                f"unknown parallelism {key!r}; expected one of {', '.join(keys)}", key=option
             )
         if key in vals:
-            raise SpecError(f"{key} given twice", key="layout")
+            raise SpecError(f"{key} given twice", key=option)
         vals[key] = val
-    return Layout(**vals)
+    return vals
+
+
+def check_degrees(layout: object, keys: tuple[str, ...]) -> None:
+    """Every degree in ``keys`` of ``layout`` is an int ≥ 1 (a bool is not)."""
+    for k in keys:
+        v = getattr(layout, k)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise SpecError(f"expected a positive integer, got {v!r}", key=f"layout.{k}")
 
 
 def check_layout(model: ModelConfig, layout: Layout) -> Shard:

@@ -19,9 +19,9 @@ Conventions (Megatron-Core's process-group order, tensor-parallel innermost):
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from hwsim.plan.layout import check_degrees, parse_degrees
 from hwsim.spec.errors import SpecError
 from hwsim.spec.model import ModelConfig
 
@@ -43,10 +43,7 @@ class TrainLayout:
     vpp: int = 1
 
     def __post_init__(self) -> None:
-        for k in KEYS:
-            v = getattr(self, k)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise SpecError(f"expected a positive integer, got {v!r}", key=f"layout.{k}")
+        check_degrees(self, KEYS)
 
     @property
     def gpus(self) -> int:
@@ -81,21 +78,7 @@ class TrainLayout:
 def parse_train_layout(text: str, vpp: int | None = None) -> TrainLayout:
     """``"tp=8,pp=16,dp=48"`` → :class:`TrainLayout` (missing keys are 1; ``vpp`` from
     ``--vpp`` unless the text gives it)."""
-    vals: dict[str, int] = {}
-    for part in (p.strip() for p in text.replace(" ", "").split(",")):
-        if not part:
-            continue
-        m = re.fullmatch(r"([a-z]+)=(\d+)", part)
-        if not m:
-            raise SpecError(f"expected key=value like 'tp=8', got {part!r}", key="--layout")
-        key, val = m.group(1), int(m.group(2))
-        if key not in KEYS:
-            raise SpecError(
-                f"unknown parallelism {key!r}; expected one of {', '.join(KEYS)}", key="--layout"
-            )
-        if key in vals:
-            raise SpecError(f"{key} given twice", key="--layout")
-        vals[key] = val
+    vals = parse_degrees(text, KEYS, "--layout")
     if vpp is not None:
         if "vpp" in vals and vals["vpp"] != vpp:
             raise SpecError(f"vpp={vals['vpp']} in the layout but --vpp {vpp}", key="--vpp")
