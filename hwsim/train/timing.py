@@ -23,7 +23,7 @@ played in order with their overlap groups.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -236,20 +236,14 @@ class Timer:
         """The ops played in order, overlap groups together (module docstring)."""
         out = PassCost()
         slow = float(self.params.overlap_slowdown.value)
-        i, n = 0, len(ops)
-        while i < n:
-            g = ops[i].overlap
-            j = i + 1
-            if g:
-                while j < n and ops[j].overlap == g:
-                    j += 1
+        for group in overlap_groups(ops):
             comp = comm = 0.0
             chunks = 1
             comm_by: dict[str, float] = {}
             comp_by: dict[str, float] = {}
             head: list[tuple[TrainOp, float]] = []  # collectives before the first compute op
             tail: list[tuple[TrainOp, float]] = []  # and after it
-            for o in ops[i:j]:
+            for o in group:
                 t = self.seconds(o)
                 out.flops += self.flops(o.op)
                 if o.stream == "comm":
@@ -283,8 +277,21 @@ class Timer:
                         out.spans.append(_span(o, at, t))
                     at += t
             out.time_s += wall
-            i = j
         return out
+
+
+def overlap_groups(ops: Sequence[TrainOp]) -> Iterator[Sequence[TrainOp]]:
+    """``ops`` cut into runs played together: consecutive ops sharing a non-zero ``overlap``
+    group form one run, every other op is a run of its own."""
+    i, n = 0, len(ops)
+    while i < n:
+        g = ops[i].overlap
+        j = i + 1
+        if g:
+            while j < n and ops[j].overlap == g:
+                j += 1
+        yield ops[i:j]
+        i = j
 
 
 def _span(o: TrainOp, start: float, dur: float) -> CommSpan:
@@ -362,14 +369,7 @@ def _items(ops: Sequence[TrainOp], timer: Timer) -> list[tuple[str, float, str, 
     overlap groups collapsed into one compute item of the group's wall time (with the
     collectives inside it); lone collectives on the comm stream."""
     out: list[tuple[str, float, str, list[CommSpan]]] = []
-    i, n = 0, len(ops)
-    while i < n:
-        g = ops[i].overlap
-        j = i + 1
-        if g:
-            while j < n and ops[j].overlap == g:
-                j += 1
-        group = ops[i:j]
+    for group in overlap_groups(ops):
         if len(group) == 1 and group[0].stream == "comm":
             t = timer.seconds(group[0])
             sp = [_span(group[0], 0.0, t)] if timer.spans else []
@@ -377,7 +377,6 @@ def _items(ops: Sequence[TrainOp], timer: Timer) -> list[tuple[str, float, str, 
         else:
             c = timer.cost(group)
             out.append(("compute", c.time_s, "compute", c.spans))
-        i = j
     return [x for x in out if x[1] > 0]
 
 
