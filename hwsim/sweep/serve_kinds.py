@@ -208,17 +208,7 @@ class Serving(MetricKind):
         "usd_per_million_output_tokens": "capex from the device's price (None: no price), USD",
         "joules_per_output_token": "at the devices' TDP, J",
     }
-    code_paths = (
-        "hwsim/serve",
-        "hwsim/sim",
-        "hwsim/plan",
-        "hwsim/spec",
-        "hwsim/sweep/serve_kinds.py",
-        "devices/profiles",
-        "devices/clusters",
-        "devices/costs",
-        "workloads/traffic",
-    )
+    code_paths = (*ServeStep.code_paths, "devices/costs", "workloads/traffic")
     Options: ClassVar[type[BaseModel]] = ServingOptions
     device_fields = (*ServeStep.device_fields, "price")
 
