@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from hwsim.serve.request import StepRequest
     from hwsim.serve.size import SizedCluster
     from hwsim.serve.step import StepResult
-    from hwsim.sim.trust import Trust
 
 Model = Annotated[str, typer.Option(help="model name (workloads/models) or HF config.json")]
 Device = Annotated[str, typer.Option(help="device name (devices/*.yaml) or YAML path")]
@@ -48,15 +47,10 @@ def _fmt_s(t: float) -> str:
     return f"{t * 1e3:.3f} ms" if t < 1 else f"{t:.3f} s"
 
 
-def _step_trust(r: StepResult) -> Trust:
-    """The step's error bar (computed by the step simulation: hwsim.sim.trust)."""
-    return r.trust
-
-
 def _print_step(r: StepResult) -> None:
     from hwsim.spec.fit import human_bytes
 
-    trust = _step_trust(r)
+    trust = r.trust  # the step simulation's error bar (hwsim.sim.trust)
     band = f" {trust.band()}"
 
     t = Table(title=f"{r.phase}: {r.model} on {r.devices} × {r.device} ({r.layout})")
